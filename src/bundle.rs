@@ -1,0 +1,265 @@
+//! A bundle on disk: its name, its config.json (read, never rewritten) and its runtime config.
+
+use crate::runtime_config::{self, ConfigError, Format, RuntimeConfig};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error(
+        "`{0}` is not a valid bundle name (letters, digits, `_`, `.`, `-`; not starting with `.`, `_` or `-`)"
+    )]
+    InvalidName(String),
+    #[error("{0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("both runtime.json and runtime.yml are present in {0}: keep one")]
+    BothRuntimeFiles(PathBuf),
+    #[error("{0}: no rootfs/ directory (and no lower/ to build one from)")]
+    NoRootfs(PathBuf),
+    #[error(
+        "{0}: process.terminal is true: lkinit runs containers without a terminal, set it to false"
+    )]
+    Terminal(PathBuf),
+    #[error("{path}: a user namespace needs linux.{which} with an entry for container id 0")]
+    UserNsMappings { path: PathBuf, which: &'static str },
+    #[error("cannot write the generated config {path}")]
+    Generate {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The ids that container root is mapped to on the host, when the container has its own
+/// user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootOwner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug)]
+pub struct Bundle {
+    /// The container id.
+    pub name: String,
+    /// Absolute path of the bundle directory.
+    pub dir: PathBuf,
+    pub rootfs: PathBuf,
+    /// Present when the rootfs is read-write (an overlay on `lower/`).
+    pub lower: Option<PathBuf>,
+    pub spec: Spec,
+    pub config_path: PathBuf,
+    pub runtime: RuntimeConfig,
+    /// The runtime config file that was read, if any.
+    pub runtime_file: Option<PathBuf>,
+}
+
+/// `[A-Za-z0-9][A-Za-z0-9_.-]*`: safe as a file name, a container id and a log file name.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name.len() <= 200
+}
+
+fn read(path: &Path) -> Result<Option<String>, BundleError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(BundleError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+impl Bundle {
+    /// Reads and checks everything about a bundle that can be known before touching the
+    /// host, so a bad bundle fails before anything is mounted.
+    pub fn open(dir: &Path) -> Result<Bundle, BundleError> {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !valid_name(&name) {
+            return Err(BundleError::InvalidName(name));
+        }
+        let dir = std::path::absolute(dir).map_err(|source| BundleError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if !dir.is_dir() {
+            return Err(BundleError::NotADirectory(dir));
+        }
+
+        let config_path = dir.join("config.json");
+        let text = read(&config_path)?.ok_or_else(|| BundleError::Read {
+            path: config_path.clone(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        })?;
+        let spec: Spec = runtime_config::parse_json(&text, &config_path)?;
+
+        let json_path = dir.join("runtime.json");
+        let yml_path = dir.join("runtime.yml");
+        let (json, yml) = (read(&json_path)?, read(&yml_path)?);
+        let (runtime, runtime_file) = match (json, yml) {
+            (Some(_), Some(_)) => return Err(BundleError::BothRuntimeFiles(dir)),
+            (Some(t), None) => (
+                runtime_config::parse(&t, Format::Json, &json_path)?,
+                Some(json_path),
+            ),
+            (None, Some(t)) => (
+                runtime_config::parse(&t, Format::Yaml, &yml_path)?,
+                Some(yml_path),
+            ),
+            (None, None) => (RuntimeConfig::default(), None),
+        };
+
+        let rootfs = dir.join("rootfs");
+        let lower = Some(dir.join("lower")).filter(|l| l.is_dir());
+        if lower.is_none() && !rootfs.is_dir() {
+            return Err(BundleError::NoRootfs(dir));
+        }
+        let bundle = Bundle {
+            name,
+            dir,
+            rootfs,
+            lower,
+            spec,
+            config_path,
+            runtime,
+            runtime_file,
+        };
+        if bundle
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false)
+        {
+            return Err(BundleError::Terminal(bundle.config_path));
+        }
+        bundle.root_owner()?;
+        Ok(bundle)
+    }
+
+    fn namespace(&self, typ: LinuxNamespaceType) -> Option<&oci_spec::runtime::LinuxNamespace> {
+        self.spec
+            .linux()
+            .as_ref()?
+            .namespaces()
+            .as_ref()?
+            .iter()
+            .find(|n| n.typ() == typ)
+    }
+
+    /// The path of the network namespace the container joins, if config.json names one.
+    pub fn netns_path(&self) -> Option<&Path> {
+        self.namespace(LinuxNamespaceType::Network)?
+            .path()
+            .as_deref()
+    }
+
+    /// Whether the container gets a network namespace of its own or joins one by path
+    /// (false: it shares the host's).
+    pub fn has_netns(&self) -> bool {
+        self.namespace(LinuxNamespaceType::Network).is_some()
+    }
+
+    /// Host ids of container root when the container makes its own user namespace; an error
+    /// when that namespace has no mapping for root (the runtime would fail less clearly).
+    pub fn root_owner(&self) -> Result<Option<RootOwner>, BundleError> {
+        let Some(ns) = self.namespace(LinuxNamespaceType::User) else {
+            return Ok(None);
+        };
+        if ns.path().is_some() {
+            // Joining an existing user namespace: its mappings are not ours to know.
+            return Ok(None);
+        }
+        let linux = self.spec.linux().as_ref();
+        let find = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>, which| {
+            maps.and_then(|m| {
+                m.iter()
+                    .find(|m| m.container_id() == 0 && m.size() > 0)
+                    .map(|m| m.host_id())
+            })
+            .ok_or(BundleError::UserNsMappings {
+                path: self.config_path.clone(),
+                which,
+            })
+        };
+        let uid = find(linux.and_then(|l| l.uid_mappings().as_ref()), "uidMappings")?;
+        let gid = find(linux.and_then(|l| l.gid_mappings().as_ref()), "gidMappings")?;
+        Ok(Some(RootOwner { uid, gid }))
+    }
+
+    /// Whether the runtime has to stop between `create` and `start` for lkinit to act.
+    pub fn needs_create_start(&self) -> bool {
+        !self.runtime.interfaces.is_empty() || !self.runtime.bind_ns.is_empty()
+    }
+
+    /// The bundle directory to hand the runtime. The user's config.json is used as it is
+    /// when its `root.path` already names `rootfs`; otherwise a copy is generated under
+    /// `state_dir` that differs only in `root.path`.
+    pub fn runtime_bundle_dir(&self, state_dir: &Path) -> Result<PathBuf, BundleError> {
+        let root_path = self.spec.root().as_ref().map(|r| r.path().clone());
+        let points_at_rootfs = match &root_path {
+            Some(p) if p.is_absolute() => *p == self.rootfs,
+            Some(p) => self.dir.join(p) == self.rootfs || p == Path::new("rootfs"),
+            None => false,
+        };
+        if points_at_rootfs {
+            return Ok(self.dir.clone());
+        }
+        let out_dir = state_dir.join("bundles").join(&self.name);
+        let out = out_dir.join("config.json");
+        let gen_err = |source| BundleError::Generate {
+            path: out.clone(),
+            source,
+        };
+        let text = std::fs::read_to_string(&self.config_path).map_err(gen_err)?;
+        // Edited as generic JSON: a typed round trip would drop fields it does not know.
+        let mut value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| gen_err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        let root = value
+            .as_object_mut()
+            .map(|o| o.entry("root").or_insert_with(|| serde_json::json!({})));
+        if let Some(serde_json::Value::Object(root)) = root {
+            root.insert(
+                "path".into(),
+                serde_json::Value::String(self.rootfs.to_string_lossy().into_owned()),
+            );
+        }
+        std::fs::create_dir_all(&out_dir).map_err(gen_err)?;
+        let bytes = serde_json::to_vec_pretty(&value)
+            .map_err(|e| gen_err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        std::fs::write(&out, bytes).map_err(gen_err)?;
+        Ok(out_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "000-init", "svc.example", "A_b-c.d", "9"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in [
+            "", ".", "..", ".hidden", "-x", "_x", "a/b", "a b", "é", "a:b",
+        ] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}

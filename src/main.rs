@@ -1,0 +1,60 @@
+use clap::Parser;
+use lkinit::cli::{Cli, Command, Global, normalize_args};
+use lkinit::container::Ctx;
+use lkinit::onboot::{self, Phase};
+use std::io::Write;
+use std::time::Duration;
+
+fn init_logging(g: &Global) {
+    let mut b = env_logger::Builder::new();
+    b.filter_level(log::LevelFilter::Info);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        b.parse_filters(&spec);
+    }
+    if g.verbose {
+        b.filter_level(log::LevelFilter::Debug);
+    }
+    if g.quiet {
+        b.filter_level(log::LevelFilter::Error);
+    }
+    b.format(|f, r| match r.level() {
+        log::Level::Info => writeln!(f, "lkinit: {}", r.args()),
+        l => writeln!(f, "lkinit: {}: {}", l.as_str().to_lowercase(), r.args()),
+    });
+    b.init();
+}
+
+fn main() {
+    // Before any thread exists: see reaper.rs.
+    lkinit::reaper::block_sigchld();
+    let argv = normalize_args(std::env::args_os().collect(), std::process::id() == 1);
+    let cli = Cli::parse_from(argv);
+    init_logging(&cli.global);
+    let g = &cli.global;
+    let ctx = Ctx::new(&g.runtime, g.runtime_root.clone(), g.state_dir.clone());
+    let code = match &cli.command {
+        Some(Command::Onboot(a)) | Some(Command::Onshutdown(a)) => {
+            let phase = match cli.command {
+                Some(Command::Onboot(_)) => Phase::Onboot,
+                _ => Phase::Onshutdown,
+            };
+            let opts = onboot::Options::new(
+                phase,
+                a.path.clone(),
+                a.log_dir.clone(),
+                a.timeout.map(Duration::from_secs),
+                g.quiet,
+            );
+            onboot::run(&ctx, &opts)
+        }
+        Some(other) => {
+            log::error!("{other:?}: not built yet");
+            1
+        }
+        None => {
+            let _ = <Cli as clap::CommandFactory>::command().print_help();
+            2
+        }
+    };
+    std::process::exit(code);
+}

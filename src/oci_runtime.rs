@@ -1,0 +1,413 @@
+//! Driving an OCI runtime binary (runc, crun): create, start, run, kill, delete, state.
+//!
+//! Every call passes `--log FILE --log-format json`, so a failure of the runtime itself is
+//! told apart from a container that exited non-zero, and its message is reported as it is.
+
+use crate::reaper::{self, ExitStatus, Waiter};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot run the OCI runtime `{bin}`")]
+    Spawn {
+        bin: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{bin} {op}` failed: {message}")]
+    Failed {
+        bin: String,
+        op: &'static str,
+        message: String,
+    },
+    #[error("{path}")]
+    PidFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot prepare {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RuntimeError {
+    /// Whether the runtime refused because a container of that name exists already.
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, RuntimeError::Failed { message, .. }
+            if message.contains("already exists") || message.contains("exists:"))
+    }
+}
+
+/// What the container's stdio is connected to.
+pub struct ContainerStdio {
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// The container's state as the runtime reports it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct State {
+    pub id: String,
+    pub status: String,
+    #[serde(default)]
+    pub pid: i32,
+    #[serde(default)]
+    pub bundle: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct OciRuntime {
+    pub bin: String,
+    pub root: Option<PathBuf>,
+    /// Where the runtime's JSON logs go, one file per container.
+    pub log_dir: PathBuf,
+}
+
+/// A runtime process started in the background (`run` in the foreground of the container).
+pub struct RuntimeProcess {
+    pub waiter: Waiter,
+    op: &'static str,
+    log: PathBuf,
+    bin: String,
+}
+
+impl RuntimeProcess {
+    /// Turns the runtime's exit into the container's status, or the runtime's own error.
+    pub fn result(&self, status: ExitStatus) -> Result<ExitStatus, RuntimeError> {
+        if status.success() {
+            return Ok(status);
+        }
+        match runtime_log_error(&self.log) {
+            Some(message) => Err(RuntimeError::Failed {
+                bin: self.bin.clone(),
+                op: self.op,
+                message,
+            }),
+            // `run` exits with the container's code (128 + signal for a signalled one, which
+            // is the number lkinit reports either way).
+            None => Ok(status),
+        }
+    }
+}
+
+/// The last error the runtime logged, if any.
+fn runtime_log_error(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut last = None;
+    for line in text.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            let level = v.get("level").and_then(|l| l.as_str()).unwrap_or("");
+            if matches!(level, "error" | "fatal" | "panic") {
+                last = v.get("msg").and_then(|m| m.as_str()).map(str::to_string);
+            }
+        }
+    }
+    last
+}
+
+impl OciRuntime {
+    pub fn new(bin: impl Into<String>, root: Option<PathBuf>, log_dir: PathBuf) -> Self {
+        OciRuntime {
+            bin: bin.into(),
+            root,
+            log_dir,
+        }
+    }
+
+    /// One log per container and operation: a `kill` while `run` still runs must not
+    /// truncate the log `run` is writing.
+    fn log_path(&self, name: &str, op: &str) -> PathBuf {
+        self.log_dir.join(format!("{name}.{op}.json"))
+    }
+
+    /// A command with the global flags; the log file is emptied so only this call's
+    /// messages are read back.
+    fn command(&self, name: &str, op: &str) -> Result<(Command, PathBuf), RuntimeError> {
+        let log = self.log_path(name, op);
+        std::fs::create_dir_all(&self.log_dir).map_err(|source| RuntimeError::Io {
+            path: self.log_dir.clone(),
+            source,
+        })?;
+        File::create(&log).map_err(|source| RuntimeError::Io {
+            path: log.clone(),
+            source,
+        })?;
+        let mut cmd = Command::new(&self.bin);
+        if let Some(root) = &self.root {
+            cmd.arg("--root").arg(root);
+        }
+        cmd.arg("--log")
+            .arg(&log)
+            .args(["--log-format", "json", op]);
+        Ok((cmd, log))
+    }
+
+    fn spawn(&self, cmd: &mut Command) -> Result<(std::process::Child, Waiter), RuntimeError> {
+        reaper::global()
+            .spawn(cmd)
+            .map_err(|source| RuntimeError::Spawn {
+                bin: self.bin.clone(),
+                source,
+            })
+    }
+
+    /// Runs a short runtime command to completion, collecting stdout; failures carry the
+    /// runtime's own message.
+    fn call(&self, name: &str, op: &'static str, args: &[&str]) -> Result<String, RuntimeError> {
+        let (mut cmd, log) = self.command(name, op)?;
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let (mut child, waiter) = self.spawn(&mut cmd)?;
+        drop(cmd);
+        let mut err_pipe = child.stderr.take();
+        let err_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(p) = err_pipe.as_mut() {
+                let _ = p.read_to_string(&mut s);
+            }
+            s
+        });
+        let mut out = String::new();
+        if let Some(mut p) = child.stdout.take() {
+            let _ = p.read_to_string(&mut out);
+        }
+        let stderr = err_reader.join().unwrap_or_default();
+        let status = waiter.wait();
+        if status.success() {
+            return Ok(out);
+        }
+        let message = runtime_log_error(&log)
+            .or_else(|| Some(stderr.trim().to_string()).filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| status.to_string());
+        Err(RuntimeError::Failed {
+            bin: self.bin.clone(),
+            op,
+            message,
+        })
+    }
+
+    /// `create`: the container exists, its init waits for `start`. Returns the init's pid.
+    /// The runtime hands `stdio` to the container, so whoever reads it must be reading
+    /// already.
+    pub fn create(
+        &self,
+        name: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdio: &ContainerStdio,
+    ) -> Result<i32, RuntimeError> {
+        let (mut cmd, log) = self.command(name, "create")?;
+        cmd.arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(name);
+        set_stdio(&mut cmd, stdio)?;
+        let (_child, waiter) = self.spawn(&mut cmd)?;
+        drop(cmd);
+        let p = RuntimeProcess {
+            waiter,
+            op: "create",
+            log,
+            bin: self.bin.clone(),
+        };
+        let st = p.waiter.wait();
+        if !st.success() {
+            return Err(RuntimeError::Failed {
+                bin: self.bin.clone(),
+                op: "create",
+                message: runtime_log_error(&p.log).unwrap_or_else(|| st.to_string()),
+            });
+        }
+        read_pid_file(pid_file)
+    }
+
+    /// `run` with the runtime in the foreground: it creates, starts, waits for and deletes
+    /// the container, and exits with its status.
+    pub fn run(
+        &self,
+        name: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdio: &ContainerStdio,
+    ) -> Result<RuntimeProcess, RuntimeError> {
+        self.run_mode(name, bundle, pid_file, stdio, false)
+    }
+
+    /// `run --detach`: returns once the container runs; its init is then our child.
+    pub fn run_detached(
+        &self,
+        name: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdio: &ContainerStdio,
+    ) -> Result<i32, RuntimeError> {
+        let p = self.run_mode(name, bundle, pid_file, stdio, true)?;
+        let st = p.waiter.wait();
+        if !st.success() {
+            return Err(RuntimeError::Failed {
+                bin: self.bin.clone(),
+                op: "run",
+                message: runtime_log_error(&p.log).unwrap_or_else(|| st.to_string()),
+            });
+        }
+        read_pid_file(pid_file)
+    }
+
+    fn run_mode(
+        &self,
+        name: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdio: &ContainerStdio,
+        detach: bool,
+    ) -> Result<RuntimeProcess, RuntimeError> {
+        let (mut cmd, log) = self.command(name, "run")?;
+        if detach {
+            cmd.arg("--detach");
+        }
+        cmd.arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(name);
+        set_stdio(&mut cmd, stdio)?;
+        let (_child, waiter) = self.spawn(&mut cmd)?;
+        // The command holds copies of the container's stdio; they must close now, or the
+        // readers never see the end of the output.
+        drop(cmd);
+        Ok(RuntimeProcess {
+            waiter,
+            op: "run",
+            log,
+            bin: self.bin.clone(),
+        })
+    }
+
+    pub fn start(&self, name: &str) -> Result<(), RuntimeError> {
+        self.call(name, "start", &[name]).map(drop)
+    }
+
+    /// Sends `signal` (a name such as `KILL`) to the container's init, or to all of its
+    /// processes with `all`.
+    pub fn kill(&self, name: &str, signal: &str, all: bool) -> Result<(), RuntimeError> {
+        let mut args = Vec::new();
+        if all {
+            args.push("--all");
+        }
+        args.extend([name, signal]);
+        self.call(name, "kill", &args).map(drop)
+    }
+
+    pub fn delete(&self, name: &str, force: bool) -> Result<(), RuntimeError> {
+        let args: &[&str] = if force { &["--force", name] } else { &[name] };
+        self.call(name, "delete", args).map(drop)
+    }
+
+    /// The container's state, or None when the runtime does not know it.
+    pub fn state(&self, name: &str) -> Result<Option<State>, RuntimeError> {
+        match self.call(name, "state", &[name]) {
+            Ok(out) => serde_json::from_str(&out)
+                .map(Some)
+                .map_err(|e| RuntimeError::Failed {
+                    bin: self.bin.clone(),
+                    op: "state",
+                    message: format!("unreadable state: {e}"),
+                }),
+            Err(RuntimeError::Failed { message, .. })
+                if message.contains("does not exist") || message.contains("not exist") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The runtime's state directory: `--root`, or the default of the runtimes lkinit knows.
+    pub fn state_root(&self) -> Option<PathBuf> {
+        if let Some(r) = &self.root {
+            return Some(r.clone());
+        }
+        let base = Path::new(&self.bin)
+            .file_name()?
+            .to_string_lossy()
+            .into_owned();
+        match base.as_str() {
+            "runc" => Some(PathBuf::from("/run/runc")),
+            "crun" => Some(PathBuf::from("/run/crun")),
+            _ => None,
+        }
+    }
+
+    /// Whether a container of that name may exist already (one stat, no process): `run`
+    /// reports a clash only when it has ended, too late to clear it and retry.
+    pub fn may_exist(&self, name: &str) -> bool {
+        self.state_root().is_some_and(|r| r.join(name).exists())
+    }
+
+    /// Removes the runtime's log files of a container that is gone.
+    pub fn forget_logs(&self, name: &str) {
+        for op in ["create", "run", "start", "kill", "delete", "state"] {
+            let _ = std::fs::remove_file(self.log_path(name, op));
+        }
+    }
+}
+
+fn set_stdio(cmd: &mut Command, stdio: &ContainerStdio) -> Result<(), RuntimeError> {
+    let dup = |fd: &OwnedFd| {
+        fd.try_clone().map_err(|source| RuntimeError::Io {
+            path: PathBuf::from("container stdio"),
+            source,
+        })
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(dup(&stdio.stdout)?))
+        .stderr(Stdio::from(dup(&stdio.stderr)?));
+    Ok(())
+}
+
+fn read_pid_file(path: &Path) -> Result<i32, RuntimeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RuntimeError::PidFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.trim().parse().map_err(|_| RuntimeError::PidFile {
+        path: path.to_path_buf(),
+        source: io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a pid: `{}`", text.trim()),
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_error_is_the_last_error_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("l.json");
+        std::fs::write(
+            &p,
+            "{\"level\":\"warning\",\"msg\":\"w\"}\nnot json\n{\"level\":\"error\",\"msg\":\"first\"}\n{\"msg\":\"exec: \\\"/x\\\": not found\",\"level\":\"error\"}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            runtime_log_error(&p).as_deref(),
+            Some("exec: \"/x\": not found")
+        );
+        std::fs::write(&p, "{\"level\":\"info\",\"msg\":\"fine\"}\n").unwrap();
+        assert_eq!(runtime_log_error(&p), None);
+    }
+}

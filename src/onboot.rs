@@ -1,0 +1,255 @@
+//! The sequential runner behind `onboot` and `onshutdown`: every bundle of a directory, in
+//! name order, each to completion before the next. One bad bundle is reported and skipped;
+//! it never stops the boot.
+
+use crate::bundle::Bundle;
+use crate::container::{self, Ctx, Mode};
+use crate::logs;
+use crate::reaper::ExitStatus;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Which of the two runners this is; it names the default paths and the log files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Onboot,
+    Onshutdown,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Onboot => "onboot",
+            Phase::Onshutdown => "onshutdown",
+        }
+    }
+
+    pub fn default_path(self) -> PathBuf {
+        PathBuf::from(format!("/containers/{}", self.name()))
+    }
+
+    pub fn default_log_dir(self) -> PathBuf {
+        PathBuf::from(format!("/run/log/{}", self.name()))
+    }
+
+    /// Where LinuxKit users look for these logs.
+    fn var_log_link(self) -> PathBuf {
+        PathBuf::from(format!("/var/log/{}", self.name()))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub phase: Phase,
+    pub path: PathBuf,
+    pub log_dir: PathBuf,
+    /// Link `/var/log/PHASE` to the log directory (done when the default is used).
+    pub link_var_log: bool,
+    pub timeout: Option<Duration>,
+    /// Report failures only.
+    pub quiet: bool,
+}
+
+impl Options {
+    pub fn new(
+        phase: Phase,
+        path: Option<PathBuf>,
+        log_dir: Option<PathBuf>,
+        timeout: Option<Duration>,
+        quiet: bool,
+    ) -> Options {
+        Options {
+            phase,
+            path: path.unwrap_or_else(|| phase.default_path()),
+            link_var_log: log_dir.is_none(),
+            log_dir: log_dir.unwrap_or_else(|| phase.default_log_dir()),
+            timeout,
+            quiet,
+        }
+    }
+}
+
+/// How one bundle ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Exited(ExitStatus),
+    TimedOut(Duration, ExitStatus),
+    Failed(String),
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        matches!(self, Outcome::Exited(s) if s.success())
+    }
+
+    fn line(&self) -> String {
+        match self {
+            Outcome::Exited(s) => s.to_string(),
+            Outcome::TimedOut(d, s) => format!("timed out after {}s, killed: {s}", d.as_secs()),
+            Outcome::Failed(reason) => format!("error: {reason}"),
+        }
+    }
+}
+
+/// One line per bundle on stdout, beginning `NAME: `.
+fn report(opts: &Options, name: &str, outcome: &Outcome) {
+    if opts.quiet && outcome.ok() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{name}: {}", outcome.line());
+    let _ = out.flush();
+}
+
+/// The bundles of `dir` in name order (byte order, as LinuxKit sorts them).
+fn entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    v.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok(v)
+}
+
+fn link_var_log(opts: &Options) {
+    let link = opts.phase.var_log_link();
+    match std::fs::read_link(&link) {
+        Ok(t) if t == opts.log_dir => return,
+        Ok(_) => {}
+        Err(_) if link.exists() => {
+            log::warn!(
+                "{} exists and is not a link; logs are in {}",
+                link.display(),
+                opts.log_dir.display()
+            );
+            return;
+        }
+        Err(_) => {}
+    }
+    let _ = std::fs::remove_file(&link);
+    if let Some(parent) = link.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    if let Err(e) = std::os::unix::fs::symlink(&opts.log_dir, &link) {
+        log::warn!(
+            "cannot link {} to {}: {e}",
+            link.display(),
+            opts.log_dir.display()
+        );
+    }
+}
+
+/// Runs every bundle; the exit status is 0 when each ran and exited 0, else 1.
+pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
+    let list = match entries(&opts.path) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            log::info!(
+                "{}: {} does not exist, nothing to run",
+                opts.phase.name(),
+                opts.path.display()
+            );
+            return 0;
+        }
+        Err(e) => {
+            log::error!(
+                "{}: cannot read {}: {e}",
+                opts.phase.name(),
+                opts.path.display()
+            );
+            return 1;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&opts.log_dir) {
+        log::error!(
+            "cannot create the log directory {}: {e}",
+            opts.log_dir.display()
+        );
+        return 1;
+    }
+    if opts.link_var_log {
+        link_var_log(opts);
+    }
+
+    let (mut ran, mut failed) = (0, 0);
+    for dir in list {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !dir.is_dir() {
+            log::warn!(
+                "{}: skipping {}: not a directory",
+                opts.phase.name(),
+                dir.display()
+            );
+            continue;
+        }
+        let outcome = run_one(ctx, opts, &dir);
+        report(opts, &name, &outcome);
+        ran += 1;
+        if !outcome.ok() {
+            failed += 1;
+        }
+    }
+    log::info!(
+        "{}: {ran} bundle(s), {} ok, {failed} failed",
+        opts.phase.name(),
+        ran - failed
+    );
+    i32::from(failed > 0)
+}
+
+/// Output still in flight when the container has ended is given this long to arrive.
+const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+
+/// One bundle from its directory to its outcome, cleanup included.
+pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
+    let bundle = match Bundle::open(dir) {
+        Ok(b) => b,
+        Err(e) => return Outcome::Failed(crate::error_chain(&e)),
+    };
+    let prefix = format!("{}.", opts.phase.name());
+    let (out_log, err_log) = logs::log_paths(&opts.log_dir, &prefix, &bundle.name);
+    let (stdio, tee) = match logs::tee(&out_log, &err_log, true) {
+        Ok(t) => t,
+        Err(e) => {
+            return Outcome::Failed(format!("logs: {}: {e}", opts.log_dir.display()));
+        }
+    };
+    let launched = container::launch(&bundle, ctx, &stdio, Mode::Foreground);
+    // Our copies of the write ends: the output ends only when every copy is closed.
+    drop(stdio);
+    let mut running = match launched {
+        Ok(r) => r,
+        Err(e) => {
+            tee.finish(OUTPUT_GRACE);
+            return Outcome::Failed(e.report());
+        }
+    };
+    let result = match opts.timeout {
+        None => running.wait().map(Outcome::Exited),
+        Some(t) => match running.wait_timeout(t) {
+            Some(r) => r.map(Outcome::Exited),
+            None => {
+                running.kill(&ctx.runtime);
+                running.wait().map(|s| Outcome::TimedOut(t, s))
+            }
+        },
+    };
+    tee.finish(OUTPUT_GRACE);
+    let undo = running.finish(&ctx.runtime);
+    let mut outcome = match result {
+        Ok(o) => o,
+        Err(e) => Outcome::Failed(e.report()),
+    };
+    if !undo.is_empty() {
+        let note = format!("cleanup failed: {undo}");
+        outcome = match outcome {
+            Outcome::Failed(r) => Outcome::Failed(format!("{r}; {note}")),
+            other => Outcome::Failed(format!("{}; {note}", other.line())),
+        };
+    }
+    outcome
+}

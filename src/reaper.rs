@@ -1,0 +1,335 @@
+//! The single place that reaps children.
+//!
+//! lkinit is a child subreaper (or PID 1), so besides the runtimes it spawns it inherits
+//! container processes and their orphans. If two places called wait, one could steal the
+//! exit status the other is waiting for. So SIGCHLD is blocked in every thread from the start
+//! of `main`, one thread waits for it and reaps everything, and whoever wants a status
+//! registers the pid first and gets the status handed over.
+//!
+//! Spawning happens under the registry lock, so a child that exits at once is still known
+//! when it is reaped (and std's own reap of a child whose exec failed cannot race us).
+//! Processes that become our children later (a container's init after `runtime create`)
+//! are registered before they can exit: the init waits for `runtime start`.
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Child, Command};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The shell convention: the exit code, or 128 + the signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => 128 + s,
+        }
+    }
+
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+
+    /// Reads the shell convention back (a runtime's `run` reports its container that way).
+    pub fn from_code(code: i32) -> ExitStatus {
+        ExitStatus::Code(code)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => {
+                let name = Signal::try_from(s)
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|_| format!("signal {s}"));
+                write!(f, "exit code {} (killed by {name})", 128 + s)
+            }
+        }
+    }
+}
+
+/// Where one pid's status is delivered; serves blocking and async waiters alike.
+#[derive(Default)]
+struct Slot {
+    status: Mutex<Option<ExitStatus>>,
+    cond: Condvar,
+    notify: tokio::sync::Notify,
+}
+
+impl Slot {
+    fn deliver(&self, st: ExitStatus) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(st);
+        self.cond.notify_all();
+        self.notify.notify_one();
+    }
+}
+
+/// A claim on the exit status of one child.
+#[derive(Clone)]
+pub struct Waiter {
+    pid: i32,
+    slot: Arc<Slot>,
+}
+
+impl Waiter {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The status if the process has ended.
+    pub fn try_status(&self) -> Option<ExitStatus> {
+        *self.slot.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks until the process ends.
+    pub fn wait(&self) -> ExitStatus {
+        let mut g = self.slot.status.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(s) = *g {
+                return s;
+            }
+            g = self.slot.cond.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Blocks until the process ends or `timeout` passes.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.slot.status.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(s) = *g {
+                return Some(s);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            g = self
+                .slot
+                .cond
+                .wait_timeout(g, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits without blocking a thread (for the tokio supervisor).
+    pub async fn wait_async(&self) -> ExitStatus {
+        loop {
+            let notified = self.slot.notify.notified();
+            if let Some(s) = self.try_status() {
+                return s;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Statuses of unregistered children kept for a late claim; bounded so orphans cannot grow it.
+const UNCLAIMED_MAX: usize = 256;
+
+#[derive(Default)]
+struct Registry {
+    waiting: HashMap<i32, Arc<Slot>>,
+    unclaimed: VecDeque<(i32, ExitStatus)>,
+}
+
+pub struct Reaper {
+    registry: Mutex<Registry>,
+}
+
+static REAPER: OnceLock<Reaper> = OnceLock::new();
+
+/// Blocks SIGCHLD in the calling thread; call first thing in `main`, before any thread
+/// exists, so every later thread inherits the mask and only the reaper thread sees it.
+/// Children get a clean mask from std's spawn.
+pub fn block_sigchld() {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+}
+
+/// The process-wide reaper. The first call makes this process a child subreaper and starts
+/// the reaping thread.
+pub fn global() -> &'static Reaper {
+    REAPER.get_or_init(|| {
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            log::warn!("cannot become a child subreaper: {e}");
+        }
+        let r = Reaper {
+            registry: Mutex::new(Registry::default()),
+        };
+        std::thread::Builder::new()
+            .name("reaper".into())
+            .spawn(reaper_thread)
+            .expect("the reaper thread must start");
+        r
+    })
+}
+
+fn reaper_thread() {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    loop {
+        global().reap_all();
+        // A SIGCHLD that arrives while reaping stays pending, so none is lost.
+        let _ = set.wait();
+    }
+}
+
+impl Reaper {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reap_all(&self) {
+        let mut reg = self.lock();
+        loop {
+            let (pid, status) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(p, c)) => (p.as_raw(), ExitStatus::Code(c)),
+                Ok(WaitStatus::Signaled(p, s, _)) => (p.as_raw(), ExitStatus::Signal(s as i32)),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::error!("reaper: waitpid: {e}");
+                    return;
+                }
+            };
+            match reg.waiting.remove(&pid) {
+                Some(slot) => slot.deliver(status),
+                None => {
+                    log::debug!("reaped orphan {pid}: {status}");
+                    if reg.unclaimed.len() >= UNCLAIMED_MAX {
+                        reg.unclaimed.pop_front();
+                    }
+                    reg.unclaimed.push_back((pid, status));
+                }
+            }
+        }
+    }
+
+    fn register(reg: &mut Registry, pid: i32) -> Waiter {
+        let slot = Arc::new(Slot::default());
+        if let Some(i) = reg.unclaimed.iter().position(|(p, _)| *p == pid) {
+            let (_, st) = reg.unclaimed.remove(i).expect("index is in range");
+            slot.deliver(st);
+        } else {
+            reg.waiting.insert(pid, slot.clone());
+        }
+        Waiter { pid, slot }
+    }
+
+    /// Spawns `cmd` and claims its exit status. Never call `wait` on the returned `Child`.
+    pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, Waiter)> {
+        let mut reg = self.lock();
+        let child = cmd.spawn()?;
+        let w = Self::register(&mut reg, child.id() as i32);
+        Ok((child, w))
+    }
+
+    /// Claims the exit status of a process that is (or is about to become) our child by
+    /// reparenting, and that cannot exit before this call returns.
+    pub fn watch(&self, pid: i32) -> Waiter {
+        let mut reg = self.lock();
+        Self::register(&mut reg, pid)
+    }
+
+    /// Drops a claim (the process is someone else's business now); a status that arrives
+    /// later is kept like an orphan's.
+    pub fn forget(&self, w: &Waiter) {
+        self.lock().waiting.remove(&w.pid);
+    }
+}
+
+/// A pid file descriptor: signals reach exactly the process it was opened for, never a
+/// later process that reused the pid.
+pub struct PidFd {
+    fd: OwnedFd,
+    pid: i32,
+}
+
+impl PidFd {
+    pub fn open(pid: i32) -> io::Result<PidFd> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this descriptor to us; we own it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        Ok(PidFd { fd, pid })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn signal(&self, sig: Signal) -> io::Result<()> {
+        // SAFETY: the descriptor is valid for the life of self; no siginfo is passed.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                sig as i32,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            // ESRCH: it has already exited, which is what a kill wants.
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                return Ok(());
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Whether the process has exited (the descriptor polls readable then); works for
+    /// processes that are not our children.
+    pub fn has_exited(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        let r = unsafe { libc::poll(&mut p, 1, 0) };
+        r > 0 && p.revents & libc::POLLIN != 0
+    }
+
+    pub fn as_owned_fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_codes() {
+        assert_eq!(ExitStatus::Code(3).code(), 3);
+        assert_eq!(ExitStatus::Signal(9).code(), 137);
+        assert_eq!(
+            ExitStatus::Signal(9).to_string(),
+            "exit code 137 (killed by SIGKILL)"
+        );
+        assert!(ExitStatus::Code(0).success());
+        assert!(!ExitStatus::Signal(15).success());
+    }
+}

@@ -1,0 +1,172 @@
+//! The container's root filesystem, made a mount point the runtime can pivot into.
+//!
+//! Without `lower/`: `rootfs` is bind-mounted onto itself (the runtime makes it read-only when
+//! config.json says so). With `lower/`: a tmpfs on `tmp/` holds the overlay's upper and work
+//! directories, and an overlay of `lower` + `tmp/upper` is mounted on `rootfs`, so the
+//! container can write while `lower/` stays untouched.
+
+use crate::bundle::{Bundle, RootOwner};
+use crate::paths::{self, PathError};
+use crate::undo::Undo;
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::unistd::{Gid, Uid, chown};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("cannot create {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: PathError,
+    },
+    #[error("mount {what} on {target}")]
+    Mount {
+        what: &'static str,
+        target: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("chown {path} to {uid}:{gid} for the user namespace")]
+    Chown {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        #[source]
+        source: Errno,
+    },
+    #[error("{0}: overlay paths must not contain `,` or `:`")]
+    OverlayPath(PathBuf),
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
+}
+
+fn unmount_step(undo: &mut Undo, target: &Path) {
+    let t = target.to_path_buf();
+    undo.push(format!("unmount {}", t.display()), move || {
+        umount2(&t, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(|e| e.to_string())
+    });
+}
+
+fn mkdir(path: &Path, undo: &mut Undo) -> Result<(), RootfsError> {
+    let created = paths::create_dirs_abs(path).map_err(|source| RootfsError::Create {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    for c in created {
+        undo.push(format!("remove {}", c.path.display()), move || {
+            c.remove().map_err(|e| e.to_string())
+        });
+    }
+    Ok(())
+}
+
+fn do_mount(
+    what: &'static str,
+    source: &str,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+    undo: &mut Undo,
+) -> Result<(), RootfsError> {
+    mount(Some(source), target, fstype, flags, data).map_err(|source| RootfsError::Mount {
+        what,
+        target: target.to_path_buf(),
+        source,
+    })?;
+    unmount_step(undo, target);
+    Ok(())
+}
+
+/// Prepares `bundle.rootfs`; each step pushes its undo.
+pub fn prepare(bundle: &Bundle, undo: &mut Undo) -> Result<(), RootfsError> {
+    let owner = bundle.root_owner()?;
+    match &bundle.lower {
+        None => {
+            let src = bundle.rootfs.to_string_lossy();
+            do_mount(
+                "bind of the rootfs",
+                &src,
+                &bundle.rootfs,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+                undo,
+            )
+        }
+        Some(lower) => prepare_overlay(bundle, lower, owner, undo),
+    }
+}
+
+fn prepare_overlay(
+    bundle: &Bundle,
+    lower: &Path,
+    owner: Option<RootOwner>,
+    undo: &mut Undo,
+) -> Result<(), RootfsError> {
+    let tmp = bundle.dir.join("tmp");
+    let upper = tmp.join("upper");
+    let work = tmp.join("work");
+    for p in [lower, &upper, &work, &bundle.rootfs] {
+        if p.to_string_lossy().contains([',', ':']) {
+            return Err(RootfsError::OverlayPath(p.to_path_buf()));
+        }
+    }
+    mkdir(&tmp, undo)?;
+    let mut tmpfs_data = String::from("mode=0755");
+    if let Some(o) = owner {
+        tmpfs_data.push_str(&format!(",uid={},gid={}", o.uid, o.gid));
+    }
+    do_mount(
+        "tmpfs for the overlay",
+        "tmpfs",
+        &tmp,
+        Some("tmpfs"),
+        MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+        Some(&tmpfs_data),
+        undo,
+    )?;
+    // Both are inside the fresh tmpfs: they go away with it.
+    for d in [&upper, &work] {
+        std::fs::create_dir(d).map_err(|e| RootfsError::Create {
+            path: d.to_path_buf(),
+            source: PathError::Sys {
+                path: d.to_string_lossy().into_owned(),
+                op: "mkdir",
+                component: String::new(),
+                source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            },
+        })?;
+        if let Some(o) = owner {
+            chown(
+                d.as_path(),
+                Some(Uid::from_raw(o.uid)),
+                Some(Gid::from_raw(o.gid)),
+            )
+            .map_err(|source| RootfsError::Chown {
+                path: d.to_path_buf(),
+                uid: o.uid,
+                gid: o.gid,
+                source,
+            })?;
+        }
+    }
+    mkdir(&bundle.rootfs, undo)?;
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    do_mount(
+        "overlay",
+        "overlay",
+        &bundle.rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&data),
+        undo,
+    )
+}

@@ -1,0 +1,387 @@
+//! Test harness: busybox bundles made at test time, a private runtime root, state and log
+//! directories per test, and a guard that removes everything a test made (mounts, runtime
+//! containers, links, cgroups, files), also when the test fails.
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::cell::RefCell;
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const LKINIT: &str = env!("CARGO_BIN_EXE_lkinit");
+
+/// Applets linked in every test rootfs.
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "ls", "sleep", "mkdir", "touch", "test", "[", "true", "false", "printf",
+    "wc", "grep", "ps", "readlink", "stat", "head", "env", "id", "kill", "hostname", "mount",
+    "umount", "ip", "rm", "dd", "seq", "tail", "date", "sync", "df", "nsenter", "find",
+];
+
+fn busybox() -> PathBuf {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("busybox-static is not installed (apt-get install busybox-static)");
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A name no other test (or test run) uses at the same time.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("{prefix}{}x{n}", std::process::id())
+}
+
+/// Fills `dir` with a busybox root filesystem.
+pub fn make_rootfs(dir: &Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for d in ["proc", "sys", "dev", "tmp", "etc", "run", "var"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let bb = bin.join("busybox");
+    if std::fs::hard_link(busybox(), &bb).is_err() {
+        std::fs::copy(busybox(), &bb).unwrap();
+    }
+    for a in APPLETS {
+        std::os::unix::fs::symlink("busybox", bin.join(a)).unwrap();
+    }
+}
+
+/// An OCI config.json like `runc spec` writes, without a terminal.
+pub fn config(args: &[&str], cgroups_path: &str) -> Value {
+    json!({
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER"],
+                "effective": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER"],
+                "permitted": ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER"]
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "lkinit-test",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
+        ],
+        "linux": {
+            "cgroupsPath": cgroups_path,
+            "namespaces": [
+                {"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}
+            ],
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}
+
+/// One test's world. Dropping it removes what the test made.
+pub struct TestEnv {
+    _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub runtime_root: PathBuf,
+    pub state_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub runtime: String,
+    /// Parent cgroup of every container of this test (runc makes one per container id).
+    pub cgroup_parent: String,
+    links: RefCell<Vec<String>>,
+    mounts: RefCell<Vec<PathBuf>>,
+    cgroups: RefCell<Vec<String>>,
+    paths: RefCell<Vec<PathBuf>>,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        Self::with_runtime("runc")
+    }
+
+    pub fn with_runtime(runtime: &str) -> TestEnv {
+        let tmp = tempfile::Builder::new()
+            .prefix("lkinit-test")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path().canonicalize().unwrap();
+        // Containers with a user namespace must be able to reach their rootfs.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let env = TestEnv {
+            runtime_root: dir.join("runtime-root"),
+            state_dir: dir.join("state"),
+            log_dir: dir.join("log"),
+            runtime: runtime.to_string(),
+            cgroup_parent: unique("lkinit-test-"),
+            dir,
+            _tmp: tmp,
+            links: RefCell::new(Vec::new()),
+            mounts: RefCell::new(Vec::new()),
+            cgroups: RefCell::new(Vec::new()),
+            paths: RefCell::new(Vec::new()),
+        };
+        std::fs::create_dir_all(&env.runtime_root).unwrap();
+        env
+    }
+
+    /// A directory of bundles inside the test dir.
+    pub fn bundles_dir(&self, name: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// A read-only-root busybox bundle running `args`.
+    pub fn bundle(&self, parent: &Path, name: &str, args: &[&str]) -> PathBuf {
+        let b = parent.join(name);
+        make_rootfs(&b.join("rootfs"));
+        self.write_config(&b, config(args, &self.cgroups_path(name)));
+        b
+    }
+
+    /// A bundle with a writable root: busybox in `lower/`, an overlay on `rootfs`.
+    pub fn rw_bundle(&self, parent: &Path, name: &str, args: &[&str]) -> PathBuf {
+        let b = parent.join(name);
+        make_rootfs(&b.join("lower"));
+        std::fs::create_dir_all(b.join("rootfs")).unwrap();
+        let mut c = config(args, &self.cgroups_path(name));
+        c["root"]["readonly"] = json!(false);
+        self.write_config(&b, c);
+        b
+    }
+
+    pub fn cgroups_path(&self, name: &str) -> String {
+        format!("/{}/{}", self.cgroup_parent, name)
+    }
+
+    pub fn write_config(&self, bundle: &Path, c: Value) {
+        std::fs::create_dir_all(bundle).unwrap();
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(&c).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// Edits a bundle's config.json.
+    pub fn edit_config(&self, bundle: &Path, f: impl FnOnce(&mut Value)) {
+        let mut c: Value =
+            serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+        f(&mut c);
+        self.write_config(bundle, c);
+    }
+
+    /// lkinit with this test's runtime, runtime root and state dir.
+    pub fn lkinit(&self) -> Command {
+        let mut c = Command::new(LKINIT);
+        c.arg("--runtime")
+            .arg(&self.runtime)
+            .arg("--runtime-root")
+            .arg(&self.runtime_root)
+            .arg("--state-dir")
+            .arg(&self.state_dir);
+        c
+    }
+
+    /// `lkinit onboot` over `path`, logs in this test's log dir.
+    pub fn onboot(&self, path: &Path, extra: &[&str]) -> Run {
+        let mut c = self.lkinit();
+        c.arg("onboot")
+            .arg("--path")
+            .arg(path)
+            .arg("--log-dir")
+            .arg(&self.log_dir)
+            .args(extra);
+        Run::of(c)
+    }
+
+    pub fn log(&self, file: &str) -> String {
+        std::fs::read_to_string(self.log_dir.join(file)).unwrap_or_default()
+    }
+
+    /// Registers things made outside the test dir, removed by the guard.
+    pub fn track_link(&self, name: &str) {
+        self.links.borrow_mut().push(name.to_string());
+    }
+    pub fn track_mount(&self, path: &Path) {
+        self.mounts.borrow_mut().push(path.to_path_buf());
+    }
+    pub fn track_cgroup(&self, name: &str) {
+        self.cgroups.borrow_mut().push(name.to_string());
+    }
+    pub fn track_path(&self, path: &Path) {
+        self.paths.borrow_mut().push(path.to_path_buf());
+    }
+
+    /// Mount points at or below `dir`.
+    pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let d = dir.to_string_lossy().to_string();
+        info.lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(unescape_mountinfo)
+            .filter(|m| m == &d || m.starts_with(&format!("{d}/")))
+            .map(PathBuf::from)
+            .collect()
+    }
+
+    pub fn my_mounts(&self) -> Vec<PathBuf> {
+        Self::mounts_under(&self.dir)
+    }
+
+    /// Containers the runtime still knows in this test's root.
+    pub fn containers(&self) -> Vec<String> {
+        std::fs::read_dir(&self.runtime_root)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let mut out = String::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v as char);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i] as char);
+        i += 1;
+    }
+    out
+}
+
+fn unmount_all(paths: &mut Vec<PathBuf>) {
+    paths.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    for p in paths.iter() {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for c in self.containers() {
+            let _ = Command::new(&self.runtime)
+                .arg("--root")
+                .arg(&self.runtime_root)
+                .args(["delete", "--force", &c])
+                .output();
+        }
+        let mut m = self.mounts.borrow().clone();
+        for extra in self.mounts.borrow().iter() {
+            m.extend(Self::mounts_under(extra));
+        }
+        unmount_all(&mut m);
+        let mut m = self.my_mounts();
+        unmount_all(&mut m);
+        for l in self.links.borrow().iter() {
+            let _ = Command::new("ip").args(["link", "del", l]).output();
+        }
+        let mut cgroups = self.cgroups.borrow().clone();
+        cgroups.push(self.cgroup_parent.clone());
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+            let hier: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+            for g in &cgroups {
+                for h in hier
+                    .iter()
+                    .chain(std::iter::once(&PathBuf::from("/sys/fs/cgroup")))
+                {
+                    remove_cgroup_tree(&h.join(g));
+                }
+            }
+        }
+        for p in self.paths.borrow().iter() {
+            let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
+        }
+    }
+}
+
+fn remove_cgroup_tree(p: &Path) {
+    if let Ok(entries) = std::fs::read_dir(p) {
+        for e in entries.filter_map(Result::ok) {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(p);
+}
+
+/// A finished lkinit run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn of(mut c: Command) -> Run {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = c.output().expect("lkinit runs");
+        let r = Run {
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        };
+        eprintln!(
+            "--- lkinit exit {}\n--- stdout\n{}--- stderr\n{}",
+            r.code, r.stdout, r.stderr
+        );
+        r
+    }
+
+    /// The report line of bundle `name`.
+    pub fn line(&self, name: &str) -> String {
+        let prefix = format!("{name}: ");
+        self.stdout
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no line for {name} in:\n{}", self.stdout))
+            .to_string()
+    }
+}
+
+/// True if `p` is a mount point now.
+pub fn is_mounted(p: &Path) -> bool {
+    let s = p.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| unescape_mountinfo(m) == s)
+}
+
+pub fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
