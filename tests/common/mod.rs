@@ -266,12 +266,13 @@ fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v as char);
-                i += 4;
-                continue;
-            }
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v as char);
+            i += 4;
+            continue;
         }
         out.push(b[i] as char);
         i += 1;
@@ -279,7 +280,7 @@ fn unescape_mountinfo(s: &str) -> String {
     out
 }
 
-fn unmount_all(paths: &mut Vec<PathBuf>) {
+fn unmount_all(paths: &mut [PathBuf]) {
     paths.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
     for p in paths.iter() {
         let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
