@@ -31,6 +31,10 @@ pub enum BundleError {
     Terminal(PathBuf),
     #[error("{path}: a user namespace needs linux.{which} with an entry for container id 0")]
     UserNsMappings { path: PathBuf, which: &'static str },
+    #[error(
+        "{path}: annotation `lkinit.rootfs-size` is `{value}`: expected a size such as 64m, 1g or 25%"
+    )]
+    RootfsSize { path: PathBuf, value: String },
     #[error("cannot write the generated config {path}")]
     Generate {
         path: PathBuf,
@@ -46,6 +50,9 @@ pub struct RootOwner {
     pub uid: u32,
     pub gid: u32,
 }
+
+/// config.json annotation: size of the tmpfs that holds a writable root's changes.
+pub const ROOTFS_SIZE_ANNOTATION: &str = "lkinit.rootfs-size";
 
 #[derive(Debug)]
 pub struct Bundle {
@@ -69,6 +76,13 @@ pub fn valid_name(name: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
         && name.len() <= 200
+}
+
+/// A tmpfs `size=` value: digits with an optional k/m/g or % suffix (no commas: it is
+/// spliced into mount data).
+pub fn valid_tmpfs_size(s: &str) -> bool {
+    let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
+    !digits.is_empty() && digits.len() + 1 >= s.len() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn read(path: &Path) -> Result<Option<String>, BundleError> {
@@ -149,6 +163,14 @@ impl Bundle {
             return Err(BundleError::Terminal(bundle.config_path));
         }
         bundle.root_owner()?;
+        if let Some(size) = bundle.tmpfs_size()
+            && !valid_tmpfs_size(size)
+        {
+            return Err(BundleError::RootfsSize {
+                path: bundle.config_path.clone(),
+                value: size.to_string(),
+            });
+        }
         Ok(bundle)
     }
 
@@ -202,6 +224,15 @@ impl Bundle {
         Ok(Some(RootOwner { uid, gid }))
     }
 
+    /// The size of the writable layer's tmpfs from the `lkinit.rootfs-size` annotation.
+    pub fn tmpfs_size(&self) -> Option<&str> {
+        self.spec
+            .annotations()
+            .as_ref()?
+            .get(ROOTFS_SIZE_ANNOTATION)
+            .map(String::as_str)
+    }
+
     /// Whether the runtime has to stop between `create` and `start` for lkinit to act.
     pub fn needs_create_start(&self) -> bool {
         !self.runtime.interfaces.is_empty() || !self.runtime.bind_ns.is_empty()
@@ -250,6 +281,16 @@ impl Bundle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tmpfs_sizes() {
+        for ok in ["64m", "1G", "25%", "4096", "10k"] {
+            assert!(valid_tmpfs_size(ok), "{ok}");
+        }
+        for bad in ["", "m", "1mm", "10%,uid=0", "-1", "1.5g", "12 m"] {
+            assert!(!valid_tmpfs_size(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn names() {

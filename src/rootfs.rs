@@ -3,7 +3,8 @@
 //! Without `lower/`: `rootfs` is bind-mounted onto itself (the runtime makes it read-only when
 //! config.json says so). With `lower/`: a tmpfs on `tmp/` holds the overlay's upper and work
 //! directories, and an overlay of `lower` + `tmp/upper` is mounted on `rootfs`, so the
-//! container can write while `lower/` stays untouched.
+//! container can write while `lower/` stays untouched. The tmpfs holds `size=10%` of RAM
+//! unless config.json's annotation `lkinit.rootfs-size` gives a tmpfs size (`64m`, `25%`).
 
 use crate::bundle::{Bundle, RootOwner};
 use crate::paths::{self, PathError};
@@ -41,6 +42,10 @@ pub enum RootfsError {
     #[error(transparent)]
     Bundle(#[from] crate::bundle::BundleError),
 }
+
+/// The writable layer's size when the bundle does not say (LinuxKit's choice: a tenth of
+/// RAM, so one runaway container cannot take all memory).
+pub const DEFAULT_TMPFS_SIZE: &str = "10%";
 
 fn unmount_step(undo: &mut Undo, target: &Path) {
     let t = target.to_path_buf();
@@ -115,7 +120,8 @@ fn prepare_overlay(
         }
     }
     mkdir(&tmp, undo)?;
-    let mut tmpfs_data = String::from("mode=0755");
+    let size = bundle.tmpfs_size().unwrap_or(DEFAULT_TMPFS_SIZE);
+    let mut tmpfs_data = format!("mode=0755,size={size}");
     if let Some(o) = owner {
         tmpfs_data.push_str(&format!(",uid={},gid={}", o.uid, o.gid));
     }
@@ -128,6 +134,19 @@ fn prepare_overlay(
         Some(&tmpfs_data),
         undo,
     )?;
+    // Nothing else has any business seeing this tmpfs, wherever the bundle's mount peers are.
+    mount(
+        None::<&str>,
+        &tmp,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|source| RootfsError::Mount {
+        what: "tmpfs (making it private)",
+        target: tmp.clone(),
+        source,
+    })?;
     // Both are inside the fresh tmpfs: they go away with it.
     for d in [&upper, &work] {
         std::fs::create_dir(d).map_err(|e| RootfsError::Create {
