@@ -183,10 +183,13 @@ impl OciRuntime {
         }
         let stderr = err_reader.join().unwrap_or_default();
         let status = waiter.wait();
+        let logged = runtime_log_error(&log);
+        // Short calls leave nothing behind: what matters is in the error.
+        let _ = std::fs::remove_file(&log);
         if status.success() {
             return Ok(out);
         }
-        let message = runtime_log_error(&log)
+        let message = logged
             .or_else(|| Some(stderr.trim().to_string()).filter(|s| !s.is_empty()))
             .unwrap_or_else(|| status.to_string());
         Err(RuntimeError::Failed {
