@@ -1,7 +1,7 @@
 //! A bundle on disk: its name, its config.json (read, never rewritten) and its runtime config.
 
 use crate::runtime_config::{self, ConfigError, Format, RuntimeConfig};
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -231,6 +231,20 @@ impl Bundle {
             .as_ref()?
             .get(ROOTFS_SIZE_ANNOTATION)
             .map(String::as_str)
+    }
+
+    /// The uid and gid mappings of the user namespace the container makes, if it makes one
+    /// (`root_owner` has checked them when the bundle was opened).
+    pub fn id_mappings(&self) -> Option<(&[LinuxIdMapping], &[LinuxIdMapping])> {
+        let ns = self.namespace(LinuxNamespaceType::User)?;
+        if ns.path().is_some() {
+            return None;
+        }
+        let linux = self.spec.linux().as_ref()?;
+        Some((
+            linux.uid_mappings().as_deref()?,
+            linux.gid_mappings().as_deref()?,
+        ))
     }
 
     /// Whether the runtime has to stop between `create` and `start` for lkinit to act.

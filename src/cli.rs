@@ -135,6 +135,13 @@ pub enum Command {
     },
     /// Unmount DST inside a running service
     Umount { name: String, dst: PathBuf },
+    /// Internal: the single-threaded child that enters a service's namespaces for exec,
+    /// mount and umount (REQUEST is JSON written by lkinit itself)
+    #[command(hide = true)]
+    NsenterHelper { request: String },
+    /// Internal: holds a fresh user namespace while lkinit writes its id mappings
+    #[command(hide = true)]
+    UsernsHold,
 }
 
 /// Rewrites argv for the multi-call names: `onboot ARGS` is `lkinit onboot ARGS`, `service

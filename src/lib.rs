@@ -10,9 +10,11 @@ pub mod cgroups;
 pub mod cli;
 pub mod container;
 pub mod logs;
+pub mod mountapi;
 pub mod mounts;
 pub mod net;
 pub mod nsbind;
+pub mod nsenter;
 pub mod oci_runtime;
 pub mod onboot;
 pub mod paths;
@@ -20,6 +22,7 @@ pub mod reaper;
 pub mod rootfs;
 pub mod runtime_config;
 pub mod undo;
+pub mod userns;
 
 /// An error and all its causes on one line, joined by `: ` (console lines are read one at a
 /// time; causes below the line get lost).

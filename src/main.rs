@@ -1,6 +1,7 @@
 use clap::Parser;
 use lkinit::cli::{Cli, Command, Global, normalize_args};
 use lkinit::container::Ctx;
+use lkinit::nsenter;
 use lkinit::onboot::{self, Phase};
 use std::io::Write;
 use std::time::Duration;
@@ -47,6 +48,11 @@ fn main() {
             );
             onboot::run(&ctx, &opts)
         }
+        Some(Command::Exec { ns, name, cmd }) => nsenter::exec(&ctx, name, ns.as_deref(), cmd),
+        Some(Command::Mount { name, src, dst }) => nsenter::mount(&ctx, name, src, dst),
+        Some(Command::Umount { name, dst }) => nsenter::umount(&ctx, name, dst),
+        Some(Command::NsenterHelper { request }) => nsenter::helper(request),
+        Some(Command::UsernsHold) => lkinit::userns::hold(),
         Some(other) => {
             log::error!("{other:?}: not built yet");
             1

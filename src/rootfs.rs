@@ -9,9 +9,11 @@
 use crate::bundle::{Bundle, RootOwner};
 use crate::paths::{self, PathError};
 use crate::undo::Undo;
+use crate::{mountapi, userns};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::unistd::{Gid, Uid, chown};
+use oci_spec::runtime::LinuxIdMapping;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,14 @@ pub enum RootfsError {
     OverlayPath(PathBuf),
     #[error(transparent)]
     Bundle(#[from] crate::bundle::BundleError),
+    #[error("cannot make a user namespace with the bundle's id mappings")]
+    Userns(#[from] userns::UsernsError),
+    #[error("cannot id-map {path} for the user namespace")]
+    Idmap {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The writable layer's size when the bundle does not say (LinuxKit's choice: a tenth of
@@ -172,6 +182,10 @@ fn prepare_overlay(
             })?;
         }
     }
+    let lower = match bundle.id_mappings() {
+        Some((uid, gid)) => idmapped_lower(bundle, lower, &tmp, uid, gid, undo)?,
+        None => lower.to_path_buf(),
+    };
     mkdir(&bundle.rootfs, undo)?;
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
@@ -188,4 +202,58 @@ fn prepare_overlay(
         Some(&data),
         undo,
     )
+}
+
+/// `lower/` seen through the container's id mappings, attached on `tmp/lower` (inside the
+/// tmpfs, so it goes with it): a file that root owns in the image shows as owned by the
+/// host id that container root maps to, so root inside can change it (overlayfs copies it
+/// up into `upper`; `lower/` itself is never written). Where the filesystem of `lower/`
+/// cannot be id-mapped, `lower/` is used as it is, with a warning.
+fn idmapped_lower(
+    bundle: &Bundle,
+    lower: &Path,
+    tmp: &Path,
+    uid: &[LinuxIdMapping],
+    gid: &[LinuxIdMapping],
+    undo: &mut Undo,
+) -> Result<PathBuf, RootfsError> {
+    let idmap_err = |source| RootfsError::Idmap {
+        path: lower.to_path_buf(),
+        source,
+    };
+    let userns = userns::with_mappings(uid, gid)?;
+    let tree = mountapi::open_tree_clone(lower).map_err(idmap_err)?;
+    match mountapi::set_idmap(&tree, &userns) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS)
+            ) =>
+        {
+            log::warn!(
+                "{}: {} cannot be id-mapped ({e}): its files keep their host owners, and root in \
+                 the container can change only what its mapped ids own",
+                bundle.name,
+                lower.display()
+            );
+            return Ok(lower.to_path_buf());
+        }
+        Err(e) => return Err(idmap_err(e)),
+    }
+    let target = tmp.join("lower");
+    let create_err = |e: std::io::Error| RootfsError::Create {
+        path: target.clone(),
+        source: PathError::Sys {
+            path: target.to_string_lossy().into_owned(),
+            op: "mkdir",
+            component: String::new(),
+            source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        },
+    };
+    std::fs::create_dir(&target).map_err(create_err)?;
+    let dir = std::fs::File::open(&target).map_err(create_err)?;
+    mountapi::move_mount(&tree, &dir).map_err(idmap_err)?;
+    unmount_step(undo, &target);
+    Ok(target)
 }

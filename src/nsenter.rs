@@ -1,0 +1,1009 @@
+//! Acting on a running service from the outside: `exec` runs a command in its namespaces,
+//! `mount` and `umount` plug a host path in and out of its mount namespace.
+//!
+//! The service's init is found through the OCI runtime's state, so this works with or
+//! without a supervisor. Only a single-threaded process may enter a mount or user
+//! namespace, and lkinit is not one (the reaper thread): the work inside is done by a fresh
+//! child, `/proc/self/exe nsenter-helper REQUEST`, spawned through the reaper. The helper
+//! reports on a pipe: `ok` once its part is done (for exec: the command has started, so
+//! every later exit status is the command's), or `error`, an exit code and one line that
+//! the CLI prints.
+//!
+//! Exit codes of `exec`, as `docker exec` and `env` have them: 125 when lkinit cannot enter
+//! the service, 126 when CMD is found but cannot be executed, 127 when CMD is not found;
+//! otherwise CMD's own status, 128 + N when signal N killed it. `mount` and `umount` exit 0
+//! or 1.
+
+use crate::bundle;
+use crate::container::Ctx;
+use crate::mountapi;
+use crate::oci_runtime::RuntimeError;
+use crate::paths::{self, Create, PathError};
+use crate::reaper::{self, ExitStatus, PidFd, Waiter};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{MntFlags, umount2};
+use nix::sched::{CloneFlags, setns};
+use nix::sys::stat::{Mode, SFlag, fstat};
+use nix::unistd::{Gid, Uid, chroot, fchdir, setgroups, setresgid, setresuid};
+use serde::{Deserialize, Serialize};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where a bare command name is looked up inside the service's root.
+const CONTAINER_DIRS: [&str; 3] = ["/bin", "/usr/sbin", "/usr/bin"];
+/// PATH when lkinit's own environment has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `exec`: lkinit itself failed (the service could not be entered).
+pub const EXIT_FAILED: i32 = 125;
+/// `exec`: CMD exists but cannot be executed.
+pub const EXIT_CANNOT_EXECUTE: i32 = 126;
+/// `exec`: CMD was not found.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// A namespace kind, as named in `/proc/PID/ns/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ns {
+    // The order of joining: user first, since the others belong to it and joining it gives
+    // the capabilities to join them; mnt last, since its root replaces ours.
+    User,
+    Cgroup,
+    Ipc,
+    Uts,
+    Net,
+    Pid,
+    Mnt,
+}
+
+impl Ns {
+    pub const ALL: [Ns; 7] = [
+        Ns::User,
+        Ns::Cgroup,
+        Ns::Ipc,
+        Ns::Uts,
+        Ns::Net,
+        Ns::Pid,
+        Ns::Mnt,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Ns::User => "user",
+            Ns::Cgroup => "cgroup",
+            Ns::Ipc => "ipc",
+            Ns::Uts => "uts",
+            Ns::Net => "net",
+            Ns::Pid => "pid",
+            Ns::Mnt => "mnt",
+        }
+    }
+
+    fn flag(self) -> CloneFlags {
+        match self {
+            Ns::User => CloneFlags::CLONE_NEWUSER,
+            Ns::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+            Ns::Ipc => CloneFlags::CLONE_NEWIPC,
+            Ns::Uts => CloneFlags::CLONE_NEWUTS,
+            Ns::Net => CloneFlags::CLONE_NEWNET,
+            Ns::Pid => CloneFlags::CLONE_NEWPID,
+            Ns::Mnt => CloneFlags::CLONE_NEWNS,
+        }
+    }
+
+    /// `/proc/PID/ns/` names, plus the OCI spellings `mount` and `network`.
+    pub fn parse(s: &str) -> Result<Ns, NsError> {
+        let s = s.trim();
+        match s {
+            "mount" => return Ok(Ns::Mnt),
+            "network" => return Ok(Ns::Net),
+            _ => {}
+        }
+        Ns::ALL
+            .into_iter()
+            .find(|n| n.name() == s)
+            .ok_or_else(|| NsError::UnknownNs(s.to_string()))
+    }
+}
+
+/// The namespaces `--ns` names, in joining order; all of them when it is absent.
+pub fn parse_ns_list(list: Option<&[String]>) -> Result<Vec<Ns>, NsError> {
+    let Some(list) = list else {
+        return Ok(Ns::ALL.to_vec());
+    };
+    let mut out = list
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| Ns::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    out.sort();
+    out.dedup();
+    if out.is_empty() {
+        return Err(NsError::UnknownNs(String::new()));
+    }
+    Ok(out)
+}
+
+/// What the CLI side can fail at; the helper's failures arrive as `Inside`.
+#[derive(Debug, thiserror::Error)]
+pub enum NsError {
+    #[error("`{0}` is not a valid service name")]
+    InvalidName(String),
+    #[error("unknown namespace `{0}` (known: mnt, uts, ipc, net, pid, cgroup, user)")]
+    UnknownNs(String),
+    #[error("no service `{name}`: `{runtime}` knows no container of that name")]
+    Unknown { name: String, runtime: String },
+    #[error("service `{name}` is {status}, not running")]
+    NotRunning { name: String, status: String },
+    #[error("cannot get the state of service `{name}`")]
+    State {
+        name: String,
+        #[source]
+        source: RuntimeError,
+    },
+    #[error("{0}: the destination must be an absolute path inside the service, not its root")]
+    BadDestination(PathBuf),
+    #[error("cannot take {0} from the host")]
+    Source(PathBuf, #[source] io::Error),
+    #[error("cannot start the namespace helper")]
+    Spawn(#[source] io::Error),
+    #[error("{message}")]
+    Inside { code: i32, message: String },
+    #[error("the namespace helper ended without a report ({0})")]
+    HelperDied(ExitStatus),
+}
+
+impl NsError {
+    fn exec_code(&self) -> i32 {
+        match self {
+            NsError::Inside { code, .. } => *code,
+            _ => EXIT_FAILED,
+        }
+    }
+}
+
+/// Failures inside the service's namespaces, reported back to the CLI as one line.
+#[derive(Debug, thiserror::Error)]
+enum InsideError {
+    #[error("the init of service {service} (pid {pid}) is gone")]
+    Gone { service: String, pid: i32 },
+    #[error("cannot open {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("cannot join the {ns} namespace of service {service}")]
+    Setns {
+        ns: &'static str,
+        service: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("cannot join the cgroup {path} of service {service}")]
+    Cgroup {
+        path: PathBuf,
+        service: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot become root in the user namespace of service {service}")]
+    Creds {
+        service: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("cannot enter the root of service {service}")]
+    Root {
+        service: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("`{cmd}` not found in {place}")]
+    NotFound { cmd: String, place: String },
+    #[error("cannot execute `{cmd}` in service {service}")]
+    CannotExecute {
+        cmd: String,
+        service: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot reach {dst} in service {service}")]
+    Destination {
+        dst: PathBuf,
+        service: String,
+        #[source]
+        source: PathError,
+    },
+    #[error("{dst} in service {service} is a {dst_kind} but {src} is a {src_kind}")]
+    KindMismatch {
+        dst: PathBuf,
+        service: String,
+        dst_kind: &'static str,
+        src: PathBuf,
+        src_kind: &'static str,
+    },
+    #[error("cannot mount {src} on {dst} in service {service}")]
+    Move {
+        src: PathBuf,
+        dst: PathBuf,
+        service: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{dst} is not a mount point in service {service}")]
+    NotMounted { dst: PathBuf, service: String },
+    #[error("cannot unmount {dst} in service {service}")]
+    Umount {
+        dst: PathBuf,
+        service: String,
+        #[source]
+        source: Errno,
+    },
+}
+
+impl InsideError {
+    fn exec_code(&self) -> i32 {
+        match self {
+            InsideError::NotFound { .. } => EXIT_NOT_FOUND,
+            InsideError::CannotExecute { .. } => EXIT_CANNOT_EXECUTE,
+            _ => EXIT_FAILED,
+        }
+    }
+}
+
+/// What the CLI asks the helper to do; passed as JSON on the helper's command line.
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    service: String,
+    pid: i32,
+    /// The write end of the report pipe, inherited.
+    report_fd: RawFd,
+    action: Action,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Action {
+    Exec {
+        ns: Vec<Ns>,
+        cmd: Vec<String>,
+    },
+    Mount {
+        /// The detached copy of SRC (open_tree), inherited.
+        tree_fd: RawFd,
+        src: PathBuf,
+        src_is_dir: bool,
+        dst: PathBuf,
+    },
+    Umount {
+        dst: PathBuf,
+    },
+}
+
+/// The init pid of a running service, from the runtime's state.
+fn service_pid(ctx: &Ctx, name: &str) -> Result<i32, NsError> {
+    if !bundle::valid_name(name) {
+        return Err(NsError::InvalidName(name.to_string()));
+    }
+    let state = ctx.runtime.state(name).map_err(|source| NsError::State {
+        name: name.to_string(),
+        source,
+    })?;
+    match state {
+        None => Err(NsError::Unknown {
+            name: name.to_string(),
+            runtime: ctx.runtime.bin.clone(),
+        }),
+        Some(s) if s.status == "running" && s.pid > 0 => Ok(s.pid),
+        Some(s) => Err(NsError::NotRunning {
+            name: name.to_string(),
+            status: s.status,
+        }),
+    }
+}
+
+/// `service exec`: returns the exit code for the CLI (see the module comment).
+pub fn exec(ctx: &Ctx, name: &str, ns: Option<&[String]>, cmd: &[String]) -> i32 {
+    match exec_inner(ctx, name, ns, cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            log::error!("exec: {}", crate::error_chain(&e));
+            e.exec_code()
+        }
+    }
+}
+
+fn exec_inner(
+    ctx: &Ctx,
+    name: &str,
+    ns: Option<&[String]>,
+    cmd: &[String],
+) -> Result<i32, NsError> {
+    let ns = parse_ns_list(ns)?;
+    let pid = service_pid(ctx, name)?;
+    // The command shares our process group, so a ^C from the terminal reaches it directly;
+    // what it does with it decides the status we report. The helper inherits this and
+    // restores the default for the command.
+    for sig in [nix::sys::signal::SIGINT, nix::sys::signal::SIGQUIT] {
+        // SAFETY: SIG_IGN installs no handler code.
+        let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
+    }
+    let action = Action::Exec {
+        ns,
+        cmd: cmd.to_vec(),
+    };
+    let helper = spawn_helper(name, pid, action, &[])?;
+    Ok(helper.wait().code())
+}
+
+/// `service mount`: 0 or 1.
+pub fn mount(ctx: &Ctx, name: &str, src: &Path, dst: &Path) -> i32 {
+    match mount_inner(ctx, name, src, dst) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("mount: {}", crate::error_chain(&e));
+            1
+        }
+    }
+}
+
+fn check_destination(dst: &Path) -> Result<(), NsError> {
+    if !dst.is_absolute() || dst.parent().is_none() {
+        return Err(NsError::BadDestination(dst.to_path_buf()));
+    }
+    Ok(())
+}
+
+fn mount_inner(ctx: &Ctx, name: &str, src: &Path, dst: &Path) -> Result<(), NsError> {
+    check_destination(dst)?;
+    let pid = service_pid(ctx, name)?;
+    // Captured here: once inside the service's mount namespace, host paths are out of reach.
+    let tree = mountapi::open_tree_clone(src).map_err(|e| NsError::Source(src.to_path_buf(), e))?;
+    let st = fstat(&tree).map_err(|e| NsError::Source(src.to_path_buf(), e.into()))?;
+    let src_is_dir = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR;
+    let action = Action::Mount {
+        tree_fd: tree.as_raw_fd(),
+        src: src.to_path_buf(),
+        src_is_dir,
+        dst: dst.to_path_buf(),
+    };
+    let helper = spawn_helper(name, pid, action, &[tree.as_raw_fd()])?;
+    helper.wait();
+    // Dropping the descriptor frees the copy if it was never attached.
+    drop(tree);
+    Ok(())
+}
+
+/// `service umount`: 0 or 1.
+pub fn umount(ctx: &Ctx, name: &str, dst: &Path) -> i32 {
+    let r = check_destination(dst).and_then(|()| {
+        let pid = service_pid(ctx, name)?;
+        let action = Action::Umount {
+            dst: dst.to_path_buf(),
+        };
+        spawn_helper(name, pid, action, &[]).map(|h| {
+            h.wait();
+        })
+    });
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("umount: {}", crate::error_chain(&e));
+            1
+        }
+    }
+}
+
+/// Spawns the helper for `action`, passing it `inherit` and the report pipe, and reads its
+/// report. Returns the helper's waiter once it reported success.
+fn spawn_helper(
+    service: &str,
+    pid: i32,
+    action: Action,
+    inherit: &[RawFd],
+) -> Result<Waiter, NsError> {
+    let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| NsError::Spawn(e.into()))?;
+    let req = Request {
+        service: service.to_string(),
+        pid,
+        report_fd: wr.as_raw_fd(),
+        action,
+    };
+    let json = serde_json::to_string(&req).expect("a request always serializes");
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg("nsenter-helper").arg(json);
+    let mut fds = inherit.to_vec();
+    fds.push(wr.as_raw_fd());
+    // SAFETY: between fork and exec only async-signal-safe calls (fcntl, prctl) are made,
+    // on a vector allocated before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &fds {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // Nothing of an exec outlives the CLI that started it.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (_child, waiter) = reaper::global().spawn(&mut cmd).map_err(NsError::Spawn)?;
+    drop(cmd);
+    drop(wr);
+    let mut report = String::new();
+    let _ = File::from(rd).read_to_string(&mut report);
+    if report == "ok\n" {
+        return Ok(waiter);
+    }
+    let status = waiter.wait();
+    let mut lines = report.splitn(3, '\n');
+    match (lines.next(), lines.next(), lines.next()) {
+        (Some("error"), Some(code), Some(message)) => Err(NsError::Inside {
+            code: code.parse().unwrap_or(EXIT_FAILED),
+            message: message.to_string(),
+        }),
+        _ => Err(NsError::HelperDied(status)),
+    }
+}
+
+fn set_cloexec(fd: &impl AsRawFd) {
+    // SAFETY: fcntl on a descriptor we own, with no pointers.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+}
+
+fn send_error(mut report: File, code: i32, e: &(dyn std::error::Error + 'static)) {
+    let _ = write!(report, "error\n{code}\n{}", crate::error_chain(e));
+}
+
+/// The hidden `nsenter-helper` command: runs in a fresh, single-threaded process.
+pub fn helper(request: &str) -> i32 {
+    let req: Request = match serde_json::from_str(request) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("nsenter-helper: unreadable request: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    // SAFETY: the CLI passed this descriptor to us alone; nothing else owns it here.
+    let report = unsafe { OwnedFd::from_raw_fd(req.report_fd) };
+    // The command must not hold the report pipe open: the CLI reads it to its end.
+    set_cloexec(&report);
+    let report = File::from(report);
+    match &req.action {
+        Action::Exec { ns, cmd } => helper_exec(&req, ns, cmd, report),
+        Action::Mount {
+            tree_fd,
+            src,
+            src_is_dir,
+            dst,
+        } => {
+            // SAFETY: as the report descriptor: passed to us alone.
+            let tree = unsafe { OwnedFd::from_raw_fd(*tree_fd) };
+            set_cloexec(&tree);
+            match helper_mount(&req, &tree, src, *src_is_dir, dst) {
+                Ok(()) => report_ok(report, 0),
+                Err(e) => {
+                    send_error(report, 1, &e);
+                    1
+                }
+            }
+        }
+        Action::Umount { dst } => match helper_umount(&req, dst) {
+            Ok(()) => report_ok(report, 0),
+            Err(e) => {
+                send_error(report, 1, &e);
+                1
+            }
+        },
+    }
+}
+
+fn report_ok(mut report: File, code: i32) -> i32 {
+    let _ = report.write_all(b"ok\n");
+    code
+}
+
+fn helper_exec(req: &Request, ns: &[Ns], cmd: &[String], report: File) -> i32 {
+    let started = enter(req, ns).and_then(|entered| start(&entered, cmd));
+    match started {
+        Ok(waiter) => {
+            let mut report = report;
+            let _ = report.write_all(b"ok\n");
+            drop(report);
+            waiter.wait().code()
+        }
+        Err(e) => {
+            let code = e.exec_code();
+            send_error(report, code, &e);
+            code
+        }
+    }
+}
+
+/// What `enter` leaves for starting the command.
+struct Entered {
+    service: String,
+    /// In the service's mount namespace and root.
+    mnt: bool,
+    /// The environment of the service's init (when its root is ours now).
+    env: Option<Vec<(OsString, OsString)>>,
+    /// The pid namespace, joined last of all: once a process's children go to another pid
+    /// namespace, the kernel refuses it new threads (EINVAL), and the reaper is one.
+    pid_ns: Option<OwnedFd>,
+}
+
+fn open_proc(path: &str, flags: OFlag) -> Result<OwnedFd, InsideError> {
+    nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, Mode::empty()).map_err(|source| {
+        InsideError::Open {
+            path: path.to_string(),
+            source,
+        }
+    })
+}
+
+fn same_object(a: &impl AsFd, b: &impl AsFd) -> bool {
+    match (fstat(a), fstat(b)) {
+        (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
+        _ => false,
+    }
+}
+
+/// Joins the namespaces `ns` of the service's init (skipping the ones we share already),
+/// its cgroups with `cgroup`, and its root and working directory with `mnt`; all but the
+/// pid namespace, which `start` joins.
+fn enter(req: &Request, ns: &[Ns]) -> Result<Entered, InsideError> {
+    let (pid, service) = (req.pid, req.service.clone());
+    let gone = || InsideError::Gone {
+        service: service.clone(),
+        pid,
+    };
+    let pidfd = PidFd::open(pid).map_err(|_| gone())?;
+    let mut join = Vec::new();
+    for &n in ns {
+        let theirs = open_proc(&format!("/proc/{pid}/ns/{}", n.name()), OFlag::O_RDONLY)?;
+        let ours = open_proc(&format!("/proc/self/ns/{}", n.name()), OFlag::O_RDONLY)?;
+        // Joining one's own user namespace is an error, and the others a no-op.
+        if !same_object(&theirs, &ours) {
+            join.push((n, theirs));
+        }
+    }
+    let mnt = ns.contains(&Ns::Mnt);
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
+    let (root, cwd, env) = if mnt {
+        let root = open_proc(&format!("/proc/{pid}/root"), dir_flags)?;
+        let cwd = open_proc(&format!("/proc/{pid}/cwd"), dir_flags).ok();
+        let env = std::fs::read(format!("/proc/{pid}/environ"))
+            .map(|b| parse_environ(&b))
+            .ok();
+        (Some(root), cwd, env)
+    } else {
+        (None, None, None)
+    };
+    // Everything above was opened through the pid; the pidfd tells whether it still
+    // belonged to the same process when we were done.
+    if pidfd.has_exited() {
+        return Err(gone());
+    }
+    if ns.contains(&Ns::Cgroup) {
+        // Before any setns: the cgroup filesystems are reached through the host's mounts,
+        // with the host's privileges.
+        join_cgroups(pid, &service)?;
+    }
+    let mut pid_ns = None;
+    for (n, fd) in join {
+        if n == Ns::Pid {
+            pid_ns = Some(fd);
+            continue;
+        }
+        join_one(n, &fd, &service)?;
+        if n == Ns::User {
+            become_root(&service)?;
+        }
+    }
+    if let Some(root) = root {
+        let root_err = |source| InsideError::Root {
+            service: service.clone(),
+            source,
+        };
+        // Its root as the init sees it, whatever the runtime did (pivot_root or chroot).
+        fchdir(&root).map_err(root_err)?;
+        chroot(".").map_err(root_err)?;
+        match cwd {
+            Some(cwd) if fchdir(&cwd).is_ok() => {}
+            _ => nix::unistd::chdir("/").map_err(root_err)?,
+        }
+    }
+    Ok(Entered {
+        service,
+        mnt,
+        env,
+        pid_ns,
+    })
+}
+
+fn join_one(n: Ns, fd: &OwnedFd, service: &str) -> Result<(), InsideError> {
+    setns(fd, n.flag()).map_err(|source| InsideError::Setns {
+        ns: n.name(),
+        service: service.to_string(),
+        source,
+    })
+}
+
+/// Uid and gid 0 of the user namespace just joined (its root, not an unmapped nobody).
+fn become_root(service: &str) -> Result<(), InsideError> {
+    let err = |source| InsideError::Creds {
+        service: service.to_string(),
+        source,
+    };
+    // Refused when the namespace denies setgroups; the supplementary groups are then the
+    // ones the kernel shows as unmapped, which grant nothing.
+    match setgroups(&[]) {
+        Ok(()) | Err(Errno::EPERM) => {}
+        Err(e) => return Err(err(e)),
+    }
+    let (g, u) = (Gid::from_raw(0), Uid::from_raw(0));
+    setresgid(g, g, g).map_err(err)?;
+    setresuid(u, u, u).map_err(err)
+}
+
+fn parse_environ(bytes: &[u8]) -> Vec<(OsString, OsString)> {
+    bytes
+        .split(|b| *b == 0)
+        .filter(|kv| !kv.is_empty())
+        .filter_map(|kv| {
+            let eq = kv.iter().position(|b| *b == b'=')?;
+            Some((
+                OsStr::from_bytes(&kv[..eq]).to_os_string(),
+                OsStr::from_bytes(&kv[eq + 1..]).to_os_string(),
+            ))
+        })
+        .collect()
+}
+
+/// A cgroup filesystem as mounted on the host.
+#[derive(Debug, PartialEq)]
+struct CgroupMount {
+    point: PathBuf,
+    /// The directory of the hierarchy that is mounted there.
+    root: String,
+    /// v1: its controllers (and `name=`); empty for v2.
+    controllers: Vec<String>,
+    v2: bool,
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let l: Vec<&str> = left.split(' ').collect();
+        let r: Vec<&str> = right.split(' ').collect();
+        if l.len() < 5 || r.len() < 3 {
+            continue;
+        }
+        let v2 = match r[0] {
+            "cgroup2" => true,
+            "cgroup" => false,
+            _ => continue,
+        };
+        let controllers = if v2 {
+            Vec::new()
+        } else {
+            r[2].split(',')
+                .filter(|o| !matches!(*o, "rw" | "ro"))
+                .map(str::to_string)
+                .collect()
+        };
+        out.push(CgroupMount {
+            point: PathBuf::from(unescape_mountinfo(l[4])),
+            root: unescape_mountinfo(l[3]),
+            controllers,
+            v2,
+        });
+    }
+    out
+}
+
+/// The directories (one per hierarchy) of the cgroups listed in `/proc/PID/cgroup` text;
+/// hierarchies not mounted here are skipped.
+fn cgroup_dirs(proc_cgroup: &str, mounts: &[CgroupMount]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for line in proc_cgroup.lines() {
+        let mut f = line.splitn(3, ':');
+        let (Some(id), Some(ctrls), Some(path)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let found = mounts.iter().find(|m| {
+            if id == "0" && ctrls.is_empty() {
+                return m.v2;
+            }
+            !m.v2
+                && ctrls
+                    .split(',')
+                    .all(|c| m.controllers.iter().any(|x| x == c))
+        });
+        let Some(m) = found else { continue };
+        let rel = if m.root == "/" {
+            Some(path)
+        } else {
+            path.strip_prefix(m.root.as_str())
+                .filter(|r| r.is_empty() || r.starts_with('/'))
+        };
+        if let Some(rel) = rel {
+            out.push(m.point.join(rel.trim_start_matches('/')));
+        }
+    }
+    out
+}
+
+/// Moves this process into the cgroups of `pid`, so the command counts against the
+/// service's limits and goes with it when the service is killed.
+fn join_cgroups(pid: i32, service: &str) -> Result<(), InsideError> {
+    let theirs =
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|e| InsideError::Open {
+            path: format!("/proc/{pid}/cgroup"),
+            source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let me = std::process::id().to_string();
+    for dir in cgroup_dirs(&theirs, &cgroup_mounts(&mountinfo)) {
+        let procs = dir.join("cgroup.procs");
+        std::fs::write(&procs, &me).map_err(|source| InsideError::Cgroup {
+            path: dir.clone(),
+            service: service.to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Where a bare command name is looked up: the service's directories when its root is
+/// ours, otherwise lkinit's PATH.
+fn find_command(cmd: &str, entered: &Entered, service: &str) -> Result<PathBuf, InsideError> {
+    if cmd.contains('/') {
+        return Ok(PathBuf::from(cmd));
+    }
+    let (dirs, place): (Vec<PathBuf>, String) = if entered.mnt {
+        (
+            CONTAINER_DIRS.iter().map(PathBuf::from).collect(),
+            format!("{} of service {service}", CONTAINER_DIRS.join(", ")),
+        )
+    } else {
+        let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
+        (
+            std::env::split_paths(&path).collect(),
+            format!("lkinit's PATH ({path})"),
+        )
+    };
+    dirs.iter()
+        .map(|d| d.join(cmd))
+        .find(|p| p.is_file())
+        .ok_or_else(|| InsideError::NotFound {
+            cmd: cmd.to_string(),
+            place,
+        })
+}
+
+/// Starts the command as a child of this helper; after `setns(pid)` only children enter
+/// the pid namespace, so the command really is in it.
+fn start(entered: &Entered, cmd: &[String]) -> Result<Waiter, InsideError> {
+    let service = entered.service.as_str();
+    let Some((name, args)) = cmd.split_first() else {
+        return Err(InsideError::NotFound {
+            cmd: String::new(),
+            place: format!("service {service}"),
+        });
+    };
+    let path = find_command(name, entered, service)?;
+    let mut c = Command::new(&path);
+    c.arg0(name).args(args);
+    if let Some(env) = &entered.env {
+        c.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    }
+    // SAFETY: only async-signal-safe calls (signal, prctl) between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // The reaper thread starts now: the mount and user namespaces, which want a
+    // single-threaded caller, are joined already, and the pid namespace, after which no
+    // thread can start, is not yet.
+    let reaper = reaper::global();
+    if let Some(fd) = &entered.pid_ns {
+        join_one(Ns::Pid, fd, service)?;
+    }
+    match reaper.spawn(&mut c) {
+        Ok((_child, waiter)) => Ok(waiter),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(InsideError::NotFound {
+            cmd: name.clone(),
+            place: format!("service {service}"),
+        }),
+        Err(source) => Err(InsideError::CannotExecute {
+            cmd: name.clone(),
+            service: service.to_string(),
+            source,
+        }),
+    }
+}
+
+fn kind_name(is_dir: bool) -> &'static str {
+    if is_dir { "directory" } else { "file" }
+}
+
+fn helper_mount(
+    req: &Request,
+    tree: &OwnedFd,
+    src: &Path,
+    src_is_dir: bool,
+    dst: &Path,
+) -> Result<(), InsideError> {
+    let service = req.service.clone();
+    // The user namespace is left alone: the host's root may mount in a namespace owned by
+    // any user namespace, while the service's root may not hold the rights to.
+    enter(req, &[Ns::Mnt])?;
+    let rel = dst.strip_prefix("/").unwrap_or(dst).to_string_lossy();
+    let create = if src_is_dir {
+        Create::Dirs
+    } else {
+        Create::File
+    };
+    // Chrooted into the service's root, so `/` below is its root: symlinks and `..` in DST
+    // resolve inside it.
+    let target = paths::resolve_in_root(Path::new("/"), &rel, create).map_err(|source| {
+        InsideError::Destination {
+            dst: dst.to_path_buf(),
+            service: service.clone(),
+            source,
+        }
+    })?;
+    let undo_created = || {
+        for c in target.created.iter().rev() {
+            let _ = c.remove();
+        }
+    };
+    let dst_is_dir = fstat(&target.fd)
+        .map(|st| SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR)
+        .unwrap_or(false);
+    if dst_is_dir != src_is_dir {
+        undo_created();
+        return Err(InsideError::KindMismatch {
+            dst: dst.to_path_buf(),
+            service,
+            dst_kind: kind_name(dst_is_dir),
+            src: src.to_path_buf(),
+            src_kind: kind_name(src_is_dir),
+        });
+    }
+    mountapi::move_mount(tree, &target.fd).map_err(|source| {
+        undo_created();
+        InsideError::Move {
+            src: src.to_path_buf(),
+            dst: dst.to_path_buf(),
+            service,
+            source,
+        }
+    })
+}
+
+fn helper_umount(req: &Request, dst: &Path) -> Result<(), InsideError> {
+    enter(req, &[Ns::Mnt])?;
+    // Detached: the service's processes that still use it keep it until they let go, and
+    // the path is free at once.
+    umount2(dst, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(|source| {
+        let (dst, service) = (dst.to_path_buf(), req.service.clone());
+        match source {
+            Errno::EINVAL => InsideError::NotMounted { dst, service },
+            source => InsideError::Umount {
+                dst,
+                service,
+                source,
+            },
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ns_lists() {
+        assert_eq!(parse_ns_list(None).unwrap(), Ns::ALL.to_vec());
+        let l = [
+            "mnt".to_string(),
+            "user".into(),
+            "network".into(),
+            "mnt".into(),
+        ];
+        assert_eq!(
+            parse_ns_list(Some(&l)).unwrap(),
+            vec![Ns::User, Ns::Net, Ns::Mnt]
+        );
+        let bad = ["uts".to_string(), "time".into()];
+        let e = parse_ns_list(Some(&bad)).unwrap_err();
+        assert!(e.to_string().contains("`time`"), "{e}");
+    }
+
+    #[test]
+    fn environ() {
+        let env = parse_environ(b"PATH=/bin\0A=b=c\0junk\0\0");
+        assert_eq!(
+            env,
+            vec![
+                (OsString::from("PATH"), OsString::from("/bin")),
+                (OsString::from("A"), OsString::from("b=c")),
+            ]
+        );
+    }
+
+    #[test]
+    fn cgroup_directories_per_hierarchy() {
+        let mountinfo = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 /sub /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+        let proc_cgroup = "\
+9:name=systemd:/svc/web
+4:memory:/sub/svc/web
+3:cpu,cpuacct:/svc/web
+2:pids:/svc/web
+0::/svc/web
+";
+        let dirs = cgroup_dirs(proc_cgroup, &cgroup_mounts(mountinfo));
+        assert_eq!(
+            dirs,
+            [
+                "/sys/fs/cgroup/systemd/svc/web",
+                "/sys/fs/cgroup/memory/svc/web",
+                "/sys/fs/cgroup/cpu,cpuacct/svc/web",
+                "/sys/fs/cgroup/unified/svc/web",
+            ]
+            .map(PathBuf::from)
+        );
+        // A pure cgroup2 host.
+        let v2 = "25 20 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            cgroup_dirs("0::/a/b\n", &cgroup_mounts(v2)),
+            [PathBuf::from("/sys/fs/cgroup/a/b")]
+        );
+    }
+}
