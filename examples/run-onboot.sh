@@ -7,6 +7,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 cargo build --release --quiet
 "$here/build-rootfs.sh" "$here"/onboot/*
+# A boot starts with no veth left from the boot before (/run and the namespaces bound in it
+# are gone). On a long-lived host, 030-netns's root-side veth end from an earlier run still
+# exists, and lkinit refuses to create a link whose name is taken: delete it first, which
+# takes its other end with it. The old bind on /run/netns/lkinit-example needs nothing:
+# lkinit re-points a path that already carries a namespace bind.
+ip link del lkex-host 2>/dev/null || true
 log=${LOG_DIR:-/tmp/lkinit-examples/log}
 exec ./target/release/lkinit --state-dir /tmp/lkinit-examples/state \
     --runtime-root /tmp/lkinit-examples/runc onboot --path "$here/onboot" --log-dir "$log" "$@"

@@ -72,6 +72,16 @@ pub struct Created {
 }
 
 impl Created {
+    /// Records a file `name` that the caller created in the directory `parent`.
+    pub fn file(parent: OwnedFd, name: OsString, path: PathBuf) -> Created {
+        Created {
+            parent,
+            name,
+            is_dir: false,
+            path,
+        }
+    }
+
     /// Removes the entry if it is still empty.
     pub fn remove(&self) -> Result<(), Errno> {
         let flag = if self.is_dir {

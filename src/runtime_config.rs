@@ -264,6 +264,14 @@ fn validate(c: &RuntimeConfig) -> Result<(), (String, String)> {
             (Some(""), _) => return Err((at("add"), "empty link kind".into())),
             _ => {}
         }
+        if itf.create_in_root && itf.add.as_deref() == Some("bridge") {
+            return Err((
+                at("createInRoot"),
+                "a bridge cannot be moved between network namespaces (the kernel keeps it where \
+                 it was created): drop createInRoot to create it inside the container's"
+                    .into(),
+            ));
+        }
     }
     for (kind, path) in c.bind_ns.entries() {
         if !path.starts_with('/') {
@@ -449,6 +457,10 @@ mod tests {
             (
                 r#"{"interfaces":[{"name":"a","peer":"a"}]}"#,
                 "interfaces[0].peer",
+            ),
+            (
+                r#"{"interfaces":[{"name":"br0","add":"bridge","createInRoot":true}]}"#,
+                "interfaces[0].createInRoot",
             ),
             (r#"{"bindNS":{"net":"relative/path"}}"#, "bindNS.net"),
             (r#"{"cgroups":["../escape"]}"#, "cgroups[0]"),

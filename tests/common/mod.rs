@@ -105,6 +105,7 @@ pub struct TestEnv {
     mounts: RefCell<Vec<PathBuf>>,
     cgroups: RefCell<Vec<String>>,
     paths: RefCell<Vec<PathBuf>>,
+    empty_dirs: RefCell<Vec<PathBuf>>,
 }
 
 impl TestEnv {
@@ -132,6 +133,7 @@ impl TestEnv {
             mounts: RefCell::new(Vec::new()),
             cgroups: RefCell::new(Vec::new()),
             paths: RefCell::new(Vec::new()),
+            empty_dirs: RefCell::new(Vec::new()),
         };
         std::fs::create_dir_all(&env.runtime_root).unwrap();
         env
@@ -224,6 +226,10 @@ impl TestEnv {
     }
     pub fn track_path(&self, path: &Path) {
         self.paths.borrow_mut().push(path.to_path_buf());
+    }
+    /// A shared directory (e.g. /run/netns) removed only if nothing else is left in it.
+    pub fn track_empty_dir(&self, path: &Path) {
+        self.empty_dirs.borrow_mut().push(path.to_path_buf());
     }
 
     /// Mount points at or below `dir`.
@@ -322,6 +328,9 @@ impl Drop for TestEnv {
         for p in self.paths.borrow().iter() {
             let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
         }
+        for p in self.empty_dirs.borrow().iter() {
+            let _ = std::fs::remove_dir(p);
+        }
     }
 }
 
@@ -385,4 +394,118 @@ pub fn is_mounted(p: &Path) -> bool {
 
 pub fn os(s: &str) -> &OsStr {
     OsStr::new(s)
+}
+
+/// A link seen by `ip link`: its index, name and flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub flags: Vec<String>,
+}
+
+/// Parses `ip link` output (iproute2's or busybox's): one `N: NAME[@PEER]: <FLAGS> ...`
+/// line per link.
+pub fn parse_links(out: &str) -> Vec<Link> {
+    out.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ": ");
+            let index = parts.next()?.trim().parse().ok()?;
+            let name = parts.next()?.split('@').next()?.to_string();
+            let rest = parts.next().unwrap_or("");
+            let flags = rest
+                .strip_prefix('<')
+                .and_then(|r| r.split('>').next())
+                .map(|f| f.split(',').map(str::to_string).collect())
+                .unwrap_or_default();
+            Some(Link { index, name, flags })
+        })
+        .collect()
+}
+
+/// The links of the root network namespace (`None`) or of the one bound at `ns`, read
+/// from the host with `ip link` / `nsenter --net=NS ip link`.
+pub fn links(ns: Option<&Path>) -> Vec<Link> {
+    let out = match ns {
+        None => Command::new("ip").args(["-o", "link", "show"]).output(),
+        Some(p) => Command::new("nsenter")
+            .arg(format!("--net={}", p.display()))
+            .args(["ip", "-o", "link", "show"])
+            .output(),
+    }
+    .expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip link in {ns:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_links(&String::from_utf8_lossy(&out.stdout))
+}
+
+pub fn link(ns: Option<&Path>, name: &str) -> Option<Link> {
+    links(ns).into_iter().find(|l| l.name == name)
+}
+
+pub fn has_link(ns: Option<&Path>, name: &str) -> bool {
+    link(ns, name).is_some()
+}
+
+/// Names of the links listed in some `ip link` output (e.g. a container's stdout).
+pub fn link_names(out: &str) -> Vec<String> {
+    parse_links(out).into_iter().map(|l| l.name).collect()
+}
+
+/// Runs `ip ARGS` in the root namespace and asserts it worked (test fixtures).
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls `f` for up to 10 s: the kernel tears network namespaces down asynchronously.
+pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// How many mounts sit exactly on `p`.
+pub fn mount_count(p: &Path) -> usize {
+    let s = p.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| unescape_mountinfo(m) == s)
+        .count()
+}
+
+/// Writes a bundle's runtime.json.
+pub fn write_runtime(bundle: &Path, v: Value) {
+    std::fs::write(bundle.join("runtime.json"), v.to_string()).unwrap();
+}
+
+/// Makes a config.json join the namespace of `typ` bound at `path`.
+pub fn join_namespace(c: &mut Value, typ: &str, path: &Path) {
+    let nss = c["linux"]["namespaces"].as_array_mut().unwrap();
+    nss.retain(|n| n["type"] != typ);
+    nss.push(json!({"type": typ, "path": path}));
+}
+
+/// Removes the namespace of `typ` from a config.json: the container shares the host's.
+pub fn share_namespace(c: &mut Value, typ: &str) {
+    c["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != typ);
 }
