@@ -681,3 +681,45 @@ fn a_link_made_in_root_is_deleted_when_moving_it_in_fails() {
     assert!(has_link(Some(&net), &taken));
     assert!(env.containers().is_empty());
 }
+
+#[test]
+fn crun_sets_up_the_same_interfaces_and_binds() {
+    let env = TestEnv::with_runtime("crun");
+    let ob = env.bundles_dir("onboot");
+    let (veth, peer, ifb) = (lname(), lname(), lname());
+    env.track_link(&peer);
+    let net = env.dir.join("ns/net");
+    let ok = env.bundle(&ob, "a-ok", &["ip", "link"]);
+    write_runtime(
+        &ok,
+        json!({"interfaces": [{"name": veth, "peer": peer}, {"name": ifb, "add": "ifb"}],
+               "bindNS": {"net": net}}),
+    );
+    let (veth2, peer2) = (lname(), lname());
+    env.track_link(&peer2);
+    let bad = env.bundle(&ob, "b-bad", &["true"]);
+    write_runtime(
+        &bad,
+        json!({"interfaces": [{"name": veth2, "peer": peer2}, {"name": lname(), "add": "lknosuchkind"}]}),
+    );
+    let r = crun_onboot(&env, &ob);
+    assert_eq!(r.line("a-ok"), "a-ok: exit code 0");
+    let seen = link_names(&r.stdout);
+    assert!(seen.contains(&veth) && seen.contains(&ifb), "{seen:?}");
+    assert!(!seen.contains(&peer));
+    assert!(
+        r.line("b-bad")
+            .contains("the kernel has no `lknosuchkind` link kind"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !has_link(None, &peer2),
+        "the failed bundle's veth is still there"
+    );
+    // The bind lived in lkinit's private mount namespace: with it went the network
+    // namespace, and the veth's host end with it.
+    assert!(!is_mounted(&net));
+    assert!(eventually(|| !has_link(None, &peer)), "{:?}", links(None));
+    assert!(env.containers().is_empty(), "{:?}", env.containers());
+}

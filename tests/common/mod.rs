@@ -509,3 +509,24 @@ pub fn share_namespace(c: &mut Value, typ: &str) {
         .unwrap()
         .retain(|n| n["type"] != typ);
 }
+
+/// `lkinit onboot` through crun, in a private mount namespace without the cgroup2 part of
+/// this host's hybrid layout (crun 1.8 refuses hybrid hosts). Mounts lkinit makes there,
+/// namespace binds included, go away with it.
+pub fn crun_onboot(env: &TestEnv, path: &Path) -> Run {
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$@\"")
+        .arg("sh")
+        .arg(LKINIT)
+        .args(["--runtime", "crun", "--runtime-root"])
+        .arg(&env.runtime_root)
+        .arg("--state-dir")
+        .arg(&env.state_dir)
+        .arg("onboot")
+        .arg("--path")
+        .arg(path)
+        .arg("--log-dir")
+        .arg(&env.log_dir);
+    Run::of(c)
+}
