@@ -13,10 +13,13 @@
 use crate::bundle::{Bundle, BundleError};
 use crate::oci_runtime::{ContainerStdio, OciRuntime, RuntimeError, RuntimeProcess};
 use crate::reaper::{self, ExitStatus, PidFd, Waiter};
-use crate::undo::{Undo, UndoFailures};
-use crate::{cgroups, mounts, net, nsbind, rootfs};
+use crate::undo::{PlannedStep, Replay, Undo, UndoFailures};
+use crate::{cgroups, mounts, net, nsbind, paths, rootfs};
+use nix::mount::{MntFlags, umount2};
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What every container launch needs to know about the host.
 #[derive(Debug, Clone)]
@@ -128,6 +131,8 @@ pub struct Running {
     exit: Exit,
     undo: Undo,
     pid_file: PathBuf,
+    /// Where the container's processes are listed (Detached containers).
+    cgroup_procs: Option<PathBuf>,
 }
 
 /// Removes a stopped (or never started) leftover of an earlier run of `name`, as left by an
@@ -192,6 +197,7 @@ pub fn launch(
                 exit,
                 undo,
                 pid_file: ctx.pid_file(&bundle.name),
+                cgroup_procs: pid.and_then(cgroups::procs_file),
             })
         }
         Err(mut e) => {
@@ -237,11 +243,18 @@ fn launch_steps(
         .map_err(|e| ContainerError::new(Step::Create, e))?;
     let rt2 = rt.clone();
     let n = name.to_string();
-    undo.push(format!("{} delete --force {name}", rt.bin), move || {
-        let r = rt2.delete(&n, true).map_err(|e| crate::error_chain(&e));
-        rt2.forget_logs(&n);
-        r
-    });
+    let replay = Replay::DeleteContainer {
+        name: name.to_string(),
+    };
+    undo.push_replayable(
+        format!("{} delete --force {name}", rt.bin),
+        replay,
+        move || {
+            let r = rt2.delete(&n, true).map_err(|e| crate::error_chain(&e));
+            rt2.forget_logs(&n);
+            r
+        },
+    );
     // Claimed now: the init cannot exit before `start`, so its status cannot be missed.
     let waiter = reaper::global().watch(pid);
 
@@ -325,4 +338,272 @@ impl Running {
     pub fn pid_file(&self) -> &Path {
         &self.pid_file
     }
+
+    /// A claim on the init's exit status, for a caller that waits elsewhere.
+    pub fn exit_waiter(&self) -> Waiter {
+        self.waiter().clone()
+    }
+
+    /// Asks the container to stop: SIGTERM to its init through the runtime (the pidfd when
+    /// the runtime cannot).
+    pub fn terminate(&mut self, rt: &OciRuntime) {
+        if self.pidfd.is_none()
+            && let Some(pid) = self.pid()
+        {
+            self.pidfd = PidFd::open(pid).ok();
+        }
+        signal_init(rt, &self.name, self.pidfd.as_ref(), Signal::SIGTERM);
+    }
+
+    /// After the init ended: see [`kill_remaining`].
+    pub fn kill_remaining(&self, rt: &OciRuntime) -> Result<(), Vec<i32>> {
+        kill_remaining(rt, &self.name, self.cgroup_procs.as_deref())
+    }
+
+    /// What a later supervisor needs to take this container over (None before the init's
+    /// pid is known).
+    pub fn handover(&mut self) -> Option<Handover> {
+        let pid = self.pid()?;
+        Some(Handover {
+            name: self.name.clone(),
+            pid,
+            start_time: start_time(pid),
+            cgroup_procs: self.cgroup_procs.clone(),
+            cleanup: self.undo.plan(),
+        })
+    }
+}
+
+/// The start time of a process (clock ticks since boot, field 22 of `/proc/PID/stat`):
+/// together with the pid it names one process for the life of the system.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; the fields after it do not.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn signal_init(rt: &OciRuntime, name: &str, pidfd: Option<&PidFd>, sig: Signal) {
+    let short = sig.as_str().trim_start_matches("SIG");
+    if let Err(e) = rt.kill(name, short, false) {
+        log::debug!("{name}: {}", crate::error_chain(&e));
+        if let Some(fd) = pidfd {
+            let _ = fd.signal(sig);
+        }
+    }
+}
+
+/// How long the processes of a container may take to die after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// After a container's init ended: kills whatever else is left in its cgroup (processes of
+/// a container that shares the host's pid namespace outlive its init) and waits until the
+/// cgroup is empty. Returns the pids still there after [`KILL_WAIT`]. Without a known
+/// cgroup, the runtime's `kill --all` is all there is (and `delete --force` after it).
+pub fn kill_remaining(rt: &OciRuntime, name: &str, procs: Option<&Path>) -> Result<(), Vec<i32>> {
+    if procs.is_some_and(|p| cgroups::members(p).is_empty()) {
+        return Ok(());
+    }
+    if let Err(e) = rt.kill(name, "KILL", true) {
+        log::debug!("{name}: {}", crate::error_chain(&e));
+    }
+    let Some(procs) = procs else {
+        return Ok(());
+    };
+    let start = Instant::now();
+    let mut forced = false;
+    loop {
+        let left = cgroups::members(procs);
+        if left.is_empty() {
+            return Ok(());
+        }
+        let waited = start.elapsed();
+        if waited > KILL_WAIT {
+            return Err(left);
+        }
+        // The runtime signals what it saw; whatever forked after that is killed here.
+        if !forced && waited > Duration::from_millis(500) {
+            cgroups::kill_members(procs);
+            forced = true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What a supervisor started again after a crash needs to find, stop and clean up a
+/// container it did not start: the init, its cgroup, and the cleanup as data (the undo
+/// closures died with the process that recorded them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Handover {
+    pub name: String,
+    pub pid: i32,
+    pub start_time: Option<u64>,
+    pub cgroup_procs: Option<PathBuf>,
+    pub cleanup: Vec<PlannedStep>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    #[error("its init (pid {0}) has exited")]
+    Gone(i32),
+    #[error("pid {0} is another process now")]
+    Reused(i32),
+    #[error("the runtime reports it {0}")]
+    NotRunning(String),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// A running container taken over from an earlier supervisor. Its init is not our child:
+/// its end is seen through the pidfd, and its exit status is not ours to know.
+pub struct Adopted {
+    pub name: String,
+    pid: i32,
+    pidfd: PidFd,
+    handover: Handover,
+}
+
+/// Takes over the container `h` describes, if its init is still the process that was
+/// recorded and the runtime still runs it.
+pub fn adopt(rt: &OciRuntime, h: Handover) -> Result<Adopted, (AdoptError, Handover)> {
+    let pid = h.pid;
+    // The pidfd first: once it is open the pid cannot be reused under it.
+    let pidfd = match PidFd::open(pid) {
+        Ok(fd) => fd,
+        Err(_) => return Err((AdoptError::Gone(pid), h)),
+    };
+    if pidfd.has_exited() {
+        return Err((AdoptError::Gone(pid), h));
+    }
+    if h.start_time.is_none() || start_time(pid) != h.start_time {
+        return Err((AdoptError::Reused(pid), h));
+    }
+    match rt.state(&h.name) {
+        Ok(Some(st)) if st.pid == pid && (st.status == "running" || st.status == "paused") => {}
+        Ok(Some(st)) => return Err((AdoptError::NotRunning(st.status), h)),
+        Ok(None) => return Err((AdoptError::NotRunning("unknown".into()), h)),
+        Err(e) => return Err((AdoptError::Runtime(e), h)),
+    }
+    Ok(Adopted {
+        name: h.name.clone(),
+        pid,
+        pidfd,
+        handover: h,
+    })
+}
+
+impl Adopted {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Polls readable once the init has exited.
+    pub fn pidfd(&self) -> &PidFd {
+        &self.pidfd
+    }
+
+    pub fn terminate(&self, rt: &OciRuntime) {
+        signal_init(rt, &self.name, Some(&self.pidfd), Signal::SIGTERM);
+    }
+
+    /// Kills every process of the container (see [`Running::kill`]).
+    pub fn kill(&self, rt: &OciRuntime) {
+        if let Err(e) = rt.kill(&self.name, "KILL", true) {
+            log::debug!("{}: {}", self.name, crate::error_chain(&e));
+        }
+        let _ = self.pidfd.signal(Signal::SIGKILL);
+    }
+
+    pub fn kill_remaining(&self, rt: &OciRuntime) -> Result<(), Vec<i32>> {
+        kill_remaining(rt, &self.name, self.handover.cgroup_procs.as_deref())
+    }
+
+    pub fn handover(&self) -> &Handover {
+        &self.handover
+    }
+
+    /// After the end: the recorded cleanup, as [`Running::finish`] would have done it.
+    pub fn finish(self, rt: &OciRuntime) -> UndoFailures {
+        replay(rt, &self.handover.cleanup)
+    }
+}
+
+/// Carries out a recorded cleanup. A step already done (by a process killed half way
+/// through it) counts as done; a step that was recorded without a way to redo it is
+/// reported.
+pub fn replay(rt: &OciRuntime, plan: &[PlannedStep]) -> UndoFailures {
+    let mut failures = Vec::new();
+    for step in plan {
+        log::debug!("cleanup: {}", step.what);
+        let r = match &step.replay {
+            Some(Replay::DeleteContainer { name }) => {
+                let r = match rt.delete(name, true) {
+                    Err(RuntimeError::Failed { message, .. })
+                        if message.contains("does not exist") || message.contains("not exist") =>
+                    {
+                        Ok(())
+                    }
+                    r => r.map_err(|e| crate::error_chain(&e)),
+                };
+                rt.forget_logs(name);
+                r
+            }
+            Some(Replay::Unmount { path }) => {
+                match umount2(path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+                    Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Some(Replay::Remove { path, dir }) => {
+                paths::remove_created(path, *dir).map_err(|e| e.to_string())
+            }
+            None => Err("recorded without a way to redo it after a restart of lkinit".into()),
+        };
+        if let Err(e) = r {
+            log::warn!("cleanup: {}: {e}", step.what);
+            failures.push(format!("{}: {e}", step.what));
+        }
+    }
+    UndoFailures(failures)
+}
+
+fn is_mount_point(p: &Path) -> bool {
+    let s = p.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|t| {
+        t.lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .any(|m| cgroups::unescape(m) == s)
+    })
+}
+
+/// Clears what a launch that was cut short (lkinit killed during it, before anything was
+/// recorded) can have left: the runtime's container and the bundle's rootfs and overlay
+/// tmpfs mounts. Directories it may have created inside the rootfs cannot be known.
+pub fn clear_interrupted_launch(rt: &OciRuntime, name: &str, bundle_dir: &Path) -> UndoFailures {
+    let mut plan = vec![PlannedStep {
+        what: format!("{} delete --force {name}", rt.bin),
+        replay: Some(Replay::DeleteContainer {
+            name: name.to_string(),
+        }),
+    }];
+    for dir in ["rootfs", "tmp"] {
+        let p = bundle_dir.join(dir);
+        // A mount may have been stacked once per attempt.
+        for _ in 0..8 {
+            if !is_mount_point(&p) {
+                break;
+            }
+            let _ = umount2(&p, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW);
+        }
+        if is_mount_point(&p) {
+            plan.push(PlannedStep {
+                what: format!("unmount {}", p.display()),
+                replay: Some(Replay::Unmount { path: p }),
+            });
+        }
+    }
+    replay(rt, &plan)
 }

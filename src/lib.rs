@@ -21,6 +21,7 @@ pub mod paths;
 pub mod reaper;
 pub mod rootfs;
 pub mod runtime_config;
+pub mod supervisor;
 pub mod undo;
 pub mod userns;
 

@@ -3,6 +3,7 @@ use lkinit::cli::{Cli, Command, Global, normalize_args};
 use lkinit::container::Ctx;
 use lkinit::nsenter;
 use lkinit::onboot::{self, Phase};
+use lkinit::supervisor;
 use std::io::Write;
 use std::time::Duration;
 
@@ -53,6 +54,15 @@ fn main() {
         Some(Command::Umount { name, dst }) => nsenter::umount(&ctx, name, dst),
         Some(Command::NsenterHelper { request }) => nsenter::helper(request),
         Some(Command::UsernsHold) => lkinit::userns::hold(),
+        Some(Command::SystemInit(a)) => supervisor::run(&ctx, a, &g.sock),
+        Some(
+            c @ (Command::List
+            | Command::Status { .. }
+            | Command::Start { .. }
+            | Command::Stop { .. }
+            | Command::Restart { .. }
+            | Command::Logs { .. }),
+        ) => supervisor::client::run(&g.sock, c),
         Some(other) => {
             log::error!("{other:?}: not built yet");
             1

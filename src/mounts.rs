@@ -6,7 +6,7 @@
 
 use crate::paths::{self, Create, Created, PathError};
 use crate::runtime_config::Mount;
-use crate::undo::Undo;
+use crate::undo::{Replay, Undo};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::path::{Path, PathBuf};
@@ -173,11 +173,12 @@ pub fn apply(
 fn push_created(undo: &mut Undo, created: Vec<Created>, persistent: bool) {
     for c in created {
         let what = format!("remove {}", c.path.display());
+        let replay = c.replay();
         let f = move || c.remove().map_err(|e| e.to_string());
         if persistent {
             undo.push_persistent(what, f);
         } else {
-            undo.push(what, f);
+            undo.push_replayable(what, replay, f);
         }
     }
 }
@@ -306,7 +307,8 @@ fn apply_mount(rootfs: &Path, index: usize, m: &Mount, undo: &mut Undo) -> Resul
         if absolute {
             undo.push_persistent(label, f);
         } else {
-            undo.push(label, f);
+            let replay = Replay::Unmount { path: real.clone() };
+            undo.push_replayable(label, replay, f);
         }
     }
     // A bind ignores every other flag: they take a remount of the bind to apply. The

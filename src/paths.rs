@@ -82,6 +82,14 @@ impl Created {
         }
     }
 
+    /// How a later process can remove the same entry (see [`remove_created`]).
+    pub fn replay(&self) -> crate::undo::Replay {
+        crate::undo::Replay::Remove {
+            path: self.path.clone(),
+            dir: self.is_dir,
+        }
+    }
+
     /// Removes the entry if it is still empty.
     pub fn remove(&self) -> Result<(), Errno> {
         let flag = if self.is_dir {
@@ -308,6 +316,54 @@ fn fd_real_path(fd: &OwnedFd) -> PathBuf {
     std::fs::read_link(fd_path(fd)).unwrap_or_default()
 }
 
+/// Removes `path` (a directory only while it is empty), as [`Created::remove`] would, for a
+/// process that holds no descriptor of its parent any more. `path` is a real path, as
+/// recorded: a symlink on the way means something was swapped in, and nothing is removed.
+pub fn remove_created(path: &Path, dir: bool) -> Result<(), Errno> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(Errno::EINVAL);
+    };
+    let parent_fd = match open_no_symlinks(parent) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let flag = if dir {
+        UnlinkatFlags::RemoveDir
+    } else {
+        UnlinkatFlags::NoRemoveDir
+    };
+    match unlinkat(&parent_fd, name, flag) {
+        Err(Errno::ENOENT) => Ok(()),
+        r => r,
+    }
+}
+
+/// Opens a directory with `openat2(RESOLVE_NO_SYMLINKS)`: every component must be what it
+/// was when the path was recorded.
+fn open_no_symlinks(dir: &Path) -> Result<OwnedFd, Errno> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: open_how is plain data; every field is set below.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: a valid C string and a valid open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
+}
+
 /// `mkdir -p` for an absolute host path, returning what it created (for the undo).
 pub fn create_dirs_abs(path: &Path) -> Result<Vec<Created>, PathError> {
     let rel = path.strip_prefix("/").unwrap_or(path);
@@ -420,6 +476,39 @@ mod tests {
         let r = resolve_in_root(t.path(), "d/file", Create::File).unwrap();
         assert!(t.path().join("d/file").is_file());
         assert_eq!(r.created.len(), 2);
+    }
+
+    #[test]
+    fn remove_created_by_path_refuses_symlinks() {
+        let t = tmp();
+        let root = t.path().canonicalize().unwrap();
+        let r = resolve_in_root(&root, "a/b", Create::Dirs).unwrap();
+        let plan: Vec<_> = r.created.iter().rev().map(|c| c.replay()).collect();
+        drop(r);
+        // A directory that is not empty stays, as with Created::remove.
+        std::fs::write(root.join("a/b/f"), b"").unwrap();
+        let crate::undo::Replay::Remove { path, dir } = &plan[0] else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(remove_created(path, *dir), Err(Errno::ENOTEMPTY));
+        std::fs::remove_file(root.join("a/b/f")).unwrap();
+        // `a` swapped for a symlink to a directory that also has a `b`: refused.
+        std::fs::create_dir_all(root.join("elsewhere/b")).unwrap();
+        std::fs::rename(root.join("a"), root.join("a.moved")).unwrap();
+        symlink(root.join("elsewhere"), root.join("a")).unwrap();
+        assert_eq!(remove_created(path, *dir), Err(Errno::ELOOP));
+        assert!(root.join("elsewhere/b").is_dir());
+        std::fs::remove_file(root.join("a")).unwrap();
+        std::fs::rename(root.join("a.moved"), root.join("a")).unwrap();
+        for step in &plan {
+            let crate::undo::Replay::Remove { path, dir } = step else {
+                panic!("{step:?}")
+            };
+            remove_created(path, *dir).unwrap();
+        }
+        assert!(!root.join("a").exists());
+        // Already gone is fine.
+        remove_created(&root.join("a"), true).unwrap();
     }
 
     #[test]

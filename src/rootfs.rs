@@ -8,7 +8,7 @@
 
 use crate::bundle::{Bundle, RootOwner};
 use crate::paths::{self, PathError};
-use crate::undo::Undo;
+use crate::undo::{Replay, Undo};
 use crate::{mountapi, userns};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -59,7 +59,8 @@ pub const DEFAULT_TMPFS_SIZE: &str = "10%";
 
 fn unmount_step(undo: &mut Undo, target: &Path) {
     let t = target.to_path_buf();
-    undo.push(format!("unmount {}", t.display()), move || {
+    let replay = Replay::Unmount { path: t.clone() };
+    undo.push_replayable(format!("unmount {}", t.display()), replay, move || {
         umount2(&t, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(|e| e.to_string())
     });
 }
@@ -70,9 +71,11 @@ fn mkdir(path: &Path, undo: &mut Undo) -> Result<(), RootfsError> {
         source,
     })?;
     for c in created {
-        undo.push(format!("remove {}", c.path.display()), move || {
-            c.remove().map_err(|e| e.to_string())
-        });
+        undo.push_replayable(
+            format!("remove {}", c.path.display()),
+            c.replay(),
+            move || c.remove().map_err(|e| e.to_string()),
+        );
     }
     Ok(())
 }

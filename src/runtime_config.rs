@@ -195,9 +195,13 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
     Ok(config)
 }
 
-fn parse_yaml(text: &str, file: &Path) -> Result<RuntimeConfig, ConfigError> {
+/// Parses any YAML document with errors located by line and field path.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &Path,
+) -> Result<T, ConfigError> {
     let de = serde_yaml::Deserializer::from_str(text);
-    let result: Result<RuntimeConfig, _> = serde_path_to_error::deserialize(de);
+    let result: Result<T, _> = serde_path_to_error::deserialize(de);
     result.map_err(|e| {
         let field = field_path(e.path());
         let inner = e.into_inner();

@@ -2,7 +2,9 @@
 //! undo right after it succeeds, so a failure part way through undoes exactly what was done,
 //! in reverse, and nothing else.
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::PathBuf;
 
 type Action = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
@@ -12,6 +14,32 @@ struct Step {
     /// only when the container fails before it starts.
     persistent: bool,
     action: Action,
+    replay: Option<Replay>,
+}
+
+/// A step written down as data, so a process that did not record it (a supervisor started
+/// again after a crash) can still carry it out. Closures die with their process; these are
+/// kept in the supervisor's state directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Replay {
+    /// `RUNTIME delete --force NAME`.
+    DeleteContainer { name: String },
+    /// A lazy unmount of the mount on `path`, not following a final symlink.
+    Unmount { path: PathBuf },
+    /// Removes an entry lkinit created, a directory only while it is empty; `path` is the
+    /// real path, so any symlink met on the way means it was swapped and is refused.
+    Remove { path: PathBuf, dir: bool },
+}
+
+/// One step of a cleanup as it is persisted: its description, and how to redo it, when
+/// that can be said as data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedStep {
+    pub what: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Replay>,
 }
 
 /// Undo steps recorded for one container. Dropped without `rollback`/`cleanup`/`forget`, it
@@ -51,6 +79,20 @@ impl Undo {
             what: what.into(),
             persistent: false,
             action: Box::new(action),
+            replay: None,
+        });
+    }
+
+    /// Like `push`, for a step that can also be written down as data (see [`Undo::plan`]).
+    pub fn push_replayable<F>(&mut self, what: impl Into<String>, replay: Replay, action: F)
+    where
+        F: FnOnce() -> Result<(), String> + Send + 'static,
+    {
+        self.steps.push(Step {
+            what: what.into(),
+            persistent: false,
+            action: Box::new(action),
+            replay: Some(replay),
         });
     }
 
@@ -63,6 +105,7 @@ impl Undo {
             what: what.into(),
             persistent: true,
             action: Box::new(action),
+            replay: None,
         });
     }
 
@@ -77,6 +120,20 @@ impl Undo {
     /// Descriptions of the recorded steps, oldest first (for logs and tests).
     pub fn descriptions(&self) -> Vec<&str> {
         self.steps.iter().map(|s| s.what.as_str()).collect()
+    }
+
+    /// What `cleanup` would do, in its order (newest first), as data that can be persisted.
+    /// Steps recorded without a [`Replay`] keep only their description.
+    pub fn plan(&self) -> Vec<PlannedStep> {
+        self.steps
+            .iter()
+            .rev()
+            .filter(|s| !s.persistent)
+            .map(|s| PlannedStep {
+                what: s.what.clone(),
+                replay: s.replay.clone(),
+            })
+            .collect()
     }
 
     /// Moves the steps of `other` on top of these (they were done after ours).
@@ -176,6 +233,39 @@ mod tests {
         let f = u.rollback();
         assert_eq!(f.0, vec!["broken: EBUSY".to_string()]);
         assert_eq!(*log.lock().unwrap(), vec!["first"]);
+    }
+
+    #[test]
+    fn plan_is_the_cleanup_order_as_data() {
+        let (_, make) = recorder();
+        let mut u = Undo::new();
+        u.push_replayable(
+            "unmount /r",
+            Replay::Unmount {
+                path: PathBuf::from("/r"),
+            },
+            make("a"),
+        );
+        u.push_persistent("keep", make("b"));
+        u.push("opaque", make("c"));
+        let plan = u.plan();
+        assert_eq!(plan.len(), 2);
+        assert_eq!(plan[0].what, "opaque");
+        assert_eq!(plan[0].replay, None);
+        assert_eq!(
+            plan[1].replay,
+            Some(Replay::Unmount {
+                path: PathBuf::from("/r")
+            })
+        );
+        let json = serde_json::to_string(&plan).unwrap();
+        assert_eq!(
+            json,
+            r#"[{"what":"opaque"},{"what":"unmount /r","replay":{"op":"unmount","path":"/r"}}]"#
+        );
+        let back: Vec<PlannedStep> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, plan);
+        u.forget();
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! containers, links, cgroups, files), also when the test fails.
 #![allow(dead_code)]
 
+pub mod supervisor;
+
 use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::ffi::OsStr;

@@ -1,0 +1,315 @@
+//! The service CLI: `list`, `status`, `start`, `stop`, `restart`, `logs [-f]`. A plain,
+//! blocking client of the control socket (no runtime, no threads).
+//!
+//! Exit status: 0 done (for `status`: running), 3 `status` of a service that is not
+//! running, 1 anything else (no supervisor, unknown service, refused, failed).
+
+use super::protocol::{Op, Response, ServiceInfo, State};
+use crate::cli::Command;
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use std::fs::File;
+use std::io::{self, IoSliceMut, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// `status` of a service that is not running (the LSB code for "not running").
+pub const NOT_RUNNING: i32 = 3;
+
+/// Runs one CLI command against the supervisor on `sock`; returns the exit status.
+pub fn run(sock: &Path, cmd: &Command) -> i32 {
+    let (op, follow) = match cmd {
+        Command::List => (Op::List, false),
+        Command::Status { name } => (Op::Status(name.clone()), false),
+        Command::Start { name } => (Op::Start(name.clone()), false),
+        Command::Stop { name } => (Op::Stop(name.clone()), false),
+        Command::Restart { name } => (Op::Restart(name.clone()), false),
+        Command::Logs { follow, name } => (Op::Logs(name.clone()), *follow),
+        other => {
+            log::error!("{other:?} is not a service command");
+            return 1;
+        }
+    };
+    let (r, fds) = match request(sock, &op) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    if !r.ok {
+        log::error!("{}", r.error.as_deref().unwrap_or("the supervisor refused"));
+        return 1;
+    }
+    let mut out = io::stdout().lock();
+    let printed = match op {
+        Op::List => print_list(&mut out, r.services.as_deref().unwrap_or_default()),
+        Op::Status(_) => {
+            let Some(s) = r.service else {
+                log::error!("the supervisor sent no status");
+                return 1;
+            };
+            let code = if s.state == State::Running {
+                0
+            } else {
+                NOT_RUNNING
+            };
+            return match print_status(&mut out, &s) {
+                Ok(()) => code,
+                Err(_) => 1,
+            };
+        }
+        Op::Start(_) | Op::Stop(_) | Op::Restart(_) => match &r.message {
+            Some(m) => writeln!(out, "{m}"),
+            None => Ok(()),
+        },
+        Op::Logs(_) => {
+            drop(out);
+            return logs(fds, follow);
+        }
+    };
+    i32::from(printed.is_err())
+}
+
+/// Sends one request and reads the response line, with any descriptors sent along.
+fn request(sock: &Path, op: &Op) -> Result<(Response, Vec<OwnedFd>), String> {
+    let mut s = UnixStream::connect(sock).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => format!(
+            "no supervisor is running: cannot connect to {}: {e} (start one with `lkinit system-init`)",
+            sock.display()
+        ),
+        io::ErrorKind::PermissionDenied => format!(
+            "permission denied on {}: the service socket is root's only",
+            sock.display()
+        ),
+        _ => format!("cannot connect to {}: {e}", sock.display()),
+    })?;
+    let lost =
+        |e: &dyn std::fmt::Display| format!("talking to the supervisor on {}: {e}", sock.display());
+    // A supervisor that refuses may answer and close before reading everything; its
+    // answer is still there to read.
+    if let Err(e) = s.write_all(op.encode().as_bytes())
+        && !matches!(
+            e.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        )
+    {
+        return Err(lost(&e));
+    }
+    let mut line = Vec::new();
+    let mut fds = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            s.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| lost(&e))?;
+        for c in msg.cmsgs().map_err(|e| lost(&e))? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                // SAFETY: the kernel just installed these descriptors in this process.
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        let n = msg.bytes;
+        if n == 0 {
+            break;
+        }
+        line.extend_from_slice(&buf[..n]);
+        if line.ends_with(b"\n") {
+            break;
+        }
+    }
+    if line.is_empty() {
+        return Err(lost(&"it closed the connection without an answer"));
+    }
+    Ok((Response::decode(line.trim_ascii_end())?, fds))
+}
+
+fn pid_text(s: &ServiceInfo) -> String {
+    s.pid.map_or_else(|| "-".into(), |p| p.to_string())
+}
+
+fn print_list(out: &mut impl Write, services: &[ServiceInfo]) -> io::Result<()> {
+    let w = services
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    writeln!(
+        out,
+        "{:<w$}  {:<10}  {:>7}  {:>8}",
+        "NAME", "STATE", "PID", "RESTARTS"
+    )?;
+    for s in services {
+        let line = format!(
+            "{:<w$}  {:<10}  {:>7}  {:>8}",
+            s.name,
+            s.state.as_str(),
+            pid_text(s),
+            s.restarts
+        );
+        match &s.reason {
+            Some(r) => writeln!(out, "{line}  {r}")?,
+            None => writeln!(out, "{}", line.trim_end())?,
+        }
+    }
+    Ok(())
+}
+
+fn print_status(out: &mut impl Write, s: &ServiceInfo) -> io::Result<()> {
+    writeln!(out, "name:     {}", s.name)?;
+    writeln!(out, "state:    {}", s.state.as_str())?;
+    writeln!(out, "pid:      {}", pid_text(s))?;
+    writeln!(out, "restarts: {}", s.restarts)?;
+    writeln!(out, "exit:     {}", s.exit.as_deref().unwrap_or("-"))?;
+    writeln!(out, "since:    {}", since_text(s.since))?;
+    if let Some(r) = &s.reason {
+        writeln!(out, "reason:   {r}")?;
+    }
+    if s.adopted {
+        writeln!(out, "adopted:  yes (started by an earlier supervisor)")?;
+    }
+    Ok(())
+}
+
+/// `2024-05-01 12:00:03 UTC (1m12s ago)`.
+fn since_text(since: f64) -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(since);
+    let ago = (now - since).max(0.0) as u64;
+    let ago = match ago {
+        a if a < 60 => format!("{a}s"),
+        a if a < 3600 => format!("{}m{}s", a / 60, a % 60),
+        a if a < 86400 => format!("{}h{}m", a / 3600, (a % 3600) / 60),
+        a => format!("{}d{}h", a / 86400, (a % 86400) / 3600),
+    };
+    format!("{} ({ago} ago)", utc(since as i64))
+}
+
+/// A Unix time as `YYYY-MM-DD HH:MM:SS UTC` (civil-from-days, proleptic Gregorian).
+pub fn utc(t: i64) -> String {
+    let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
+/// How often `logs -f` looks for more.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+
+/// Prints the stdout log on stdout and the stderr log on stderr; with `follow`, keeps
+/// printing what is appended (and starts over if a file is truncated).
+fn logs(fds: Vec<OwnedFd>, follow: bool) -> i32 {
+    if fds.len() != 2 {
+        log::error!("the supervisor sent {} log descriptor(s), not 2", fds.len());
+        return 1;
+    }
+    let mut files: Vec<File> = fds.into_iter().map(File::from).collect();
+    let mut pos = [0u64; 2];
+    loop {
+        for (i, f) in files.iter_mut().enumerate() {
+            let r = if i == 0 {
+                copy_new(f, &mut pos[i], &mut io::stdout().lock())
+            } else {
+                copy_new(f, &mut pos[i], &mut io::stderr().lock())
+            };
+            if let Err(e) = r {
+                // Our reader went away (a closed pipe): that ends the job.
+                if e.kind() == io::ErrorKind::BrokenPipe {
+                    return 0;
+                }
+                log::error!("reading the log: {e}");
+                return 1;
+            }
+        }
+        if !follow {
+            return 0;
+        }
+        std::thread::sleep(FOLLOW_EVERY);
+    }
+}
+
+fn copy_new(f: &mut File, pos: &mut u64, out: &mut impl Write) -> io::Result<()> {
+    let len = f.metadata()?.len();
+    if len < *pos {
+        *pos = 0;
+    }
+    f.seek(SeekFrom::Start(*pos))?;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+        *pos += n as u64;
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(utc(4_107_542_399), "2100-02-28 23:59:59 UTC");
+    }
+
+    #[test]
+    fn list_lines() {
+        let s = |name: &str, state, pid, reason: Option<&str>| ServiceInfo {
+            name: name.into(),
+            state,
+            pid,
+            restarts: 2,
+            exit_code: None,
+            exit: None,
+            since: 0.0,
+            reason: reason.map(str::to_string),
+            adopted: false,
+        };
+        let mut out = Vec::new();
+        print_list(
+            &mut out,
+            &[
+                s("web", State::Running, Some(4711), None),
+                s("broken-one", State::Failed, None, Some("crash loop")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "NAME        STATE           PID  RESTARTS\n\
+             web         running        4711         2\n\
+             broken-one  failed            -         2  crash loop\n"
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! `lkinit system-init`: the service supervisor, and the service CLI that talks to it.
+//!
+//! One tokio runtime on one thread waits for everything (container exits, the control
+//! socket, timers, signals, service output); the runtime binary, mounts and other blocking
+//! work run on a few blocking threads. Every service is a task (service.rs) that owns its
+//! container. What a restarted supervisor needs is kept under the state directory
+//! (record.rs), so killing the supervisor never takes a service down, and the next one
+//! adopts what still runs.
+
+pub mod client;
+pub mod output;
+pub mod policy;
+pub mod protocol;
+pub mod record;
+pub mod server;
+pub mod service;
+pub mod settings;
+
+use crate::cli::SupervisorArgs;
+use crate::container::Ctx;
+use crate::reaper;
+use service::{Boot, Status, Sup};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{oneshot, watch};
+
+/// Threads for blocking work at once: enough to overlap the runtime's process start-ups,
+/// few enough to stay small.
+const BLOCKING_THREADS: usize = 8;
+
+/// `lkinit system-init`: runs until SIGTERM or SIGINT, then stops every service and exits 0.
+pub fn run(ctx: &Ctx, args: &SupervisorArgs, sock: &Path) -> i32 {
+    // One malloc arena: the threads here are few and mostly idle, and every arena keeps
+    // its own memory.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only tunes the allocator; it is called before any other thread
+    // allocates (the reaper thread starts below).
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+    // A subreaper from the start: a container's init becomes our child when the runtime
+    // that made it exits.
+    let _ = reaper::global();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .thread_keep_alive(Duration::from_secs(5))
+        .thread_stack_size(512 * 1024)
+        .thread_name("blocking")
+        .build();
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("cannot start the supervisor's runtime: {e}");
+            return 1;
+        }
+    };
+    let code = rt.block_on(supervise(ctx.clone(), args.clone(), sock.to_path_buf()));
+    // Blocking threads still running (none, normally) must not hold up the exit.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+/// Holds the state directory for this supervisor alone (released when it dies, however).
+fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<File>, String> {
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+    let p = state_dir.join("supervisor.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| format!("cannot open {}: {e}", p.display()))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| format!("another supervisor uses {} ({e})", state_dir.display()))
+}
+
+/// The bundle directories of `path`, by name (a missing directory has none).
+fn bundles(path: &Path) -> BTreeMap<String, PathBuf> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return out;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let p = e.path();
+        if !p.is_dir() {
+            continue;
+        }
+        if !crate::bundle::valid_name(&name) {
+            log::warn!("skipping {}: not a valid service name", p.display());
+            continue;
+        }
+        out.insert(name, p);
+    }
+    out
+}
+
+async fn supervise(ctx: Ctx, args: SupervisorArgs, sock: PathBuf) -> i32 {
+    let _lock = match lock_state_dir(&ctx.state_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("{e}");
+            return 1;
+        }
+    };
+    let listener = match server::bind(&sock) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("{}", crate::error_chain(&e));
+            return 1;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.log_dir) {
+        log::error!(
+            "cannot create the log directory {}: {e}",
+            args.log_dir.display()
+        );
+        return 1;
+    }
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            log::error!("cannot handle signals: {e}");
+            return 1;
+        }
+    };
+    let sup = Arc::new(Sup::new(
+        ctx.clone(),
+        args.path.clone(),
+        args.log_dir.clone(),
+    ));
+    let begun = Instant::now();
+    let statuses = start_all(&sup);
+    log::info!(
+        "supervising {} service(s) from {}; control socket {}",
+        statuses.len(),
+        args.path.display(),
+        sock.display()
+    );
+    tokio::spawn(report_started(statuses, begun));
+    let server = tokio::spawn(server::serve(listener, sup.clone()));
+
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM: stopping every service"),
+        _ = int.recv() => log::info!("SIGINT: stopping every service"),
+    }
+    server.abort();
+    let _ = std::fs::remove_file(&sock);
+    shutdown(&sup).await;
+    let _ = std::fs::remove_dir(record::dir(&ctx.state_dir));
+    let _ = std::fs::remove_dir(output::io_dir(&ctx.state_dir));
+    log::info!("all services stopped");
+    0
+}
+
+/// Sets up every service: the bundles of the directory and whatever an earlier supervisor
+/// recorded. Returns their status channels.
+fn start_all(sup: &Arc<Sup>) -> Vec<watch::Receiver<Status>> {
+    let found = bundles(&sup.path);
+    let (records, errors) = record::load_all(sup.state_dir());
+    for e in errors {
+        log::warn!("ignoring a record: {}", crate::error_chain(&e));
+    }
+    let mut records: BTreeMap<String, record::Record> =
+        records.into_iter().map(|r| (r.name.clone(), r)).collect();
+
+    // The start order: each service's `after`, checked across all of them.
+    let mut after: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut broken: BTreeMap<String, String> = BTreeMap::new();
+    for (name, dir) in &found {
+        match settings::load(dir, name) {
+            Ok(s) => {
+                after.insert(name.clone(), s.after);
+            }
+            Err(e) => {
+                after.insert(name.clone(), Vec::new());
+                broken.insert(name.clone(), crate::error_chain(&e));
+            }
+        }
+    }
+    for (name, e) in policy::check_order(&after) {
+        broken.entry(name).or_insert_with(|| e.to_string());
+    }
+
+    let mut statuses: BTreeMap<String, watch::Receiver<Status>> = BTreeMap::new();
+    let spawn =
+        |statuses: &mut BTreeMap<_, _>, name: &str, dir: PathBuf, boot: Boot| match service::spawn(
+            sup, name, dir, boot,
+        ) {
+            Ok(h) => {
+                statuses.insert(name.to_string(), h.status);
+            }
+            Err(e) => log::error!("{name}: cannot set up its output: {e}"),
+        };
+    // Recorded services first: adopting what runs comes before starting anything new.
+    for (name, r) in std::mem::take(&mut records) {
+        let dir = found
+            .get(&name)
+            .cloned()
+            .unwrap_or_else(|| r.bundle.clone());
+        spawn(&mut statuses, &name, dir, Boot::Record(Box::new(r)));
+    }
+    // Then the rest, dependencies before their dependents so their channels exist.
+    let mut pending: Vec<String> = found
+        .keys()
+        .filter(|n| !statuses.contains_key(*n))
+        .cloned()
+        .collect();
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut left = Vec::new();
+        for name in pending {
+            let dir = found[&name].clone();
+            if let Some(reason) = broken.get(&name) {
+                spawn(&mut statuses, &name, dir, Boot::Failed(reason.clone()));
+                continue;
+            }
+            let deps = &after[&name];
+            if deps.iter().any(|d| !statuses.contains_key(d)) {
+                left.push(name);
+                continue;
+            }
+            let wait = deps.iter().map(|d| statuses[d].clone()).collect();
+            spawn(&mut statuses, &name, dir, Boot::Start { after: wait });
+        }
+        if left.len() == before {
+            // Only services whose dependencies could not be set up are left.
+            for name in left.drain(..) {
+                let dir = found[&name].clone();
+                spawn(&mut statuses, &name, dir, Boot::Start { after: Vec::new() });
+            }
+        }
+        pending = left;
+    }
+    statuses.into_values().collect()
+}
+
+/// Logs once every service has started (or settled otherwise): the boot's figure.
+async fn report_started(mut statuses: Vec<watch::Receiver<Status>>, begun: Instant) {
+    for s in &mut statuses {
+        let _ = s.wait_for(|s| s.settled).await;
+    }
+    let running = statuses
+        .iter()
+        .filter(|s| s.borrow().state == protocol::State::Running)
+        .count();
+    log::info!(
+        "{running} of {} service(s) running after {} ms",
+        statuses.len(),
+        begun.elapsed().as_millis()
+    );
+}
+
+/// Stops every service: SIGTERM to the last started first, one after the other, while
+/// their grace periods run side by side.
+async fn shutdown(sup: &Arc<Sup>) {
+    let mut handles: Vec<service::Handle> = sup.services().values().cloned().collect();
+    // Running ones by start, newest first; those with nothing running last.
+    handles.sort_by_key(|h| std::cmp::Reverse(h.status.borrow().started));
+    let mut done = Vec::new();
+    for h in handles {
+        let (s_tx, s_rx) = oneshot::channel();
+        let (d_tx, d_rx) = oneshot::channel();
+        let cmd = service::Cmd::Shutdown {
+            signalled: s_tx,
+            done: d_tx,
+        };
+        if h.tx.send(cmd).is_ok() {
+            let _ = s_rx.await;
+            done.push(d_rx);
+        }
+    }
+    for d in done {
+        let _ = d.await;
+    }
+}

@@ -1,0 +1,277 @@
+//! The control protocol on the supervisor's socket: one request and one response per
+//! connection, each a single line of JSON that carries the protocol version `v`.
+//!
+//! ```text
+//! -> {"v":1,"op":"status","name":"web"}
+//! <- {"v":1,"ok":true,"service":{"name":"web","state":"running","pid":4711,...}}
+//! <- {"v":1,"ok":false,"error":"no service `web` in /containers/services"}
+//! ```
+//!
+//! `op` is `list`, `status`, `start`, `stop`, `restart` or `logs`; all but `list` take
+//! `name`. A `logs` response comes with two open file descriptors (SCM_RIGHTS): the
+//! service's stdout log, then its stderr log, read-only. A request in another version is
+//! answered with an error in version 1, so an old client learns why.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+pub const VERSION: u32 = 1;
+
+/// Longest request line the supervisor reads.
+pub const MAX_REQUEST: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    List,
+    Status(String),
+    Start(String),
+    Stop(String),
+    Restart(String),
+    Logs(String),
+}
+
+/// The request as it is written on the wire.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    v: u32,
+    op: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+}
+
+impl Op {
+    pub fn encode(&self) -> String {
+        let (op, name) = match self {
+            Op::List => ("list", None),
+            Op::Status(n) => ("status", Some(n)),
+            Op::Start(n) => ("start", Some(n)),
+            Op::Stop(n) => ("stop", Some(n)),
+            Op::Restart(n) => ("restart", Some(n)),
+            Op::Logs(n) => ("logs", Some(n)),
+        };
+        let w = Wire {
+            v: VERSION,
+            op: op.into(),
+            name: name.cloned(),
+        };
+        let mut s = serde_json::to_string(&w).expect("a request always serializes");
+        s.push('\n');
+        s
+    }
+
+    /// Reads a request line; the error is the message to answer with.
+    pub fn decode(line: &[u8]) -> Result<Op, String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))?;
+        match v.get("v").and_then(|v| v.as_u64()) {
+            Some(n) if n == VERSION as u64 => {}
+            Some(n) => {
+                return Err(format!(
+                    "unsupported protocol version {n} (this supervisor speaks {VERSION})"
+                ));
+            }
+            None => return Err("bad request: no protocol version `v`".into()),
+        }
+        let w: Wire = serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))?;
+        let name = || {
+            w.name
+                .clone()
+                .ok_or_else(|| format!("bad request: `{}` needs a `name`", w.op))
+        };
+        Ok(match w.op.as_str() {
+            "list" => Op::List,
+            "status" => Op::Status(name()?),
+            "start" => Op::Start(name()?),
+            "stop" => Op::Stop(name()?),
+            "restart" => Op::Restart(name()?),
+            "logs" => Op::Logs(name()?),
+            other => return Err(format!("bad request: unknown op `{other}`")),
+        })
+    }
+}
+
+/// A service's state as the CLI shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Being prepared and created.
+    Starting,
+    Running,
+    /// SIGTERM sent, waiting for the grace period or the end.
+    Stopping,
+    /// Stopped on request (or not started yet).
+    Stopped,
+    /// Ended and left down, as its restart policy says.
+    Exited,
+    /// Ended; starts again when its backoff delay has passed.
+    Restarting,
+    /// A crash loop, or a bundle that cannot be used: left down until started again.
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Stopping => "stopping",
+            State::Stopped => "stopped",
+            State::Exited => "exited",
+            State::Restarting => "restarting",
+            State::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceInfo {
+    pub name: String,
+    pub state: State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// Automatic restarts since it was last started on purpose.
+    pub restarts: u32,
+    /// The last exit as a shell would report it (128 + signal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The last exit in words (`exit code 137 (killed by SIGKILL)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<String>,
+    /// When it entered this state, in seconds since the Unix epoch.
+    pub since: f64,
+    /// Why it is failed, or when it restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Taken over from an earlier supervisor (its exit status will not be known).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogFiles {
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub v: u32,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<ServiceInfo>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceInfo>,
+    /// What a start or stop did, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogFiles>,
+}
+
+impl Response {
+    pub fn ok() -> Response {
+        Response {
+            v: VERSION,
+            ok: true,
+            error: None,
+            services: None,
+            service: None,
+            message: None,
+            logs: None,
+        }
+    }
+
+    pub fn error(msg: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            error: Some(msg.into()),
+            ..Response::ok()
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut s = serde_json::to_string(self).expect("a response always serializes");
+        s.push('\n');
+        s
+    }
+
+    pub fn decode(line: &[u8]) -> Result<Response, String> {
+        let r: Response = serde_json::from_slice(line)
+            .map_err(|e| format!("unreadable answer from the supervisor: {e}"))?;
+        if r.v != VERSION {
+            return Err(format!(
+                "the supervisor speaks protocol version {} (this client speaks {VERSION})",
+                r.v
+            ));
+        }
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        for op in [
+            Op::List,
+            Op::Status("a".into()),
+            Op::Start("b".into()),
+            Op::Stop("c".into()),
+            Op::Restart("d".into()),
+            Op::Logs("e".into()),
+        ] {
+            let line = op.encode();
+            assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+            assert_eq!(Op::decode(line.trim_end().as_bytes()).unwrap(), op);
+        }
+        assert_eq!(
+            Op::Status("web".into()).encode(),
+            "{\"v\":1,\"op\":\"status\",\"name\":\"web\"}\n"
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_why() {
+        let e = |s: &str| Op::decode(s.as_bytes()).unwrap_err();
+        assert!(e(r#"{"v":2,"op":"list"}"#).contains("unsupported protocol version 2"));
+        assert!(e(r#"{"op":"list"}"#).contains("no protocol version"));
+        assert!(e(r#"{"v":1,"op":"frobnicate"}"#).contains("unknown op `frobnicate`"));
+        assert!(e(r#"{"v":1,"op":"stop"}"#).contains("`stop` needs a `name`"));
+        assert!(e(r#"{"v":1,"op":"list","extra":1}"#).contains("unknown field `extra`"));
+        assert!(e("not json").contains("bad request"));
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let mut r = Response::ok();
+        r.service = Some(ServiceInfo {
+            name: "web".into(),
+            state: State::Running,
+            pid: Some(42),
+            restarts: 1,
+            exit_code: Some(137),
+            exit: Some("exit code 137 (killed by SIGKILL)".into()),
+            since: 1.5,
+            reason: None,
+            adopted: false,
+        });
+        let line = r.encode();
+        assert!(line.contains("\"state\":\"running\""), "{line}");
+        assert!(line.contains("\"exitCode\":137"), "{line}");
+        assert!(!line.contains("adopted"), "{line}");
+        assert_eq!(Response::decode(line.as_bytes()).unwrap(), r);
+        let e = Response::error("nope").encode();
+        assert_eq!(e, "{\"v\":1,\"ok\":false,\"error\":\"nope\"}\n");
+        assert!(
+            Response::decode(br#"{"v":7,"ok":true}"#)
+                .unwrap_err()
+                .contains("version 7")
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! The control socket: root only (mode 0600, and the peer's uid checked with SO_PEERCRED,
+//! which also covers a socket whose mode was loosened or that was passed elsewhere), one
+//! request per connection (see protocol.rs).
+
+use super::protocol::{LogFiles, MAX_REQUEST, Op, Response, ServiceInfo};
+use super::service::{self, Boot, Cmd, Handle, Sup};
+use crate::bundle;
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::oneshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("another supervisor answers on {0}")]
+    InUse(PathBuf),
+    #[error("cannot create the socket {path}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Binds the socket at `path`, mode 0600 from the moment it has its name: it is made under
+/// a temporary name, restricted, then renamed into place. A socket file nobody answers on
+/// (left by a killed supervisor) is replaced.
+pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
+    let err = |source| SocketError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(SocketError::InUse(path.to_path_buf()));
+    }
+    let file = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(
+        ".{}.{}",
+        file.unwrap_or_default(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let l = std::os::unix::net::UnixListener::bind(&tmp).map_err(err)?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
+    l.set_nonblocking(true).map_err(err)?;
+    UnixListener::from_std(l).map_err(err)
+}
+
+pub async fn serve(listener: UnixListener, sup: Arc<Sup>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, sup.clone()));
+            }
+            Err(e) => {
+                log::warn!("control socket: {e}");
+                // EMFILE and the like: do not spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn connection(mut stream: UnixStream, sup: Arc<Sup>) {
+    let uid = match stream.peer_cred() {
+        Ok(c) => c.uid(),
+        Err(e) => {
+            log::warn!("control socket: cannot read the peer's credentials: {e}");
+            return;
+        }
+    };
+    // The request is read in any case, so the client always gets to send it and then
+    // reads the answer, a refusal included.
+    let mut line = Vec::new();
+    let read = {
+        let mut r = BufReader::new(&mut stream).take(MAX_REQUEST as u64 + 1);
+        tokio::time::timeout(REQUEST_TIMEOUT, r.read_until(b'\n', &mut line)).await
+    };
+    if uid != 0 {
+        log::warn!("control socket: refused a client running as uid {uid}");
+        let r = Response::error(format!(
+            "permission denied: only root may control services (this client runs as uid {uid})"
+        ));
+        let _ = stream.write_all(r.encode().as_bytes()).await;
+        return;
+    }
+    let op = match read {
+        Ok(Ok(_)) if line.len() > MAX_REQUEST => Err("bad request: too long".to_string()),
+        Ok(Ok(_)) => Op::decode(line.strip_suffix(b"\n").unwrap_or(&line)),
+        Ok(Err(e)) => Err(format!("bad request: {e}")),
+        Err(_) => Err("bad request: nothing arrived in time".to_string()),
+    };
+    let (response, fds) = match op {
+        Ok(op) => answer(&sup, op).await,
+        Err(e) => (Response::error(e), Vec::new()),
+    };
+    if let Err(e) = send(&mut stream, &response, &fds).await {
+        log::debug!("control socket: cannot answer: {e}");
+    }
+}
+
+/// Writes the response line, with `fds` attached to its first byte.
+async fn send(stream: &mut UnixStream, r: &Response, fds: &[OwnedFd]) -> io::Result<()> {
+    let line = r.encode();
+    let bytes = line.as_bytes();
+    let mut sent = 0;
+    if !fds.is_empty() {
+        let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        sent = stream
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                sendmsg::<()>(
+                    stream.as_raw_fd(),
+                    &[IoSlice::new(bytes)],
+                    &[ControlMessage::ScmRights(&raw)],
+                    MsgFlags::MSG_NOSIGNAL,
+                    None,
+                )
+                .map_err(io::Error::from)
+            })
+            .await?;
+    }
+    stream.write_all(&bytes[sent..]).await
+}
+
+fn lookup(sup: &Sup, name: &str) -> Result<Handle, String> {
+    sup.services().get(name).cloned().ok_or_else(|| {
+        format!(
+            "no service `{name}` (the services are the bundles in {})",
+            sup.path.display()
+        )
+    })
+}
+
+fn info(h: &Handle) -> ServiceInfo {
+    h.status.borrow().info()
+}
+
+/// The service to start: a known one, or a bundle that appeared in the directory since.
+fn find_or_add(sup: &Arc<Sup>, name: &str) -> Result<Handle, String> {
+    if let Ok(h) = lookup(sup, name) {
+        return Ok(h);
+    }
+    let dir = sup.path.join(name);
+    if !bundle::valid_name(name) || !dir.is_dir() {
+        return Err(format!(
+            "no service `{name}`: {} is not a bundle directory",
+            dir.display()
+        ));
+    }
+    service::spawn(sup, name, dir, Boot::Idle)
+        .map_err(|e| format!("{name}: cannot set up its output: {e}"))
+}
+
+async fn command(h: &Handle, make: impl FnOnce(service::Reply) -> Cmd) -> Result<String, String> {
+    let (tx, rx) = oneshot::channel();
+    h.tx.send(make(tx))
+        .map_err(|_| "the supervisor is shutting down".to_string())?;
+    rx.await
+        .map_err(|_| "the supervisor is shutting down".to_string())?
+}
+
+async fn answer(sup: &Arc<Sup>, op: Op) -> (Response, Vec<OwnedFd>) {
+    let with_service = |h: &Handle, message: Option<String>| Response {
+        service: Some(info(h)),
+        message,
+        ..Response::ok()
+    };
+    let r = match op {
+        Op::List => Ok(Response {
+            services: Some(sup.services().values().map(info).collect()),
+            ..Response::ok()
+        }),
+        Op::Status(name) => lookup(sup, &name).map(|h| with_service(&h, None)),
+        Op::Start(name) => match find_or_add(sup, &name) {
+            Ok(h) => command(&h, Cmd::Start)
+                .await
+                .map(|m| with_service(&h, Some(m))),
+            Err(e) => Err(e),
+        },
+        Op::Stop(name) => match lookup(sup, &name) {
+            Ok(h) => command(&h, Cmd::Stop)
+                .await
+                .map(|m| with_service(&h, Some(m))),
+            Err(e) => Err(e),
+        },
+        Op::Restart(name) => match find_or_add(sup, &name) {
+            Ok(h) => command(&h, Cmd::Restart)
+                .await
+                .map(|m| with_service(&h, Some(m))),
+            Err(e) => Err(e),
+        },
+        Op::Logs(name) => {
+            return match lookup(sup, &name).and_then(|h| open_logs(&h)) {
+                Ok((files, fds)) => (
+                    Response {
+                        logs: Some(files),
+                        ..Response::ok()
+                    },
+                    fds,
+                ),
+                Err(e) => (Response::error(e), Vec::new()),
+            };
+        }
+    };
+    (r.unwrap_or_else(Response::error), Vec::new())
+}
+
+/// The service's two log files, opened read-only for the client: it reads (and follows)
+/// them itself, so a slow reader costs the supervisor nothing.
+fn open_logs(h: &Handle) -> Result<(LogFiles, Vec<OwnedFd>), String> {
+    let open = |p: &PathBuf| {
+        std::fs::File::open(p)
+            .map(OwnedFd::from)
+            .map_err(|e| format!("cannot open {}: {e}", p.display()))
+    };
+    let fds = vec![open(&h.out_log)?, open(&h.err_log)?];
+    Ok((
+        LogFiles {
+            stdout: h.out_log.clone(),
+            stderr: h.err_log.clone(),
+        },
+        fds,
+    ))
+}

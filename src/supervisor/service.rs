@@ -1,0 +1,867 @@
+//! One service: a task that owns its container and its state, and takes commands from the
+//! control socket and the shutdown.
+//!
+//! ```text
+//!        start                 launch ok                exit (policy: restart)
+//!  Down ───────► Starting ──────────────► Running ─────────────────────────► Restarting
+//!   ▲               │ launch failed          │ stop: SIGTERM, grace, SIGKILL     │ delay
+//!   │               └──────► (as an exit)    ▼                                   │
+//!   └──── stopped / exited / failed ◄─── Stopping                Starting ◄──────┘
+//! ```
+//!
+//! Everything that blocks (the runtime, mounts, the bundle on disk) runs on tokio's
+//! blocking threads; the task itself only waits: for the init's exit (the reaper's waiter
+//! for our own children, the pidfd for adopted ones), for commands, for timers.
+
+use super::output::Output;
+use super::policy::{Decision, History, Policy};
+use super::protocol::{ServiceInfo, State};
+use super::record::{self, Persisted, Record};
+use super::settings::{self, Settings};
+use crate::bundle::Bundle;
+use crate::container::{self, Adopted, Ctx, Handover, Mode, Running};
+use crate::oci_runtime::OciRuntime;
+use crate::reaper::{ExitStatus, Waiter};
+use crate::undo::UndoFailures;
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// What the whole supervisor shares with its services and its socket.
+pub struct Sup {
+    pub ctx: Ctx,
+    /// The directory of service bundles.
+    pub path: PathBuf,
+    pub log_dir: PathBuf,
+    pub services: Mutex<BTreeMap<String, Handle>>,
+    /// Orders starts, for "last started first" at shutdown.
+    seq: AtomicU64,
+}
+
+impl Sup {
+    pub fn new(ctx: Ctx, path: PathBuf, log_dir: PathBuf) -> Sup {
+        Sup {
+            ctx,
+            path,
+            log_dir,
+            services: Mutex::new(BTreeMap::new()),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    pub fn services(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Handle>> {
+        self.services.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.ctx.state_dir
+    }
+}
+
+/// The supervisor's hold on one service task.
+#[derive(Clone)]
+pub struct Handle {
+    pub tx: mpsc::UnboundedSender<Cmd>,
+    pub status: watch::Receiver<Status>,
+    pub out_log: PathBuf,
+    pub err_log: PathBuf,
+}
+
+/// The answer to a command: what was done, in words, or why not.
+pub type Reply = oneshot::Sender<Result<String, String>>;
+
+pub enum Cmd {
+    Start(Reply),
+    Stop(Reply),
+    Restart(Reply),
+    /// Stop for good: `signalled` once SIGTERM is sent, `done` once it is all gone.
+    Shutdown {
+        signalled: oneshot::Sender<()>,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// What the task publishes about itself.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub name: String,
+    pub state: State,
+    pub pid: Option<i32>,
+    pub restarts: u32,
+    pub exit: Option<ExitStatus>,
+    /// The last exit of an adopted init, whose status is not ours to know.
+    pub exit_unknown: bool,
+    pub since: SystemTime,
+    pub reason: Option<String>,
+    pub adopted: bool,
+    /// Start time and order of the current container, while there is one.
+    pub started: Option<(SystemTime, u64)>,
+    /// Started at least once, or down for good: services that start `after` it may go.
+    pub settled: bool,
+}
+
+impl Status {
+    pub fn info(&self) -> ServiceInfo {
+        let (exit_code, exit) = match (self.exit, self.exit_unknown) {
+            (_, true) => (
+                None,
+                Some(
+                    "exit status unknown (the init was adopted from an earlier supervisor)".into(),
+                ),
+            ),
+            (Some(st), false) => (Some(st.code()), Some(st.to_string())),
+            (None, false) => (None, None),
+        };
+        ServiceInfo {
+            name: self.name.clone(),
+            state: self.state,
+            pid: self.pid,
+            restarts: self.restarts,
+            exit_code,
+            exit,
+            since: unix_secs(self.since),
+            reason: self.reason.clone(),
+            adopted: self.adopted,
+        }
+    }
+}
+
+pub fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn from_unix_secs(s: f64) -> SystemTime {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
+        .unwrap_or_else(SystemTime::now)
+}
+
+/// How a service task begins.
+pub enum Boot {
+    /// Start it, once the services it starts `after` have started.
+    Start { after: Vec<watch::Receiver<Status>> },
+    /// Take over from what an earlier supervisor recorded.
+    Record(Box<Record>),
+    /// Leave it down until started (a bundle added after the supervisor started).
+    Idle,
+    /// It cannot be started as it is (its start order is broken).
+    Failed(String),
+}
+
+/// Starts the task of service `name` (bundle `dir`) and registers it.
+pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> std::io::Result<Handle> {
+    let output = Output::open(sup.state_dir(), &sup.log_dir, name)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (st_tx, st_rx) = watch::channel(Status {
+        name: name.to_string(),
+        state: State::Stopped,
+        pid: None,
+        restarts: 0,
+        exit: None,
+        exit_unknown: false,
+        since: SystemTime::now(),
+        reason: None,
+        adopted: false,
+        started: None,
+        settled: false,
+    });
+    let handle = Handle {
+        tx,
+        status: st_rx,
+        out_log: output.out_log.clone(),
+        err_log: output.err_log.clone(),
+    };
+    sup.services().insert(name.to_string(), handle.clone());
+    let task = Task {
+        sup: sup.clone(),
+        name: name.to_string(),
+        dir,
+        rx,
+        status: st_tx,
+        output,
+        history: History::default(),
+        policy: Policy::from(&Settings::default()),
+        grace: Settings::default().stop_grace,
+        restarts: 0,
+    };
+    tokio::spawn(task.run(boot));
+    Ok(handle)
+}
+
+/// Runs blocking work on tokio's blocking threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// The container behind a running service, ours or adopted.
+enum Ctl {
+    Ours(Box<Running>),
+    Adopted(Box<Adopted>),
+}
+
+impl Ctl {
+    fn terminate(&mut self, rt: &OciRuntime) {
+        match self {
+            Ctl::Ours(r) => r.terminate(rt),
+            Ctl::Adopted(a) => a.terminate(rt),
+        }
+    }
+
+    fn kill(&mut self, rt: &OciRuntime) {
+        match self {
+            Ctl::Ours(r) => r.kill(rt),
+            Ctl::Adopted(a) => a.kill(rt),
+        }
+    }
+
+    /// After the init's end: nothing of the container may remain, then it is deleted and
+    /// what was prepared for it undone.
+    fn retire(self, rt: &OciRuntime, name: &str) -> UndoFailures {
+        let left = match &self {
+            Ctl::Ours(r) => r.kill_remaining(rt),
+            Ctl::Adopted(a) => a.kill_remaining(rt),
+        };
+        if let Err(pids) = left {
+            log::error!("{name}: processes {pids:?} are still alive after SIGKILL");
+        }
+        match self {
+            Ctl::Ours(r) => r.finish(rt),
+            Ctl::Adopted(a) => a.finish(rt),
+        }
+    }
+}
+
+/// How the end of the init is seen.
+enum ExitWatch {
+    /// Our child: the reaper hands over its status.
+    Child(Waiter),
+    /// Not our child: its pidfd polls readable when it ends.
+    PidFd(AsyncFd<OwnedFd>),
+}
+
+struct Instance {
+    pid: i32,
+    ctl: Option<Ctl>,
+    exit: ExitWatch,
+}
+
+impl ExitWatch {
+    /// The init's exit; None when it is not ours to know.
+    async fn exited(&self) -> Option<ExitStatus> {
+        match self {
+            ExitWatch::Child(w) => Some(w.wait_async().await),
+            ExitWatch::PidFd(fd) => {
+                // Readiness stays set once the process has ended; an error here would
+                // mean the descriptor is unusable, and the end cannot be seen otherwise.
+                if fd.readable().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Instance {
+    /// Runs `f` on the container on a blocking thread.
+    async fn with_ctl<R: Send + 'static>(
+        &mut self,
+        rt: &OciRuntime,
+        f: impl FnOnce(&mut Ctl, &OciRuntime) -> R + Send + 'static,
+    ) -> R {
+        let mut ctl = self
+            .ctl
+            .take()
+            .expect("the container is here between calls");
+        let rt = rt.clone();
+        let (ctl, r) = blocking(move || {
+            let r = f(&mut ctl, &rt);
+            (ctl, r)
+        })
+        .await;
+        self.ctl = Some(ctl);
+        r
+    }
+}
+
+enum Phase {
+    /// Waiting for the services it starts after.
+    After(Vec<watch::Receiver<Status>>),
+    Down,
+    /// Restarting at this instant.
+    Waiting(tokio::time::Instant),
+    Up(Box<Instance>),
+}
+
+enum LaunchError {
+    /// The bundle or its settings cannot be used: retrying would not help.
+    Config(String),
+    /// A step failed; it may work next time.
+    Launch(String),
+}
+
+struct Task {
+    sup: Arc<Sup>,
+    name: String,
+    dir: PathBuf,
+    rx: mpsc::UnboundedReceiver<Cmd>,
+    status: watch::Sender<Status>,
+    output: Output,
+    history: History,
+    policy: Policy,
+    grace: Duration,
+    restarts: u32,
+}
+
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0}s")
+    } else {
+        format!("{s:.1}s")
+    }
+}
+
+impl Task {
+    fn rt(&self) -> &OciRuntime {
+        &self.sup.ctx.runtime
+    }
+
+    fn set(&self, f: impl FnOnce(&mut Status)) {
+        self.status.send_modify(|s| {
+            f(s);
+            s.restarts = self.restarts;
+        });
+    }
+
+    /// Enters a state where nothing runs.
+    fn set_down(&self, state: State, reason: Option<String>) {
+        self.set(|s| {
+            s.state = state;
+            s.pid = None;
+            s.since = SystemTime::now();
+            s.reason = reason;
+            s.adopted = false;
+            s.started = None;
+            s.settled = true;
+        });
+    }
+
+    fn persist(&self, service: Persisted) {
+        let r = Record {
+            v: record::VERSION,
+            name: self.name.clone(),
+            bundle: self.dir.clone(),
+            restarts: self.restarts,
+            since: unix_secs(SystemTime::now()),
+            service,
+        };
+        if let Err(e) = record::save(self.sup.state_dir(), &r) {
+            log::warn!(
+                "{}: cannot record its state: {}",
+                self.name,
+                crate::error_chain(&e)
+            );
+        }
+    }
+
+    fn unpersist(&self) {
+        record::remove(self.sup.state_dir(), &self.name);
+    }
+
+    /// Applies the service's settings (best effort for one that is already running).
+    fn apply(&mut self, s: &Settings) {
+        self.policy = Policy::from(s);
+        self.grace = s.stop_grace;
+    }
+
+    async fn run(mut self, boot: Boot) {
+        let mut phase = self.boot(boot).await;
+        loop {
+            phase = match phase {
+                Phase::After(deps) => self.after(deps).await,
+                Phase::Down => self.down().await,
+                Phase::Waiting(at) => self.waiting(at).await,
+                Phase::Up(inst) => self.up(inst).await,
+            };
+            if self.rx.is_closed() && matches!(phase, Phase::Down) {
+                return;
+            }
+        }
+    }
+
+    async fn boot(&mut self, boot: Boot) -> Phase {
+        match boot {
+            Boot::Start { after } => Phase::After(after),
+            Boot::Idle => {
+                self.set_down(State::Stopped, None);
+                Phase::Down
+            }
+            Boot::Failed(reason) => {
+                log::error!("{}: {reason}", self.name);
+                self.set_down(State::Failed, Some(reason));
+                Phase::Down
+            }
+            Boot::Record(rec) => self.resume(*rec).await,
+        }
+    }
+
+    /// Picks up where an earlier supervisor left this service.
+    async fn resume(&mut self, rec: Record) -> Phase {
+        self.restarts = rec.restarts;
+        let since = from_unix_secs(rec.since);
+        if let Ok(s) = settings::load(&self.dir, &self.name) {
+            self.apply(&s);
+        }
+        let down = |t: &Task, state, reason| {
+            t.set_down(state, reason);
+            t.set(|s| s.since = since);
+            Phase::Down
+        };
+        match rec.service {
+            Persisted::Stopped => down(self, State::Stopped, None),
+            Persisted::Exited => down(self, State::Exited, None),
+            Persisted::Failed { reason } => down(self, State::Failed, Some(reason)),
+            Persisted::Restarting => self.start(None).await,
+            Persisted::Launching => {
+                log::warn!(
+                    "{}: was being started when the last supervisor ended; clearing what it left",
+                    self.name
+                );
+                let (rt, name, dir) = (self.rt().clone(), self.name.clone(), self.dir.clone());
+                let f =
+                    blocking(move || container::clear_interrupted_launch(&rt, &name, &dir)).await;
+                if !f.is_empty() {
+                    log::warn!("{}: cleanup: {f}", self.name);
+                }
+                self.start(None).await
+            }
+            Persisted::Running { container } => self.adopt(container, since).await,
+        }
+    }
+
+    async fn adopt(&mut self, h: Handover, since: SystemTime) -> Phase {
+        let rt = self.rt().clone();
+        let adopted = blocking(move || container::adopt(&rt, h)).await;
+        match adopted {
+            Ok(a) => {
+                let fd = a
+                    .pidfd()
+                    .as_owned_fd()
+                    .try_clone()
+                    // SAFETY: the OwnedFd is a valid descriptor, owned by the AsyncFd for
+                    // as long as it is registered.
+                    .and_then(|fd| unsafe {
+                        AsyncFd::register_with_interest(fd, Interest::READABLE)
+                            .map_err(std::io::Error::from)
+                    });
+                let fd = match fd {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        log::error!("{}: cannot watch pid {}: {e}", self.name, a.pid());
+                        let rt = self.rt().clone();
+                        let name = self.name.clone();
+                        blocking(move || Ctl::Adopted(Box::new(a)).retire(&rt, &name)).await;
+                        return self.start(None).await;
+                    }
+                };
+                let pid = a.pid();
+                log::info!("{}: adopted, pid {pid}", self.name);
+                let seq = self.sup.seq.fetch_add(1, Ordering::Relaxed);
+                self.set(|s| {
+                    s.state = State::Running;
+                    s.pid = Some(pid);
+                    s.since = since;
+                    s.reason = None;
+                    s.adopted = true;
+                    s.started = Some((since, seq));
+                    s.settled = true;
+                });
+                Phase::Up(Box::new(Instance {
+                    pid,
+                    ctl: Some(Ctl::Adopted(Box::new(a))),
+                    exit: ExitWatch::PidFd(fd),
+                }))
+            }
+            Err((e, h)) => {
+                log::warn!(
+                    "{}: not adopted: {}; clearing what is left of it",
+                    self.name,
+                    crate::error_chain(&e)
+                );
+                let rt = self.rt().clone();
+                let f = blocking(move || {
+                    if let Err(pids) =
+                        container::kill_remaining(&rt, &h.name, h.cgroup_procs.as_deref())
+                    {
+                        log::error!("{}: processes {pids:?} survive SIGKILL", h.name);
+                    }
+                    container::replay(&rt, &h.cleanup)
+                })
+                .await;
+                if !f.is_empty() {
+                    log::warn!("{}: cleanup: {f}", self.name);
+                }
+                self.set(|s| {
+                    s.exit = None;
+                    s.exit_unknown = true;
+                });
+                let d = self.history.on_exit(&self.policy, Instant::now(), false);
+                self.decide(d)
+            }
+        }
+    }
+
+    async fn after(&mut self, mut deps: Vec<watch::Receiver<Status>>) -> Phase {
+        deps.retain(|d| !d.borrow().settled);
+        if deps.is_empty() {
+            return self.start(None).await;
+        }
+        let waiting: Vec<String> = deps.iter().map(|d| d.borrow().name.clone()).collect();
+        self.set(|s| {
+            s.state = State::Starting;
+            s.reason = Some(format!("waiting for {}", waiting.join(", ")));
+        });
+        let ev = tokio::select! {
+            r = deps[0].changed() => Ok(r.is_err()),
+            cmd = self.rx.recv() => Err(cmd),
+        };
+        match ev {
+            Ok(gone) => {
+                if gone {
+                    deps.remove(0);
+                }
+                Phase::After(deps)
+            }
+            Err(None) => Phase::Down,
+            Err(Some(Cmd::Start(r))) | Err(Some(Cmd::Restart(r))) => self.start(Some(r)).await,
+            Err(Some(Cmd::Stop(r))) => {
+                self.set_down(State::Stopped, None);
+                self.persist(Persisted::Stopped);
+                let _ = r.send(Ok(format!("{}: stopped", self.name)));
+                Phase::Down
+            }
+            Err(Some(Cmd::Shutdown { signalled, done })) => {
+                self.shut(signalled, done);
+                Phase::Down
+            }
+        }
+    }
+
+    /// Acknowledges a shutdown of a service with nothing running.
+    fn shut(&mut self, signalled: oneshot::Sender<()>, done: oneshot::Sender<()>) {
+        self.set_down(State::Stopped, None);
+        self.unpersist();
+        self.output.remove();
+        self.rx.close();
+        let _ = signalled.send(());
+        let _ = done.send(());
+    }
+
+    async fn down(&mut self) -> Phase {
+        match self.rx.recv().await {
+            None => Phase::Down,
+            Some(Cmd::Start(r)) | Some(Cmd::Restart(r)) => {
+                self.history.reset();
+                self.restarts = 0;
+                self.start(Some(r)).await
+            }
+            Some(Cmd::Stop(r)) => {
+                let _ = r.send(Ok(format!("{}: not running", self.name)));
+                Phase::Down
+            }
+            Some(Cmd::Shutdown { signalled, done }) => {
+                self.shut(signalled, done);
+                Phase::Down
+            }
+        }
+    }
+
+    async fn waiting(&mut self, at: tokio::time::Instant) -> Phase {
+        tokio::select! {
+            // A command (a stop, the shutdown) wins over a restart that falls due with it.
+            biased;
+            cmd = self.rx.recv() => match cmd {
+                None => Phase::Down,
+                Some(Cmd::Start(r)) | Some(Cmd::Restart(r)) => {
+                    self.history.reset();
+                    self.restarts = 0;
+                    self.start(Some(r)).await
+                }
+                Some(Cmd::Stop(r)) => {
+                    self.history.reset();
+                    self.set_down(State::Stopped, None);
+                    self.persist(Persisted::Stopped);
+                    let _ = r.send(Ok(format!("{}: stopped (its restart is cancelled)", self.name)));
+                    Phase::Down
+                }
+                Some(Cmd::Shutdown { signalled, done }) => {
+                    self.shut(signalled, done);
+                    Phase::Down
+                }
+            },
+            _ = tokio::time::sleep_until(at) => self.start(None).await,
+        }
+    }
+
+    async fn up(&mut self, mut inst: Box<Instance>) -> Phase {
+        enum Ev {
+            Exit(Option<ExitStatus>),
+            Cmd(Option<Cmd>),
+        }
+        let ev = tokio::select! {
+            st = inst.exit.exited() => Ev::Exit(st),
+            cmd = self.rx.recv() => Ev::Cmd(cmd),
+        };
+        match ev {
+            Ev::Exit(st) => {
+                match st {
+                    Some(st) => log::warn!("{}: pid {} ended: {st}", self.name, inst.pid),
+                    None => log::warn!("{}: pid {} ended", self.name, inst.pid),
+                }
+                self.retire(&mut inst).await;
+                self.set(|s| {
+                    s.exit = st;
+                    s.exit_unknown = st.is_none();
+                });
+                let success = st.is_some_and(|s| s.success());
+                let d = self.history.on_exit(&self.policy, Instant::now(), success);
+                self.decide(d)
+            }
+            Ev::Cmd(None) => Phase::Up(inst),
+            Ev::Cmd(Some(Cmd::Start(r))) => {
+                let _ = r.send(Err(format!(
+                    "{} is already running (pid {})",
+                    self.name, inst.pid
+                )));
+                Phase::Up(inst)
+            }
+            Ev::Cmd(Some(Cmd::Stop(r))) => {
+                let st = self.stop(&mut inst, None).await;
+                self.history.reset();
+                self.set_down(State::Stopped, None);
+                self.persist(Persisted::Stopped);
+                let _ = r.send(Ok(format!("{}: stopped, {}", self.name, exit_words(st))));
+                Phase::Down
+            }
+            Ev::Cmd(Some(Cmd::Restart(r))) => {
+                self.stop(&mut inst, None).await;
+                self.history.reset();
+                self.restarts = 0;
+                self.start(Some(r)).await
+            }
+            Ev::Cmd(Some(Cmd::Shutdown { signalled, done })) => {
+                self.stop(&mut inst, Some(signalled)).await;
+                let (s, _) = oneshot::channel();
+                self.shut(s, done);
+                Phase::Down
+            }
+        }
+    }
+
+    /// SIGTERM, the grace period, SIGKILL; then nothing of it remains.
+    async fn stop(
+        &mut self,
+        inst: &mut Instance,
+        signalled: Option<oneshot::Sender<()>>,
+    ) -> Option<ExitStatus> {
+        log::info!(
+            "{}: stopping pid {} (SIGTERM, SIGKILL after {})",
+            self.name,
+            inst.pid,
+            secs(self.grace)
+        );
+        self.set(|s| {
+            s.state = State::Stopping;
+            s.since = SystemTime::now();
+        });
+        let rt = self.rt().clone();
+        inst.with_ctl(&rt, |c, rt| c.terminate(rt)).await;
+        if let Some(s) = signalled {
+            let _ = s.send(());
+        }
+        let st = match tokio::time::timeout(self.grace, inst.exit.exited()).await {
+            Ok(st) => st,
+            Err(_) => {
+                log::warn!(
+                    "{}: still running {} after SIGTERM: SIGKILL",
+                    self.name,
+                    secs(self.grace)
+                );
+                inst.with_ctl(&rt, |c, rt| c.kill(rt)).await;
+                match tokio::time::timeout(Duration::from_secs(10), inst.exit.exited()).await {
+                    Ok(st) => st,
+                    Err(_) => {
+                        log::error!("{}: pid {} survives SIGKILL", self.name, inst.pid);
+                        None
+                    }
+                }
+            }
+        };
+        self.retire(inst).await;
+        self.output.flush().await;
+        self.set(|s| {
+            s.exit = st;
+            s.exit_unknown = st.is_none();
+        });
+        log::info!("{}: stopped, {}", self.name, exit_words(st));
+        st
+    }
+
+    /// The end of a container: kill what is left, delete it, undo its preparation.
+    async fn retire(&mut self, inst: &mut Instance) {
+        let Some(ctl) = inst.ctl.take() else {
+            return;
+        };
+        let rt = self.rt().clone();
+        let name = self.name.clone();
+        let f = blocking(move || ctl.retire(&rt, &name)).await;
+        if !f.is_empty() {
+            log::warn!("{}: cleanup: {f}", self.name);
+        }
+    }
+
+    /// Acts on a restart decision.
+    fn decide(&mut self, d: Decision) -> Phase {
+        match d {
+            Decision::Restart(delay) => {
+                self.restarts += 1;
+                log::info!(
+                    "{}: restart {} in {}",
+                    self.name,
+                    self.restarts,
+                    secs(delay)
+                );
+                self.set_down(
+                    State::Restarting,
+                    Some(format!("restart {} after {}", self.restarts, secs(delay))),
+                );
+                self.persist(Persisted::Restarting);
+                Phase::Waiting(tokio::time::Instant::now() + delay)
+            }
+            Decision::Stay => {
+                log::info!("{}: left down, as its restart policy says", self.name);
+                self.set_down(State::Exited, None);
+                self.persist(Persisted::Exited);
+                Phase::Down
+            }
+            Decision::Fail { exits, window } => {
+                let reason = format!("crash loop: {exits} exits within {}", secs(window));
+                log::error!("{}: {reason}; marked failed", self.name);
+                self.set_down(State::Failed, Some(reason.clone()));
+                self.persist(Persisted::Failed { reason });
+                Phase::Down
+            }
+        }
+    }
+
+    /// Launches the container; a failure counts as an exit (or fails the service for good
+    /// when the bundle itself is wrong).
+    async fn start(&mut self, reply: Option<Reply>) -> Phase {
+        self.set(|s| {
+            s.state = State::Starting;
+            s.since = SystemTime::now();
+            s.reason = None;
+            s.pid = None;
+            s.adopted = false;
+        });
+        self.persist(Persisted::Launching);
+        match self.launch().await {
+            Ok(inst) => {
+                let msg = format!("{}: running, pid {}", self.name, inst.pid);
+                log::info!("{msg}");
+                let _ = reply.map(|r| r.send(Ok(msg)));
+                Phase::Up(inst)
+            }
+            Err(LaunchError::Config(reason)) => {
+                log::error!("{}: {reason}", self.name);
+                self.set_down(State::Failed, Some(reason.clone()));
+                self.persist(Persisted::Failed {
+                    reason: reason.clone(),
+                });
+                let _ = reply.map(|r| r.send(Err(format!("{}: {reason}", self.name))));
+                Phase::Down
+            }
+            Err(LaunchError::Launch(reason)) => {
+                log::error!("{}: {reason}", self.name);
+                self.set(|s| {
+                    s.exit = None;
+                    s.exit_unknown = false;
+                });
+                let _ = reply.map(|r| r.send(Err(format!("{}: {reason}", self.name))));
+                let d = self.history.on_exit(&self.policy, Instant::now(), false);
+                let phase = self.decide(d);
+                self.set(|s| {
+                    s.reason = Some(match &s.reason {
+                        Some(r) => format!("{r}: {reason}"),
+                        None => reason.clone(),
+                    })
+                });
+                phase
+            }
+        }
+    }
+
+    async fn launch(&mut self) -> Result<Box<Instance>, LaunchError> {
+        let stdio = self.output.stdio().map_err(|e| {
+            LaunchError::Launch(format!(
+                "cannot open its output FIFOs in {}: {e}",
+                super::output::io_dir(self.sup.state_dir()).display()
+            ))
+        })?;
+        self.output.reopen_logs();
+        let (dir, name, ctx) = (self.dir.clone(), self.name.clone(), self.sup.ctx.clone());
+        let (settings, mut running) = blocking(move || {
+            let settings = settings::load(&dir, &name)
+                .map_err(|e| LaunchError::Config(crate::error_chain(&e)))?;
+            let bundle =
+                Bundle::open(&dir).map_err(|e| LaunchError::Config(crate::error_chain(&e)))?;
+            let running = container::launch(&bundle, &ctx, &stdio, Mode::Detached)
+                .map_err(|e| LaunchError::Launch(e.report()))?;
+            Ok::<_, LaunchError>((settings, running))
+        })
+        .await?;
+        self.apply(&settings);
+        let waiter = running.exit_waiter();
+        let handover = running.handover();
+        let pid = waiter.pid();
+        if let Some(h) = handover {
+            self.persist(Persisted::Running { container: h });
+        }
+        let now = SystemTime::now();
+        let seq = self.sup.seq.fetch_add(1, Ordering::Relaxed);
+        self.set(|s| {
+            s.state = State::Running;
+            s.pid = Some(pid);
+            s.since = now;
+            s.reason = None;
+            s.adopted = false;
+            s.started = Some((now, seq));
+            s.settled = true;
+        });
+        Ok(Box::new(Instance {
+            pid,
+            ctl: Some(Ctl::Ours(Box::new(running))),
+            exit: ExitWatch::Child(waiter),
+        }))
+    }
+}
+
+fn exit_words(st: Option<ExitStatus>) -> String {
+    match st {
+        Some(st) => st.to_string(),
+        None => "exit status unknown".into(),
+    }
+}

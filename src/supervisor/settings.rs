@@ -1,0 +1,288 @@
+//! A service's own settings: `service.json` or `service.yml` in its bundle, both optional
+//! (both present is an error). They are lkinit's, not the runtime's: runtime.json keeps
+//! LinuxKit's schema. Parsed as strictly as runtime.json, with errors that name the file,
+//! the line and the field.
+//!
+//! ```yaml
+//! restart: on-failure        # always (default) | on-failure | never
+//! restartDelay: 0.5          # seconds before the first restart; doubles per exit in the window
+//! maxRestartDelay: 30        # the doubling stops here
+//! crashLoop: {restarts: 5, within: 60}   # a 6th exit within 60 s marks the service failed
+//! stopGrace: 10              # seconds between SIGTERM and SIGKILL
+//! after: [dhcpcd]            # at boot, start once these have started
+//! ```
+
+use crate::bundle;
+use crate::runtime_config::{self, ConfigError};
+use serde::{Deserialize, Deserializer};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What happens when a service's init exits without being asked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// Whatever the exit status (services are meant to run until stopped).
+    #[default]
+    Always,
+    /// Only after a non-zero exit or a signal; an exit 0 leaves the service `exited`.
+    OnFailure,
+    /// Never: the service is left `exited`.
+    Never,
+}
+
+/// The crash-loop limit: more than `restarts` exits within `within` and the service is
+/// marked failed instead of restarted.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrashLoop {
+    pub restarts: u32,
+    #[serde(deserialize_with = "seconds")]
+    pub within: Duration,
+}
+
+impl Default for CrashLoop {
+    fn default() -> Self {
+        CrashLoop {
+            restarts: 5,
+            within: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Settings {
+    pub restart: Restart,
+    #[serde(deserialize_with = "seconds")]
+    pub restart_delay: Duration,
+    #[serde(deserialize_with = "seconds")]
+    pub max_restart_delay: Duration,
+    pub crash_loop: CrashLoop,
+    #[serde(deserialize_with = "seconds")]
+    pub stop_grace: Duration,
+    pub after: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            restart: Restart::Always,
+            restart_delay: Duration::from_millis(500),
+            max_restart_delay: Duration::from_secs(30),
+            crash_loop: CrashLoop::default(),
+            stop_grace: Duration::from_secs(10),
+            after: Vec::new(),
+        }
+    }
+}
+
+/// The longest duration a setting may take; longer is surely a unit mistake.
+const MAX_SECONDS: f64 = 24.0 * 3600.0;
+
+/// A duration written as a number of seconds (fractions allowed).
+fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = f64::deserialize(d)?;
+    if !s.is_finite() || !(0.0..=MAX_SECONDS).contains(&s) {
+        return Err(serde::de::Error::custom(format!(
+            "{s} is not a number of seconds between 0 and {MAX_SECONDS}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("both service.json and service.yml are present in {0}: keep one")]
+    Both(PathBuf),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+fn read(path: &Path) -> Result<Option<String>, SettingsError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(SettingsError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The settings of the service whose bundle is `dir` (named `name`): the defaults when it
+/// has no settings file.
+pub fn load(dir: &Path, name: &str) -> Result<Settings, SettingsError> {
+    let json_path = dir.join("service.json");
+    let yml_path = dir.join("service.yml");
+    match (read(&json_path)?, read(&yml_path)?) {
+        (Some(_), Some(_)) => Err(SettingsError::Both(dir.to_path_buf())),
+        (Some(t), None) => Ok(parse(&t, false, &json_path, name)?),
+        (None, Some(t)) => Ok(parse(&t, true, &yml_path, name)?),
+        (None, None) => Ok(Settings::default()),
+    }
+}
+
+/// Parses a settings file; `file` names it in errors.
+pub fn parse(text: &str, yaml: bool, file: &Path, name: &str) -> Result<Settings, ConfigError> {
+    // An empty file is no file, as with runtime.json.
+    if text.trim().is_empty() {
+        return Ok(Settings::default());
+    }
+    let s: Settings = if yaml {
+        runtime_config::parse_yaml(text, file)?
+    } else {
+        runtime_config::parse_json(text, file)?
+    };
+    validate(&s, name).map_err(|(field, message)| ConfigError {
+        file: file.to_path_buf(),
+        line: None,
+        column: None,
+        field: Some(field),
+        message,
+    })?;
+    Ok(s)
+}
+
+fn validate(s: &Settings, name: &str) -> Result<(), (String, String)> {
+    if s.restart_delay > s.max_restart_delay {
+        return Err((
+            "restartDelay".into(),
+            format!(
+                "{}s is more than maxRestartDelay ({}s)",
+                s.restart_delay.as_secs_f64(),
+                s.max_restart_delay.as_secs_f64()
+            ),
+        ));
+    }
+    if s.crash_loop.within.is_zero() {
+        return Err(("crashLoop.within".into(), "must be more than 0".into()));
+    }
+    for (i, a) in s.after.iter().enumerate() {
+        if !bundle::valid_name(a) {
+            return Err((
+                format!("after[{i}]"),
+                format!("`{a}` is not a service name"),
+            ));
+        }
+        if a == name {
+            return Err((
+                format!("after[{i}]"),
+                "a service cannot start after itself".into(),
+            ));
+        }
+        if s.after[..i].contains(a) {
+            return Err((format!("after[{i}]"), format!("`{a}` is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(s: &str) -> Result<Settings, ConfigError> {
+        parse(s, false, Path::new("b/service.json"), "b")
+    }
+    fn yaml(s: &str) -> Result<Settings, ConfigError> {
+        parse(s, true, Path::new("b/service.yml"), "b")
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let d = Settings::default();
+        assert_eq!(json("").unwrap(), d);
+        assert_eq!(json("{}").unwrap(), d);
+        assert_eq!(yaml("").unwrap(), d);
+        assert_eq!(d.restart, Restart::Always);
+        assert_eq!(d.stop_grace, Duration::from_secs(10));
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(load(t.path(), "b").unwrap(), d);
+    }
+
+    #[test]
+    fn every_field() {
+        let j = json(
+            r#"{"restart": "on-failure", "restartDelay": 0.25, "maxRestartDelay": 4,
+                "crashLoop": {"restarts": 3, "within": 10}, "stopGrace": 1.5,
+                "after": ["net", "dns"]}"#,
+        )
+        .unwrap();
+        assert_eq!(j.restart, Restart::OnFailure);
+        assert_eq!(j.restart_delay, Duration::from_millis(250));
+        assert_eq!(j.max_restart_delay, Duration::from_secs(4));
+        assert_eq!(j.crash_loop.restarts, 3);
+        assert_eq!(j.crash_loop.within, Duration::from_secs(10));
+        assert_eq!(j.stop_grace, Duration::from_millis(1500));
+        assert_eq!(j.after, vec!["net", "dns"]);
+        let y = yaml(
+            "restart: on-failure\nrestartDelay: 0.25\nmaxRestartDelay: 4\n\
+             crashLoop: {restarts: 3, within: 10}\nstopGrace: 1.5\nafter: [net, dns]\n",
+        )
+        .unwrap();
+        assert_eq!(y, j);
+        assert_eq!(yaml("restart: never").unwrap().restart, Restart::Never);
+    }
+
+    #[test]
+    fn errors_are_located() {
+        let e = json("{\n  \"stopGrace\": 1,\n  \"grace\": 2\n}").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains("unknown field `grace`"), "{e}");
+        let e = yaml("restart: sometimes\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("restart"), "{e}");
+        assert_eq!(e.line, Some(1), "{e}");
+        let e = yaml("crashLoop:\n  restarts: 3\n  window: 5\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("crashLoop.window"), "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+        let e = json(r#"{"stopGrace": -1}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("stopGrace"), "{e}");
+        assert!(e.message.contains("number of seconds"), "{e}");
+        let e = json(r#"{"stopGrace": "10s"}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("stopGrace"), "{e}");
+        assert!(e.to_string().starts_with("b/service.json: line 1"), "{e}");
+    }
+
+    #[test]
+    fn validation() {
+        let cases = [
+            (
+                r#"{"restartDelay": 5, "maxRestartDelay": 1}"#,
+                "restartDelay",
+            ),
+            (
+                r#"{"crashLoop": {"restarts": 1, "within": 0}}"#,
+                "crashLoop.within",
+            ),
+            (r#"{"after": ["ok", "../x"]}"#, "after[1]"),
+            (r#"{"after": ["b"]}"#, "after[0]"),
+            (r#"{"after": ["a", "a"]}"#, "after[1]"),
+        ];
+        for (text, field) in cases {
+            let e = json(text).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn both_files_is_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("service.json"), "{}").unwrap();
+        std::fs::write(t.path().join("service.yml"), "").unwrap();
+        assert!(matches!(load(t.path(), "b"), Err(SettingsError::Both(_))));
+        std::fs::remove_file(t.path().join("service.json")).unwrap();
+        std::fs::write(t.path().join("service.yml"), "stopGrace: 2\n").unwrap();
+        assert_eq!(
+            load(t.path(), "b").unwrap().stop_grace,
+            Duration::from_secs(2)
+        );
+    }
+}
