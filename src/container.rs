@@ -369,6 +369,7 @@ impl Running {
             pid,
             start_time: start_time(pid),
             cgroup_procs: self.cgroup_procs.clone(),
+            pid_file: Some(self.pid_file.clone()),
             cleanup: self.undo.plan(),
         })
     }
@@ -440,6 +441,8 @@ pub struct Handover {
     pub pid: i32,
     pub start_time: Option<u64>,
     pub cgroup_procs: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_file: Option<PathBuf>,
     pub cleanup: Vec<PlannedStep>,
 }
 
@@ -525,7 +528,11 @@ impl Adopted {
 
     /// After the end: the recorded cleanup, as [`Running::finish`] would have done it.
     pub fn finish(self, rt: &OciRuntime) -> UndoFailures {
-        replay(rt, &self.handover.cleanup)
+        let failures = replay(rt, &self.handover.cleanup);
+        if let Some(p) = &self.handover.pid_file {
+            let _ = std::fs::remove_file(p);
+        }
+        failures
     }
 }
 

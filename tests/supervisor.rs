@@ -442,9 +442,19 @@ fn a_killed_supervisor_is_replaced_and_adopts_its_services() {
 fn sigterm_stops_every_service_last_started_first() {
     let env = TestEnv::new();
     let dir = env.bundles_dir("services");
-    for (name, after) in [("a", json!([])), ("b", json!(["a"])), ("c", json!(["b"]))] {
-        let b = env.bundle(&dir, name, &["sh", "-c", POLITE]);
-        settings(&b, json!({"after": after}));
+    // `b` ignores SIGTERM: if the grace periods ran one after the other, `a` would get its
+    // SIGTERM only after `b` was killed.
+    for (name, after, script) in [
+        ("a", json!([]), POLITE),
+        (
+            "b",
+            json!(["a"]),
+            "trap 'echo got TERM' TERM; echo up; while true; do sleep 0.1; done",
+        ),
+        ("c", json!(["b"]), POLITE),
+    ] {
+        let b = env.bundle(&dir, name, &["sh", "-c", script]);
+        settings(&b, json!({"after": after, "stopGrace": 2}));
     }
     let mut sup = env.system_init(&dir);
     let pids: Vec<i32> = ["a", "b", "c"]
@@ -460,13 +470,18 @@ fn sigterm_stops_every_service_last_started_first() {
 
     assert_eq!(sup.terminate(), 0);
     let log = sup.log();
-    let stopping = |n: &str| {
-        log.find(&format!("{n}: stopping pid"))
-            .unwrap_or_else(|| panic!("{n} was not stopped:\n{log}"))
+    let at = |what: &str| {
+        log.find(what)
+            .unwrap_or_else(|| panic!("no `{what}` in:\n{log}"))
     };
+    let stopping = |n: &str| at(&format!("{n}: stopping pid"));
     assert!(
         stopping("c") < stopping("b") && stopping("b") < stopping("a"),
         "{log}"
+    );
+    assert!(
+        stopping("a") < at("b: still running 2s after SIGTERM: SIGKILL"),
+        "the grace periods did not run side by side:\n{log}"
     );
     for (n, pid) in ["a", "b", "c"].iter().zip(pids) {
         assert!(!alive(pid), "{n}");
@@ -475,6 +490,81 @@ fn sigterm_stops_every_service_last_started_first() {
     nothing_left(&env);
     assert!(!env.sock().exists(), "the socket is left behind");
     assert!(!env.state_dir.join("services").exists());
+}
+
+#[test]
+fn a_stop_cut_short_by_a_crash_is_finished_by_the_next_supervisor() {
+    let env = TestEnv::new();
+    let dir = env.bundles_dir("services");
+    let b = env.bundle(
+        &dir,
+        "slow",
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo up; while true; do sleep 0.1; done",
+        ],
+    );
+    settings(&b, json!({"stopGrace": 3}));
+    let mut first = env.system_init(&dir);
+    let pid = first.wait_running("slow").pid.unwrap();
+    let mut stop = sup_cli_child(&env, &["stop", "slow"]);
+    first.wait_status("slow", "stopping", |s| s.state == "stopping");
+    first.kill9();
+    let _ = stop.wait();
+    assert!(alive(pid));
+    let second = env.system_init(&dir);
+    let s = second.wait_status("slow", "stopped", |s| s.state == "stopped");
+    assert_eq!(s.code, 3);
+    assert!(
+        second
+            .log()
+            .contains("slow: finishing the stop the last supervisor began"),
+        "{}",
+        second.log()
+    );
+    assert!(!alive(pid));
+    nothing_left(&env);
+}
+
+#[test]
+fn orphans_are_reaped() {
+    let env = TestEnv::new();
+    let dir = env.bundles_dir("services");
+    // In the host's pid namespace, the container's orphans are reparented to the
+    // supervisor (a child subreaper): it must reap them.
+    let b = env.bundle(
+        &dir,
+        "forker",
+        &[
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5; do (sleep 0.2 &); done; echo spawned; \
+             trap 'exit 0' TERM; while true; do sleep 0.1; done",
+        ],
+    );
+    env.edit_config(&b, |c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "pid");
+    });
+    let sup = env.system_init_args(&dir, &["-v"]);
+    sup.wait_running("forker");
+    sup.wait_until("orphans reaped", Duration::from_secs(20), || {
+        (sup.log().matches("reaped orphan").count() >= 5).then_some(())
+    });
+    let zombies: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+        .filter(|st| {
+            let f: Vec<&str> = st
+                .rsplit_once(')')
+                .map_or("", |(_, r)| r)
+                .split_whitespace()
+                .collect();
+            f.first() == Some(&"Z") && f.get(1) == Some(&sup.pid().to_string().as_str())
+        })
+        .collect();
+    assert!(zombies.is_empty(), "{zombies:?}");
 }
 
 #[test]

@@ -16,6 +16,8 @@ pub enum Persisted {
     Launching,
     /// Running: everything needed to take it over.
     Running { container: Handover },
+    /// Being stopped: a new supervisor finishes the stop.
+    Stopping { container: Handover },
     /// Wanted up, nothing running (between a crash and its restart).
     Restarting,
     /// Stopped on request: a new supervisor leaves it down.
@@ -145,6 +147,7 @@ mod tests {
                     pid: 42,
                     start_time: Some(99),
                     cgroup_procs: None,
+                    pid_file: None,
                     cleanup: vec![PlannedStep {
                         what: "unmount /x".into(),
                         replay: Some(Replay::Unmount { path: "/x".into() }),

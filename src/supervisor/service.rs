@@ -255,6 +255,8 @@ struct Instance {
     pid: i32,
     ctl: Option<Ctl>,
     exit: ExitWatch,
+    /// What the record says about it, for a supervisor that takes over.
+    handover: Option<Handover>,
 }
 
 impl ExitWatch {
@@ -448,11 +450,31 @@ impl Task {
                 }
                 self.start(None).await
             }
-            Persisted::Running { container } => self.adopt(container, since).await,
+            Persisted::Running { container } => match self.take_over(container, since).await {
+                Some(inst) => Phase::Up(inst),
+                None => {
+                    let d = self.history.on_exit(&self.policy, Instant::now(), false);
+                    self.decide(d)
+                }
+            },
+            Persisted::Stopping { container } => {
+                if let Some(mut inst) = self.take_over(container, since).await {
+                    log::info!(
+                        "{}: finishing the stop the last supervisor began",
+                        self.name
+                    );
+                    self.stop(&mut inst, None).await;
+                }
+                self.set_down(State::Stopped, None);
+                self.persist(Persisted::Stopped);
+                Phase::Down
+            }
         }
     }
 
-    async fn adopt(&mut self, h: Handover, since: SystemTime) -> Phase {
+    /// Takes over a container an earlier supervisor recorded; when it is gone (or not the
+    /// one recorded any more), clears what is left of it and returns None.
+    async fn take_over(&mut self, h: Handover, since: SystemTime) -> Option<Box<Instance>> {
         let rt = self.rt().clone();
         let adopted = blocking(move || container::adopt(&rt, h)).await;
         match adopted {
@@ -474,7 +496,7 @@ impl Task {
                         let rt = self.rt().clone();
                         let name = self.name.clone();
                         blocking(move || Ctl::Adopted(Box::new(a)).retire(&rt, &name)).await;
-                        return self.start(None).await;
+                        return None;
                     }
                 };
                 let pid = a.pid();
@@ -489,10 +511,12 @@ impl Task {
                     s.started = Some((since, seq));
                     s.settled = true;
                 });
-                Phase::Up(Box::new(Instance {
+                let handover = Some(a.handover().clone());
+                Some(Box::new(Instance {
                     pid,
                     ctl: Some(Ctl::Adopted(Box::new(a))),
                     exit: ExitWatch::PidFd(fd),
+                    handover,
                 }))
             }
             Err((e, h)) => {
@@ -518,8 +542,7 @@ impl Task {
                     s.exit = None;
                     s.exit_unknown = true;
                 });
-                let d = self.history.on_exit(&self.policy, Instant::now(), false);
-                self.decide(d)
+                None
             }
         }
     }
@@ -687,6 +710,11 @@ impl Task {
             s.state = State::Stopping;
             s.since = SystemTime::now();
         });
+        if let Some(h) = &inst.handover {
+            self.persist(Persisted::Stopping {
+                container: h.clone(),
+            });
+        }
         let rt = self.rt().clone();
         inst.with_ctl(&rt, |c, rt| c.terminate(rt)).await;
         if let Some(s) = signalled {
@@ -837,8 +865,10 @@ impl Task {
         let waiter = running.exit_waiter();
         let handover = running.handover();
         let pid = waiter.pid();
-        if let Some(h) = handover {
-            self.persist(Persisted::Running { container: h });
+        if let Some(h) = &handover {
+            self.persist(Persisted::Running {
+                container: h.clone(),
+            });
         }
         let now = SystemTime::now();
         let seq = self.sup.seq.fetch_add(1, Ordering::Relaxed);
@@ -855,6 +885,7 @@ impl Task {
             pid,
             ctl: Some(Ctl::Ours(Box::new(running))),
             exit: ExitWatch::Child(waiter),
+            handover,
         }))
     }
 }

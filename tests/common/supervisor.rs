@@ -42,6 +42,11 @@ impl TestEnv {
 
     /// Starts `lkinit system-init --path services` and waits until it answers.
     pub fn system_init(&self, services: &Path) -> Supervisor {
+        self.system_init_args(services, &[])
+    }
+
+    /// Like `system_init`, with more arguments (such as `-v`).
+    pub fn system_init_args(&self, services: &Path, extra: &[&str]) -> Supervisor {
         let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
         let stderr = self.dir.join(format!("supervisor-{n}.log"));
         let mut c = self.cli();
@@ -50,6 +55,7 @@ impl TestEnv {
             .arg(services)
             .arg("--log-dir")
             .arg(&self.log_dir)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(self.dir.join(format!("supervisor-{n}.out"))).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap());
