@@ -65,7 +65,10 @@ EOF
 cli() { "$LKINIT" --sock "$work/run/sock" "$@"; }
 now_ms() { date +%s%3N; }
 running() { cli list 2>/dev/null | awk '$2 == "running"' | wc -l; }
-rss() { awk '/^(VmRSS|RssAnon|RssFile):/ {printf "%s %s kB  ", $1, $2}' "/proc/$sup_pid/status"; }
+rss() {
+    awk '/^(VmRSS|RssAnon|RssFile):/ {printf "%s %s kB  ", $1, $2}' "/proc/$sup_pid/status"
+    awk '/^Pss:/ {printf "Pss: %s kB", $2}' "/proc/$sup_pid/smaps_rollup"
+}
 
 start_supervisor() {
     rm -rf "$work/state" "$work/runc" "$work/log"
@@ -98,7 +101,7 @@ stop_supervisor() {
 
 echo "lkinit: $LKINIT"
 echo "runtime: $(runc --version | head -1); $(nproc) CPUs; kernel $(uname -r)"
-echo "services: $N busybox bundles"
+echo "services: $N busybox bundles; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
 # 1. Concurrent start: independent services.

@@ -215,3 +215,20 @@ pub fn kill_members(procs: &Path) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_cgroup_is_never_a_containers() {
+        // Killing the members of the cgroup lkinit is in would kill lkinit and more.
+        assert_eq!(procs_file(std::process::id() as i32), None);
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape("/a\\040b\\134c"), "/a b\\c");
+        assert_eq!(unescape("/plain"), "/plain");
+    }
+}

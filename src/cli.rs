@@ -94,6 +94,11 @@ pub enum Command {
     Init,
     /// Run the service supervisor in the foreground: start every bundle of --path, restart
     /// the ones that die, answer the service CLI on --sock
+    ///
+    /// Each bundle may carry a service.json or service.yml with its restart policy, backoff,
+    /// crash-loop limit, stop grace period and start order (see the README). SIGTERM or
+    /// SIGINT stops every service, last started first, and exits 0. Killed and started
+    /// again with the same --state-dir, it adopts the services that still run.
     SystemInit(SupervisorArgs),
     /// One line per service: name, state, pid, restarts
     List,
@@ -108,7 +113,7 @@ pub enum Command {
     Stop { name: String },
     /// Stop, then start: the service gets a new pid
     Restart { name: String },
-    /// Print a service's stdout and stderr log
+    /// Print a service's stdout log (on stdout) and stderr log (on stderr)
     Logs {
         /// Keep printing what the service writes
         #[arg(short, long)]

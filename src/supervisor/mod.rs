@@ -123,12 +123,16 @@ async fn supervise(ctx: Ctx, args: SupervisorArgs, sock: PathBuf) -> i32 {
         );
         return 1;
     }
-    let (mut term, mut int) = match (
+    // A terminal hanging up must not take the supervisor down; a handler (not SIG_IGN)
+    // keeps the default for the containers, which exec from here.
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
+        signal(SignalKind::hangup()),
+    );
+    let (mut term, mut int, mut hup) = match signals {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             log::error!("cannot handle signals: {e}");
             return 1;
         }
@@ -149,9 +153,12 @@ async fn supervise(ctx: Ctx, args: SupervisorArgs, sock: PathBuf) -> i32 {
     tokio::spawn(report_started(statuses, begun));
     let server = tokio::spawn(server::serve(listener, sup.clone()));
 
-    tokio::select! {
-        _ = term.recv() => log::info!("SIGTERM: stopping every service"),
-        _ = int.recv() => log::info!("SIGINT: stopping every service"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => break log::info!("SIGTERM: stopping every service"),
+            _ = int.recv() => break log::info!("SIGINT: stopping every service"),
+            _ = hup.recv() => log::info!("SIGHUP ignored"),
+        }
     }
     server.abort();
     let _ = std::fs::remove_file(&sock);

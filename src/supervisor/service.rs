@@ -642,11 +642,15 @@ impl Task {
     async fn up(&mut self, mut inst: Box<Instance>) -> Phase {
         enum Ev {
             Exit(Option<ExitStatus>),
-            Cmd(Option<Cmd>),
+            Cmd(Cmd),
         }
         let ev = tokio::select! {
             st = inst.exit.exited() => Ev::Exit(st),
-            cmd = self.rx.recv() => Ev::Cmd(cmd),
+            cmd = self.rx.recv() => match cmd {
+                Some(cmd) => Ev::Cmd(cmd),
+                // No more commands can come: only the end is left to wait for.
+                None => Ev::Exit(inst.exit.exited().await),
+            },
         };
         match ev {
             Ev::Exit(st) => {
@@ -663,15 +667,14 @@ impl Task {
                 let d = self.history.on_exit(&self.policy, Instant::now(), success);
                 self.decide(d)
             }
-            Ev::Cmd(None) => Phase::Up(inst),
-            Ev::Cmd(Some(Cmd::Start(r))) => {
+            Ev::Cmd(Cmd::Start(r)) => {
                 let _ = r.send(Err(format!(
                     "{} is already running (pid {})",
                     self.name, inst.pid
                 )));
                 Phase::Up(inst)
             }
-            Ev::Cmd(Some(Cmd::Stop(r))) => {
+            Ev::Cmd(Cmd::Stop(r)) => {
                 let st = self.stop(&mut inst, None).await;
                 self.history.reset();
                 self.set_down(State::Stopped, None);
@@ -679,13 +682,13 @@ impl Task {
                 let _ = r.send(Ok(format!("{}: stopped, {}", self.name, exit_words(st))));
                 Phase::Down
             }
-            Ev::Cmd(Some(Cmd::Restart(r))) => {
+            Ev::Cmd(Cmd::Restart(r)) => {
                 self.stop(&mut inst, None).await;
                 self.history.reset();
                 self.restarts = 0;
                 self.start(Some(r)).await
             }
-            Ev::Cmd(Some(Cmd::Shutdown { signalled, done })) => {
+            Ev::Cmd(Cmd::Shutdown { signalled, done }) => {
                 self.stop(&mut inst, Some(signalled)).await;
                 let (s, _) = oneshot::channel();
                 self.shut(s, done);
