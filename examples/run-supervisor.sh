@@ -1,14 +1,15 @@
 #!/bin/sh
-# Runs the example services under the lkinit supervisor on this machine (as root), in the
-# foreground until Ctrl-C (which stops them all). In another terminal:
+# Runs the example services of examples/supervisor/ under the lkinit supervisor on this
+# machine (as root), in the foreground until Ctrl-C (which stops them all). In another
+# terminal:
 #   target/release/lkinit list     (or `service list` through a link named service)
 # Logs go to ${LOG_DIR:-/tmp/lkinit-examples/log}.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 cargo build --release --quiet
-"$here/build-rootfs.sh" "$here"/services/*
+"$here/build-rootfs.sh" "$here"/supervisor/*
 log=${LOG_DIR:-/tmp/lkinit-examples/log}
 exec ./target/release/lkinit --state-dir /tmp/lkinit-examples/state \
     --runtime-root /tmp/lkinit-examples/runc \
-    system-init --path "$here/services" --log-dir "$log" "$@"
+    system-init --path "$here/supervisor" --log-dir "$log" "$@"
