@@ -18,11 +18,13 @@ if [ -z "${LKINIT:-}" ]; then
 fi
 BUSYBOX=$(command -v busybox)
 
-work=$(mktemp -d /tmp/lkinit-bench.XXXXXX)
+work=$(mktemp -d /tmp/lkinit-bench-services.XXXXXX)
 chmod 755 "$work"
-cg=lkinit-bench-$$
+cg=lkinit-bench-services-$$
 sup_pid=
 cleanup() {
+    # Best effort, to the end: a failed step must not stop the rest.
+    set +e
     if [ -n "$sup_pid" ] && kill -0 "$sup_pid" 2>/dev/null; then
         kill -TERM "$sup_pid" 2>/dev/null || true
         for _ in $(seq 100); do kill -0 "$sup_pid" 2>/dev/null || break; sleep 0.2; done
@@ -32,10 +34,10 @@ cleanup() {
         runc --root "$work/runc" delete --force "$c" >/dev/null 2>&1 || true
     done
     grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do
-        umount -l "$m" 2>/dev/null || true
+        umount -l "$m" 2>/dev/null
     done
     for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
-        [ -d "$h$cg" ] && find "$h$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
+        [ -d "$h$cg" ] && find "$h$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
     done
     rm -rf "$work"
 }
@@ -122,12 +124,13 @@ for r in $(seq "$ROUNDS"); do
 done
 restarts=$(cli list | awk 'NR > 1 {s += $4} END {print s}')
 for _ in $(seq 200); do cli list >/dev/null; cli status svc$(printf "%0${#N}d" 1) >/dev/null || true; done
-for i in $(seq 1 10); do
+cli_restarts=$((N < 10 ? N : 10))
+for i in $(seq 1 "$cli_restarts"); do
     s=svc$(printf "%0${#N}d" "$i")
     cli restart "$s" >/dev/null
 done
 sleep 1
-echo "RSS, after $restarts crash-restarts, 10 CLI restarts, 400 requests: $(rss)"
+echo "RSS, after $restarts crash-restarts, $cli_restarts CLI restarts, 400 requests: $(rss)"
 sleep "${IDLE:-20}"
 echo "RSS, after ${IDLE:-20} s idle:  $(rss)"
 stop_supervisor
