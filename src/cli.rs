@@ -72,6 +72,15 @@ pub struct RunnerArgs {
     pub timeout: Option<u64>,
 }
 
+/// `init`.
+#[derive(Args, Debug, Clone)]
+pub struct InitArgs {
+    /// Words of the kernel command line that the kernel passed on to init; ignored (init
+    /// reads /proc/cmdline)
+    #[arg(hide = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub kernel_args: Vec<String>,
+}
+
 /// `system-init`.
 #[derive(Args, Debug, Clone)]
 pub struct SupervisorArgs {
@@ -90,8 +99,9 @@ pub enum Command {
     Onboot(RunnerArgs),
     /// Like onboot, for /containers/onshutdown (run at shutdown)
     Onshutdown(RunnerArgs),
-    /// Be the system's init (PID 1): early mounts, onboot, services, ordered shutdown
-    Init,
+    /// Be the system's init (PID 1): early mounts, modules, onboot, the supervisor, ordered
+    /// shutdown on SIGUSR2 (poweroff), SIGTERM or SIGINT (reboot), SIGUSR1 (halt)
+    Init(InitArgs),
     /// Run the service supervisor in the foreground: start every bundle of --path, restart
     /// the ones that die, answer the service CLI on --sock
     ///
@@ -229,6 +239,23 @@ mod tests {
                 assert_eq!(name, "web");
                 assert_eq!(cmd, vec!["ip", "-a"]);
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn init_ignores_what_the_kernel_passes_on() {
+        // Unknown kernel parameters reach init as arguments; PID 1 must not fail on them.
+        let argv = normalize_args(
+            ["/init", "quiet", "-b", "foo=bar"]
+                .iter()
+                .map(OsString::from)
+                .collect(),
+            true,
+        );
+        let c = Cli::try_parse_from(argv).unwrap();
+        match c.command {
+            Some(Command::Init(a)) => assert_eq!(a.kernel_args, ["quiet", "-b", "foo=bar"]),
             other => panic!("{other:?}"),
         }
     }

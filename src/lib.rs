@@ -18,6 +18,7 @@ pub mod nsenter;
 pub mod oci_runtime;
 pub mod onboot;
 pub mod paths;
+pub mod pid1;
 pub mod reaper;
 pub mod rootfs;
 pub mod runtime_config;

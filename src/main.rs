@@ -4,10 +4,11 @@ use lkinit::container::Ctx;
 use lkinit::nsenter;
 use lkinit::onboot::{self, Phase};
 use lkinit::supervisor;
+use lkinit::pid1;
 use std::io::Write;
 use std::time::Duration;
 
-fn init_logging(g: &Global) {
+fn init_logging(g: &Global, uptime: bool) {
     let mut b = env_logger::Builder::new();
     b.filter_level(log::LevelFilter::Info);
     if let Ok(spec) = std::env::var("RUST_LOG") {
@@ -19,9 +20,16 @@ fn init_logging(g: &Global) {
     if g.quiet {
         b.filter_level(log::LevelFilter::Error);
     }
-    b.format(|f, r| match r.level() {
-        log::Level::Info => writeln!(f, "lkinit: {}", r.args()),
-        l => writeln!(f, "lkinit: {}: {}", l.as_str().to_lowercase(), r.args()),
+    // On the console, lines carry the time since boot as the kernel prints it, so a boot
+    // reads on one clock.
+    b.format(move |f, r| {
+        if uptime {
+            write!(f, "{}", pid1::uptime_prefix())?;
+        }
+        match r.level() {
+            log::Level::Info => writeln!(f, "lkinit: {}", r.args()),
+            l => writeln!(f, "lkinit: {}: {}", l.as_str().to_lowercase(), r.args()),
+        }
     });
     b.init();
 }
@@ -29,9 +37,20 @@ fn init_logging(g: &Global) {
 fn main() {
     // Before any thread exists: see reaper.rs.
     lkinit::reaper::block_sigchld();
-    let argv = normalize_args(std::env::args_os().collect(), std::process::id() == 1);
-    let cli = Cli::parse_from(argv);
-    init_logging(&cli.global);
+    let is_pid1 = std::process::id() == 1;
+    let argv = normalize_args(std::env::args_os().collect(), is_pid1);
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        // PID 1 exiting panics the kernel: whatever it was given, it boots.
+        Err(e) if is_pid1 => {
+            let _ = e.print();
+            Cli::parse_from(["lkinit", "init"])
+        }
+        Err(e) => e.exit(),
+    };
+    let uptime = matches!(cli.command, Some(Command::Init(_)))
+        || std::env::var_os(pid1::UPTIME_ENV).is_some();
+    init_logging(&cli.global, uptime);
     let g = &cli.global;
     let ctx = Ctx::new(&g.runtime, g.runtime_root.clone(), g.state_dir.clone());
     let code = match &cli.command {
@@ -63,10 +82,7 @@ fn main() {
             | Command::Restart { .. }
             | Command::Logs { .. }),
         ) => supervisor::client::run(&g.sock, c),
-        Some(other) => {
-            log::error!("{other:?}: not built yet");
-            1
-        }
+        Some(Command::Init(_)) => pid1::run(g),
         None => {
             let _ = <Cli as clap::CommandFactory>::command().print_help();
             2

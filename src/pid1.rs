@@ -1,0 +1,581 @@
+//! `lkinit init`: the system's PID 1.
+//!
+//! Boot: leave the initramfs (see switch_root.rs), mount the early file systems, set a
+//! default PATH, the hostname and Ctrl-Alt-Del as a signal, start the reaper, load the
+//! kernel modules the image lists, bring up loopback, then run `onboot` and start the
+//! service supervisor (`system-init`), each as a child process of this binary so that a bug
+//! in either can never take PID 1 down. Then wait for a signal; the supervisor is started
+//! again if it dies.
+//!
+//! Shutdown: `onshutdown`, the supervisor stopped (it stops the services, last started
+//! first), then SIGTERM to every process left, a grace period, SIGKILL, sync, unmount,
+//! reboot(2).
+//!
+//! PID 1 never exits (the kernel panics when it does): a fatal error is said on the console
+//! and the machine powers off, and so does a panic.
+//!
+//! Signals: SIGCHLD is blocked from main's first line and taken by the reaper thread; the
+//! shutdown signals are blocked here before any thread starts and read from a signalfd.
+
+mod early;
+mod kmod;
+mod shutdown;
+mod switch_root;
+
+pub use shutdown::{Action, action_for};
+
+use crate::cli::Global;
+use crate::reaper::{self, ExitStatus, PidFd, Waiter};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Set in the environment of the lkinit children (onboot, the supervisor) so their log
+/// lines carry the time since boot, like PID 1's.
+pub const UPTIME_ENV: &str = "LKINIT_LOG_UPTIME";
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How long onshutdown may take in all before it is killed and the shutdown goes on.
+const ONSHUTDOWN_LIMIT: Duration = Duration::from_secs(60);
+/// How long the supervisor may take to stop every service (their grace periods run side by
+/// side) before it is killed.
+const SUPERVISOR_STOP_LIMIT: Duration = Duration::from_secs(30);
+/// Between SIGTERM and SIGKILL to every process left.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// Supervisor restarts: the first delay, doubled up to the last; a run this long resets it.
+const RESTART_FIRST: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(30);
+const RESTART_RESET_AFTER: Duration = Duration::from_secs(30);
+
+/// Time since boot (CLOCK_MONOTONIC, the clock of the kernel's own log lines).
+pub fn uptime() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// `[    5.123456] `, as the kernel prints it.
+pub fn uptime_prefix() -> String {
+    let t = uptime();
+    format!("[{:5}.{:06}] ", t.as_secs(), t.subsec_micros())
+}
+
+fn signal_set() -> SigSet {
+    let mut set = SigSet::empty();
+    for (s, _) in shutdown::SIGNALS {
+        set.add(s);
+    }
+    set
+}
+
+/// Says why on the console and powers off: PID 1 must not exit.
+fn fatal(msg: &str) -> ! {
+    log::error!("fatal: {msg}; powering off");
+    shutdown::finish(Action::PowerOff, Duration::from_secs(2))
+}
+
+/// A request to end the system.
+#[derive(Debug, Clone, Copy)]
+struct Request {
+    action: Action,
+    signal: Signal,
+    from: u32,
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} from pid {}: {}",
+            self.signal.as_str(),
+            self.from,
+            self.action.as_str()
+        )
+    }
+}
+
+/// PID 1. Never returns.
+pub fn run(g: &Global) -> ! {
+    if std::process::id() != 1 {
+        // It would kill every process and reboot the machine it runs on.
+        log::error!("init: must run as PID 1 (the kernel starts it); refusing");
+        std::process::exit(1);
+    }
+    // Before any thread exists, so every thread inherits the mask and signals queue for
+    // the signalfd (a blocked signal is never discarded, even for PID 1).
+    let set = signal_set();
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("{}lkinit: fatal: PID 1 panicked: {info}", uptime_prefix());
+        nix::unistd::sync();
+        shutdown::halt_now(Action::PowerOff)
+    }));
+
+    if let Err(e) = switch_root::leave_initramfs() {
+        fatal(&format!(
+            "cannot leave the initramfs: {}",
+            crate::error_chain(&e)
+        ));
+    }
+    log::info!("lkinit {} is PID 1", env!("CARGO_PKG_VERSION"));
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if let Err(e) = early::mount_all(&cmdline) {
+        ensure_console();
+        fatal(&format!("early mounts: {}", crate::error_chain(&e)));
+    }
+    ensure_console();
+    log::info!("early mounts: {}", early::summary(&early::read_mountinfo()));
+    // SAFETY (set_var): no thread has been started yet.
+    unsafe {
+        if std::env::var_os("PATH").is_none() {
+            std::env::set_var("PATH", DEFAULT_PATH);
+        }
+        std::env::set_var(UPTIME_ENV, "1");
+    }
+    set_hostname();
+    // Ctrl-Alt-Del becomes a SIGINT to us (an orderly reboot) instead of an instant one.
+    if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
+        log::warn!("cannot turn Ctrl-Alt-Del into a signal: {e}");
+    }
+    let sigfd = match SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC) {
+        Ok(fd) => fd,
+        Err(e) => fatal(&format!("signalfd: {e}")),
+    };
+    // From here on every orphan of the system is reaped.
+    reaper::global();
+
+    load_modules();
+    if let Err(e) = loopback_up() {
+        log::error!("loopback: {e}");
+    }
+
+    let mut init = Init {
+        g,
+        sigfd,
+        pending: None,
+    };
+    init.onboot();
+    if let Some(req) = init.pending {
+        log::info!("not starting the supervisor: {req} was asked during onboot");
+        init.shutdown(req, None);
+    }
+    init.main_loop()
+}
+
+/// The console on 0, 1 and 2, in case the kernel could not open it for us (an image
+/// without /dev/console).
+fn ensure_console() {
+    // SAFETY: F_GETFD on a descriptor number only reads its flags.
+    let open = unsafe { libc::fcntl(1, libc::F_GETFD) } != -1;
+    if open {
+        return;
+    }
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors, which nothing else owns yet.
+            unsafe { libc::dup2(f.as_raw_fd(), fd) };
+        }
+    }
+}
+
+fn set_hostname() {
+    let Ok(text) = std::fs::read_to_string("/etc/hostname") else {
+        return;
+    };
+    let name = text.lines().next().unwrap_or("").trim();
+    if name.is_empty() {
+        return;
+    }
+    match nix::unistd::sethostname(name) {
+        Ok(()) => log::info!("hostname: {name}"),
+        Err(e) => log::error!("hostname `{name}` from /etc/hostname: {e}"),
+    }
+}
+
+fn load_modules() {
+    let list = match std::fs::read_to_string("/etc/modules") {
+        Ok(l) => l,
+        Err(_) => return,
+    };
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let moddir = Path::new("/lib/modules").join(&release);
+    let r = kmod::load_list(&list, &moddir);
+    let mut line = format!("modules: loaded {}", list_or_none(&r.loaded));
+    if !r.already.is_empty() {
+        line.push_str(&format!("; already loaded {}", r.already.join(" ")));
+    }
+    if !r.builtin.is_empty() {
+        line.push_str(&format!("; built in {}", r.builtin.join(" ")));
+    }
+    if r.failed > 0 {
+        line.push_str(&format!("; {} failed", r.failed));
+    }
+    log::info!("{line}");
+}
+
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(" ")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LoopbackError {
+    #[error("tokio runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("netlink connection")]
+    Connect(#[source] std::io::Error),
+    #[error("find link `lo`")]
+    Find(#[source] rtnetlink::Error),
+    #[error("no link `lo`")]
+    Missing,
+    #[error("set `lo` up")]
+    Up(#[source] rtnetlink::Error),
+}
+
+/// `lo` up over rtnetlink; the kernel gives it 127.0.0.1 and ::1 as it comes up.
+fn loopback_up() -> Result<(), LoopbackError> {
+    use futures::TryStreamExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(LoopbackError::Runtime)?;
+    rt.block_on(async {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(LoopbackError::Connect)?;
+        tokio::spawn(conn);
+        let link = handle
+            .link()
+            .get()
+            .match_name("lo".to_string())
+            .execute()
+            .try_next()
+            .await
+            .map_err(LoopbackError::Find)?
+            .ok_or(LoopbackError::Missing)?;
+        handle
+            .link()
+            .set(
+                rtnetlink::LinkUnspec::new_with_index(link.header.index)
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(LoopbackError::Up)
+    })?;
+    log::debug!("loopback up");
+    Ok(())
+}
+
+/// A child of PID 1 that it watches: onboot, onshutdown, the supervisor.
+struct Child {
+    what: &'static str,
+    waiter: Waiter,
+    pidfd: Option<PidFd>,
+    started: Instant,
+}
+
+enum Event {
+    Exited(ExitStatus),
+    Signal(Request),
+    Timeout,
+}
+
+struct Init<'a> {
+    g: &'a Global,
+    sigfd: SignalFd,
+    /// A shutdown asked for while PID 1 could not act on it yet.
+    pending: Option<Request>,
+}
+
+impl Init<'_> {
+    /// `/proc/self/exe` with PID 1's global options and `args`.
+    fn lkinit(&self, args: &[&str]) -> Command {
+        let g = self.g;
+        let mut c = Command::new("/proc/self/exe");
+        c.arg0("lkinit");
+        if g.quiet {
+            c.arg("-q");
+        }
+        if g.verbose {
+            c.arg("-v");
+        }
+        c.arg("--runtime").arg(&g.runtime);
+        if let Some(r) = &g.runtime_root {
+            c.arg("--runtime-root").arg(r);
+        }
+        c.arg("--sock").arg(&g.sock);
+        c.arg("--state-dir").arg(&g.state_dir);
+        c.args(args);
+        // Output goes to the console; nothing reads it.
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn spawn(&self, what: &'static str, args: &[&str]) -> Option<Child> {
+        match reaper::global().spawn(&mut self.lkinit(args)) {
+            Ok((child, waiter)) => {
+                let pidfd = PidFd::open(child.id() as i32).ok();
+                Some(Child {
+                    what,
+                    waiter,
+                    pidfd,
+                    started: Instant::now(),
+                })
+            }
+            Err(e) => {
+                log::error!("{what}: cannot start: {e}");
+                None
+            }
+        }
+    }
+
+    fn read_request(&self) -> Option<Request> {
+        let si = self.sigfd.read_signal().ok()??;
+        let signal = Signal::try_from(si.ssi_signo as i32).ok()?;
+        let action = action_for(signal)?;
+        Some(Request {
+            action,
+            signal,
+            from: si.ssi_pid,
+        })
+    }
+
+    /// Waits for a signal, the end of `child`, or `timeout`.
+    fn wait(&self, child: Option<&Child>, timeout: Option<Duration>) -> Event {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(c) = child
+                && let Some(st) = c.waiter.try_status()
+            {
+                return Event::Exited(st);
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(l) => PollTimeout::try_from(l).unwrap_or(PollTimeout::MAX),
+                    None => return Event::Timeout,
+                },
+                None => PollTimeout::NONE,
+            };
+            let mut fds = vec![PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN)];
+            let child_fd = child.and_then(|c| c.pidfd.as_ref());
+            if let Some(p) = child_fd {
+                fds.push(PollFd::new(p.as_owned_fd().as_fd(), PollFlags::POLLIN));
+            }
+            let (sig_ready, child_ready) = match poll(&mut fds, left) {
+                Ok(_) => (
+                    fds[0].revents().is_some_and(|r| !r.is_empty()),
+                    fds.get(1)
+                        .and_then(|f| f.revents())
+                        .is_some_and(|r| !r.is_empty()),
+                ),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    log::error!("poll: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    (false, false)
+                }
+            };
+            if sig_ready && let Some(req) = self.read_request() {
+                return Event::Signal(req);
+            }
+            if let Some(c) = child
+                && (child_ready || c.pidfd.is_none())
+            {
+                // It has exited; the reaper hands the status over as soon as it reaps.
+                if child_ready {
+                    return Event::Exited(c.waiter.wait());
+                }
+                if let Some(st) = c.waiter.wait_timeout(Duration::from_millis(200)) {
+                    return Event::Exited(st);
+                }
+            }
+        }
+    }
+
+    /// Stops `child` with SIGTERM, SIGKILL after `grace`; returns its status.
+    fn stop(&self, c: &Child, grace: Duration) -> ExitStatus {
+        let signal = |s: Signal| match &c.pidfd {
+            Some(fd) => {
+                let _ = fd.signal(s);
+            }
+            None => {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.waiter.pid()), s);
+            }
+        };
+        signal(Signal::SIGTERM);
+        if let Some(st) = c.waiter.wait_timeout(grace) {
+            return st;
+        }
+        log::warn!(
+            "{} did not stop within {}s: SIGKILL",
+            c.what,
+            grace.as_secs()
+        );
+        signal(Signal::SIGKILL);
+        c.waiter.wait()
+    }
+
+    /// onboot in the foreground. A shutdown asked for meanwhile waits until it ends (its
+    /// bundles prepare the system and are not cut half way); asked again, onboot is stopped.
+    fn onboot(&mut self) {
+        log::info!("onboot: starting");
+        let Some(child) = self.spawn("onboot", &["onboot"]) else {
+            return;
+        };
+        loop {
+            match self.wait(Some(&child), None) {
+                Event::Exited(st) => {
+                    log::info!(
+                        "onboot: finished in {} ms: {st}",
+                        child.started.elapsed().as_millis()
+                    );
+                    return;
+                }
+                Event::Signal(req) if self.pending.is_none() => {
+                    log::info!("{req}, once onboot has finished (ask again to stop onboot now)");
+                    self.pending = Some(req);
+                }
+                Event::Signal(req) => {
+                    log::warn!("{req}: stopping onboot now");
+                    let st = self.stop(&child, Duration::from_secs(5));
+                    log::info!("onboot: stopped: {st}");
+                    self.pending = Some(req);
+                    return;
+                }
+                Event::Timeout => {}
+            }
+        }
+    }
+
+    fn start_supervisor(&self) -> Option<Child> {
+        let c = self.spawn("supervisor", &["system-init"])?;
+        log::info!("supervisor started (pid {})", c.waiter.pid());
+        Some(c)
+    }
+
+    fn main_loop(mut self) -> ! {
+        let mut supervisor = self.start_supervisor();
+        let mut delay = RESTART_FIRST;
+        let mut restart_at: Option<Instant> = None;
+        loop {
+            let timeout = restart_at.map(|t| t.saturating_duration_since(Instant::now()));
+            match self.wait(supervisor.as_ref(), timeout) {
+                Event::Signal(req) => {
+                    log::info!("{req}");
+                    self.shutdown(req, supervisor.take());
+                }
+                Event::Exited(st) => {
+                    let ran = supervisor.as_ref().map(|c| c.started.elapsed());
+                    if ran.is_some_and(|r| r >= RESTART_RESET_AFTER) {
+                        delay = RESTART_FIRST;
+                    }
+                    log::error!(
+                        "supervisor exited: {st}; starting it again in {}s",
+                        delay.as_secs()
+                    );
+                    supervisor = None;
+                    restart_at = Some(Instant::now() + delay);
+                    delay = (delay * 2).min(RESTART_MAX);
+                }
+                Event::Timeout => {
+                    restart_at = None;
+                    supervisor = self.start_supervisor();
+                    if supervisor.is_none() {
+                        restart_at = Some(Instant::now() + delay);
+                        delay = (delay * 2).min(RESTART_MAX);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The ordered shutdown. Further requests are noted and ignored.
+    fn shutdown(&mut self, req: Request, supervisor: Option<Child>) -> ! {
+        log::info!("shutting down to {}", req.action.as_str());
+        log::info!("onshutdown: starting");
+        if let Some(c) = self.spawn("onshutdown", &["onshutdown"]) {
+            let deadline = Instant::now() + ONSHUTDOWN_LIMIT;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.wait(Some(&c), Some(left)) {
+                    Event::Exited(st) => {
+                        log::info!(
+                            "onshutdown: finished in {} ms: {st}",
+                            c.started.elapsed().as_millis()
+                        );
+                        break;
+                    }
+                    Event::Signal(r) => log::info!("{r}: already shutting down"),
+                    Event::Timeout => {
+                        log::error!(
+                            "onshutdown: still running after {}s, stopping it",
+                            ONSHUTDOWN_LIMIT.as_secs()
+                        );
+                        let st = self.stop(&c, Duration::from_secs(2));
+                        log::info!("onshutdown: stopped: {st}");
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(s) = supervisor {
+            if let Some(st) = s.waiter.try_status() {
+                log::info!("supervisor had exited: {st}");
+            } else {
+                log::info!("stopping the supervisor (pid {})", s.waiter.pid());
+                let st = self.stop(&s, SUPERVISOR_STOP_LIMIT);
+                log::info!("supervisor stopped: {st}");
+            }
+        }
+        shutdown::finish(req.action, KILL_GRACE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_prefix_looks_like_the_kernels() {
+        let p = uptime_prefix();
+        assert!(p.starts_with('[') && p.ends_with("] "), "{p}");
+        let inner = p.trim_start_matches('[').trim_end_matches("] ").trim();
+        let (s, us) = inner.split_once('.').unwrap();
+        assert!(s.parse::<u64>().is_ok(), "{p}");
+        assert_eq!(us.len(), 6, "{p}");
+    }
+
+    #[test]
+    fn every_shutdown_signal_is_in_the_blocked_set() {
+        let set = signal_set();
+        for s in [
+            Signal::SIGUSR2,
+            Signal::SIGTERM,
+            Signal::SIGUSR1,
+            Signal::SIGINT,
+        ] {
+            assert!(set.contains(s), "{s:?}");
+        }
+        assert!(!set.contains(Signal::SIGCHLD), "SIGCHLD is the reaper's");
+    }
+}
