@@ -147,7 +147,7 @@ pub fn run(g: &Global) -> ! {
     if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
         log::warn!("cannot turn Ctrl-Alt-Del into a signal: {e}");
     }
-    let sigfd = match SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC) {
+    let sigfd = match SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK) {
         Ok(fd) => fd,
         Err(e) => fatal(&format!("signalfd: {e}")),
     };
@@ -445,6 +445,13 @@ impl Init<'_> {
         loop {
             match self.wait(Some(&child), None) {
                 Event::Exited(st) => {
+                    // A request that came with the end of onboot is still onboot's.
+                    if self.pending.is_none()
+                        && let Some(req) = self.read_request()
+                    {
+                        log::info!("{req}, once onboot has finished");
+                        self.pending = Some(req);
+                    }
                     log::info!(
                         "onboot: finished in {} ms: {st}",
                         child.started.elapsed().as_millis()

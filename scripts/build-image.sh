@@ -1,0 +1,170 @@
+#!/bin/sh
+# Builds a bootable image from the bundles of examples/ (or --containers DIR): Debian's
+# kernel and an initramfs holding busybox, runc and the libraries it needs, lkinit as
+# /sbin/init (and /init, /usr/bin/service, onboot, onshutdown), the kernel modules of
+# $MODULES with /etc/modules, and the bundles under /containers/{onboot,services,onshutdown}.
+#
+# Usage: scripts/build-image.sh [--lkinit BIN] [--containers DIR] [--out DIR] [--cache DIR]
+#   --lkinit      lkinit binary (default: cargo build --release, target/release/lkinit)
+#   --containers  directory with onboot/ services/ onshutdown/ (default: examples)
+#   --out         where vmlinuz and initrd.img go (default: target/image)
+#   --cache       downloaded kernel package, unpacked (default: target/image-cache)
+# Environment: MODULES (one /etc/modules line each, `;`-separated), COMPRESS (none, gzip,
+# zstd: the initramfs; default none, fastest to unpack under emulation), HOSTNAME_IN_IMAGE.
+# Needs (Debian): apt, dpkg, kmod, cpio, busybox-static, runc; xz-utils/zstd when the
+# kernel's modules are compressed.
+set -eu
+here=$(cd "$(dirname "$0")/.." && pwd)
+lkinit= containers=$here/examples out=$here/target/image cache=$here/target/image-cache
+while [ $# -gt 0 ]; do
+    case $1 in
+    --lkinit) lkinit=$2; shift 2 ;;
+    --containers) containers=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --cache) cache=$2; shift 2 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+MODULES=${MODULES:-"overlay;veth;dummy numdummies=0;bridge"}
+COMPRESS=${COMPRESS:-none}
+log() { echo "build-image: $*" >&2; }
+need() { command -v "$1" >/dev/null 2>&1 || { log "$1 is needed ($2)"; exit 1; }; }
+need apt-get apt; need dpkg-deb dpkg; need depmod kmod; need modprobe kmod; need cpio cpio
+need busybox busybox-static; need runc runc
+
+if [ -z "$lkinit" ]; then
+    (cd "$here" && cargo build --release --quiet)
+    lkinit=$here/target/release/lkinit
+fi
+[ -x "$lkinit" ] || { log "no lkinit binary at $lkinit"; exit 1; }
+
+# --- the kernel: Debian's linux-image-amd64, downloaded once into the cache ---------------
+mkdir -p "$cache"
+cache=$(cd "$cache" && pwd)
+kdir=$cache/kernel
+(
+    # Several builds may share the cache.
+    flock 9
+    if [ ! -f "$kdir/release" ]; then
+        cd "$cache"
+        download() {
+            apt-get download "$1" >/dev/null 2>&1 || {
+                log "apt-get download $1 failed; updating the package lists"
+                apt-get update -qq && apt-get download "$1" >/dev/null
+            }
+        }
+        download linux-image-amd64
+        meta=$(ls -t linux-image-amd64_*.deb | head -n1)
+        # The meta package depends on the versioned one, e.g. linux-image-6.1.0-56-amd64.
+        pkg=$(dpkg-deb -f "$meta" Depends | tr ',' '\n' | sed -n 's/^ *\(linux-image-[0-9][^ ]*\).*/\1/p' | head -n1)
+        [ -n "$pkg" ] || { log "cannot tell the kernel package from $meta"; exit 1; }
+        download "$pkg"
+        rm -rf "$kdir.tmp" && mkdir -p "$kdir.tmp"
+        dpkg-deb -x "$(ls -t "${pkg}"_*.deb | head -n1)" "$kdir.tmp"
+        release=$(ls "$kdir.tmp/lib/modules" | head -n1)
+        # The package leaves modules.dep to its postinst.
+        depmod -b "$kdir.tmp" "$release"
+        cp "$kdir.tmp/boot/vmlinuz-$release" "$kdir.tmp/vmlinuz"
+        echo "$release" >"$kdir.tmp/release"
+        rm -rf "$kdir" && mv "$kdir.tmp" "$kdir"
+        log "kernel $release unpacked in $kdir"
+    fi
+) 9>"$cache/.lock"
+release=$(cat "$kdir/release")
+
+# --- the root file system ------------------------------------------------------------------
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+root=$out/rootfs
+rm -rf "$root"
+mkdir -p "$root"
+for d in bin sbin usr/bin usr/sbin etc proc sys dev run tmp var root lib/modules \
+    containers/onboot containers/services containers/onshutdown; do
+    mkdir -p "$root/$d"
+done
+chmod 1777 "$root/tmp"
+
+# The shared libraries a binary needs, at the paths ldd names.
+copy_libs() {
+    ldd "$1" 2>/dev/null | awk '/=> \// {print $3} /^\t\// {print $1}' | while read -r lib; do
+        [ -e "$root$lib" ] && continue
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+}
+
+bb=$(command -v busybox)
+cp "$bb" "$root/bin/busybox"
+for a in $("$bb" --list); do
+    [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"
+done
+cp -L "$(command -v runc)" "$root/usr/bin/runc"
+copy_libs "$root/usr/bin/runc"
+# Stripped: the test binary carries its debug information otherwise.
+tmpbin=$out/lkinit.stripped
+if command -v strip >/dev/null 2>&1; then strip -o "$tmpbin" "$lkinit"; else cp "$lkinit" "$tmpbin"; fi
+"$here/scripts/init-layout.sh" "$tmpbin" "$root"
+rm -f "$tmpbin"
+copy_libs "$root/usr/bin/service"
+
+echo "${HOSTNAME_IN_IMAGE:-lkinit}" >"$root/etc/hostname"
+echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
+printf 'root:x:0:\ntty:x:5:\n' >"$root/etc/group"
+mknod -m 600 "$root/dev/console" c 5 1 2>/dev/null || log "cannot make dev/console (not root?)"
+
+# --- kernel modules: those of $MODULES and their dependencies, uncompressed ----------------
+# Debian's 6.1 kernel ships them uncompressed and cannot decompress in the kernel (no
+# CONFIG_MODULE_DECOMPRESS); a compressed module is unpacked here.
+mdir=$root/lib/modules/$release
+mkdir -p "$mdir"
+: >"$root/etc/modules"
+echo "$MODULES" | tr ';' '\n' | while read -r name params; do
+    [ -n "$name" ] || continue
+    echo "$name${params:+ $params}" >>"$root/etc/modules"
+    modprobe -d "$kdir" -S "$release" --show-depends "$name" | while read -r kind path _; do
+        [ "$kind" = insmod ] || continue
+        rel=${path#"$kdir/lib/modules/$release/"}
+        dest=$mdir/$rel
+        mkdir -p "$(dirname "$dest")"
+        case $rel in
+        *.ko.xz) xz -dc "$path" >"${dest%.xz}" ;;
+        *.ko.zst) zstd -qdc "$path" >"${dest%.zst}" ;;
+        *.ko.gz) gzip -dc "$path" >"${dest%.gz}" ;;
+        *) cp "$path" "$dest" ;;
+        esac
+    done
+done
+for f in modules.builtin modules.builtin.modinfo modules.order; do
+    cp "$kdir/lib/modules/$release/$f" "$mdir/" 2>/dev/null || true
+done
+depmod -b "$root" "$release"
+
+# --- the bundles ---------------------------------------------------------------------------
+for phase in onboot services onshutdown; do
+    [ -d "$containers/$phase" ] || continue
+    set -- "$containers/$phase"/*
+    [ -e "$1" ] || continue
+    "$here/examples/build-rootfs.sh" "$@" >/dev/null
+    for b in "$@"; do
+        [ -f "$b/config.json" ] || continue
+        name=$(basename "$b")
+        mkdir -p "$root/containers/$phase/$name"
+        # A leftover tmp/ of a run on the host is not part of the bundle.
+        (cd "$b" && tar --exclude=./tmp -cf - .) | (cd "$root/containers/$phase/$name" && tar -xf -)
+    done
+done
+# One busybox in memory, not one per bundle.
+find "$root/containers" -path '*/bin/busybox' -type f | while read -r f; do
+    cmp -s "$f" "$root/bin/busybox" && ln -f "$root/bin/busybox" "$f"
+done
+
+# --- kernel and initramfs ------------------------------------------------------------------
+cp "$kdir/vmlinuz" "$out/vmlinuz"
+case $COMPRESS in
+none) filter=cat ;;
+gzip) filter="gzip -1" ;;
+zstd) filter="zstd -q -3" ;;
+*) log "COMPRESS must be none, gzip or zstd"; exit 2 ;;
+esac
+(cd "$root" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet) | $filter >"$out/initrd.img"
+log "kernel $release: $out/vmlinuz; initramfs: $out/initrd.img ($(du -h "$out/initrd.img" | cut -f1))"

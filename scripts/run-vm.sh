@@ -1,0 +1,17 @@
+#!/bin/sh
+# Builds the example image (scripts/build-image.sh, same arguments) and boots it under QEMU
+# without KVM (TCG), the serial console on this terminal. The example services power the
+# machine off after a few seconds; Ctrl-A X quits QEMU at any time.
+# Environment: NO_BUILD=1 boots the last image; IMAGE (default target/image), MEM (default
+# 512M), APPEND (more kernel parameters).
+set -eu
+here=$(cd "$(dirname "$0")/.." && pwd)
+image=${IMAGE:-$here/target/image}
+[ -n "${NO_BUILD:-}" ] || "$here/scripts/build-image.sh" --out "$image" "$@"
+command -v qemu-system-x86_64 >/dev/null 2>&1 || {
+    echo "run-vm: qemu-system-x86_64 is needed: apt-get install qemu-system-x86" >&2; exit 1; }
+# -no-reboot: a reboot ends QEMU too; panic=-1: a kernel panic reboots at once, so a failed
+# boot never hangs.
+exec qemu-system-x86_64 -accel tcg -m "${MEM:-512M}" -smp 1 -nographic -no-reboot -nic none \
+    -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
+    -append "console=ttyS0 panic=-1 quiet ${APPEND:-}"

@@ -1,0 +1,294 @@
+//! The whole life of a system: the example image (Debian's kernel, an initramfs built by
+//! scripts/build-image.sh with this build of lkinit as init and the bundles of examples/)
+//! boots in QEMU without KVM, and its console is checked from the first lkinit line to the
+//! kernel's power-down line.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const LKINIT: &str = env!("CARGO_BIN_EXE_lkinit");
+
+/// Whether `lkinit system-init` (the service supervisor) is in this build. While it is
+/// not, services cannot start, so the image gets one more onboot bundle that asks PID 1
+/// to power off, and the service assertions are skipped. EXPECTATION, to switch on with
+/// the supervisor: the example services start after onboot, `poweroff` signals PID 1, and
+/// both report their SIGTERM when the supervisor stops them at shutdown.
+const SUPERVISOR_BUILT: bool = false;
+
+/// Generous: a TCG boot takes well under a minute here, CI machines may be slower.
+const BOOT_LIMIT: Duration = Duration::from_secs(420);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs what the image build and the boot need, as CI starts from a bare machine.
+fn ensure_tools() {
+    let wanted = [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("cpio", "cpio"),
+        ("depmod", "kmod"),
+        ("busybox", "busybox-static"),
+        ("runc", "runc"),
+        ("strip", "binutils"),
+    ];
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(cmd, _)| !have(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let install = |update: bool| {
+        let mut s = String::new();
+        if update {
+            s.push_str("apt-get update -qq && ");
+        }
+        s.push_str(
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ",
+        );
+        s.push_str(&missing.join(" "));
+        Command::new("sh")
+            .args(["-c", &s])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(
+        install(false) || install(true),
+        "cannot install {missing:?}"
+    );
+}
+
+fn sh(cmd: &mut Command) {
+    let st = cmd.status().expect("runs");
+    assert!(st.success(), "{cmd:?}: {st}");
+}
+
+/// A bundle made from an example's config.json with other arguments, in the host's pid
+/// namespace.
+fn host_pid_bundle(dir: &Path, args: &[&str]) {
+    let mut c: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("examples/onboot/000-hello/config.json")).unwrap(),
+    )
+    .unwrap();
+    c["process"]["args"] = serde_json::json!(args);
+    c["hostname"] = serde_json::json!("zz-poweroff");
+    let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+    ns.retain(|n| n["type"] != "pid");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&c).unwrap(),
+    )
+    .unwrap();
+}
+
+/// QEMU, killed when the test ends however it ends.
+struct Vm(Child);
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Where `needle` first appears in `hay` at or after `from`; fails the test with the console
+/// otherwise.
+fn find(console: &str, needle: &str, from: usize) -> usize {
+    match console[from..].find(needle) {
+        Some(i) => from + i,
+        None => panic!("`{needle}` missing (after byte {from}) on the console"),
+    }
+}
+
+fn line_with<'a>(console: &'a str, needle: &str) -> &'a str {
+    console
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with `{needle}` on the console"))
+}
+
+#[test]
+fn example_image_boots_runs_and_powers_off() {
+    ensure_tools();
+    let tmp = tempfile::Builder::new()
+        .prefix("lkinit-vm")
+        .tempdir()
+        .unwrap();
+    let containers = tmp.path().join("containers");
+    std::fs::create_dir_all(&containers).unwrap();
+    for phase in ["onboot", "services", "onshutdown"] {
+        sh(Command::new("cp")
+            .arg("-a")
+            .arg(repo().join("examples").join(phase))
+            .arg(&containers));
+    }
+    let onboot_names: Vec<String> = {
+        let mut v: Vec<String> = std::fs::read_dir(containers.join("onboot"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join("config.json").exists())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    if !SUPERVISOR_BUILT {
+        host_pid_bundle(
+            &containers.join("onboot/zz-poweroff"),
+            &[
+                "sh",
+                "-c",
+                "echo 'zz-poweroff: SIGUSR2 to pid 1'; kill -USR2 1",
+            ],
+        );
+    }
+    let image = tmp.path().join("image");
+    sh(Command::new(repo().join("scripts/build-image.sh"))
+        .arg("--lkinit")
+        .arg(LKINIT)
+        .arg("--containers")
+        .arg(&containers)
+        .arg("--out")
+        .arg(&image));
+
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-m", "512M", "-smp", "1", "-nographic"])
+        .args(["-no-reboot", "-nic", "none", "-kernel"])
+        .arg(image.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(image.join("initrd.img"))
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qemu-system-x86_64 starts");
+    let out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut vm = Vm(child);
+    let console = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let console = console.clone();
+        std::thread::spawn(move || {
+            let mut out = out;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                console.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = vm.0.try_wait().unwrap() {
+            break Some(st);
+        }
+        if start.elapsed() > BOOT_LIMIT {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = reader.join();
+    let mut qemu_err = String::new();
+    let _ = err.read_to_string(&mut qemu_err);
+    let console = String::from_utf8_lossy(&console.lock().unwrap()).into_owned();
+    eprintln!(
+        "--- console ({:.1}s)\n{console}\n--- qemu stderr\n{qemu_err}",
+        start.elapsed().as_secs_f64()
+    );
+    let status = status.unwrap_or_else(|| panic!("the VM still ran after {BOOT_LIMIT:?}"));
+    assert!(status.success(), "qemu: {status}");
+
+    // No panic, no fatal error of PID 1.
+    assert!(!console.contains("Kernel panic"));
+    assert!(!console.contains("fatal:"), "PID 1 reported a fatal error");
+
+    // The root left the initramfs (or runc could not pivot_root), and the early mounts are
+    // in the mount table PID 1 read back.
+    let mut at = find(&console, "moved the root from the initramfs to a tmpfs", 0);
+    at = find(&console, "lkinit: early mounts: ", at);
+    let mounts = line_with(&console, "lkinit: early mounts: ");
+    for m in [
+        "/ tmpfs shared",
+        "/proc proc",
+        "/sys sysfs",
+        "/dev devtmpfs",
+        "/dev/pts devpts",
+        "/dev/shm tmpfs",
+        "/dev/mqueue mqueue",
+        "/sys/fs/cgroup cgroup2",
+        "/run tmpfs",
+        "/tmp tmpfs",
+        "/var tmpfs",
+    ] {
+        assert!(
+            mounts.contains(&format!(" {m},")) || mounts.ends_with(&format!(" {m}")),
+            "`{m}` not in: {mounts}"
+        );
+    }
+    let modules = line_with(&console, "lkinit: modules: loaded ");
+    for m in ["overlay", "veth", "dummy", "bridge"] {
+        assert!(modules.contains(m), "{m} not loaded: {modules}");
+    }
+    assert!(console.contains("lkinit: hostname: lkinit"));
+
+    // Every onboot bundle ran, in name order, and succeeded.
+    at = find(&console, "lkinit: onboot: starting", at);
+    for name in &onboot_names {
+        at = find(&console, &format!("\n{name}: exit code 0"), at);
+    }
+    if SUPERVISOR_BUILT {
+        at = find(&console, "lkinit: onboot: finished", at);
+        at = find(&console, "lkinit: supervisor started", at);
+        // The services started after onboot, and one asked PID 1 to power off (what the
+        // container and PID 1 print reaches the console in either order).
+        find(&console, "greeter: started at uptime", at);
+        let asked = find(&console, "poweroff: started at uptime", at);
+        find(&console, "poweroff: SIGUSR2 to pid 1", asked);
+        at = find(&console, "lkinit: SIGUSR2 from pid ", asked);
+        assert!(line_with(&console, "lkinit: SIGUSR2 from pid ").ends_with(": power off"));
+    } else {
+        // The fallback bundle asked while onboot still ran: the request waits for onboot.
+        let said = find(&console, "lkinit: SIGUSR2 from pid ", at);
+        assert!(
+            line_with(&console, "lkinit: SIGUSR2 from pid ")
+                .contains(": power off, once onboot has finished")
+        );
+        find(&console, "zz-poweroff: SIGUSR2 to pid 1", at);
+        let reported = find(&console, "\nzz-poweroff: exit code 0", at);
+        at = find(&console, "lkinit: onboot: finished", said.max(reported));
+        at = find(&console, "not starting the supervisor", at);
+    }
+
+    // The ordered shutdown.
+    at = find(&console, "lkinit: shutting down to power off", at);
+    at = find(&console, "lkinit: onshutdown: starting", at);
+    at = find(&console, "goodbye from onshutdown", at);
+    at = find(&console, "000-goodbye: exit code 0", at);
+    at = find(&console, "lkinit: onshutdown: finished", at);
+    if SUPERVISOR_BUILT {
+        let stop = find(&console, "lkinit: stopping the supervisor", at);
+        find(&console, "greeter: stopping on SIGTERM", stop);
+        find(&console, "poweroff: stopping on SIGTERM", stop);
+        at = find(&console, "lkinit: supervisor stopped: exit code 0", stop);
+    }
+    at = find(&console, "lkinit: unmounted ", at);
+    at = find(&console, "lkinit: power off", at);
+    find(&console, "reboot: Power down", at);
+}
