@@ -91,6 +91,8 @@ pub fn leave_initramfs() -> Result<(), SwitchError> {
     if !on_initramfs(&info) {
         return Ok(());
     }
+    // The time since boot on this line is the kernel's share of the boot.
+    log::info!("started on the initramfs; moving the root to a tmpfs");
     let exe = fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/sbin/init"));
     let args: Vec<OsString> = std::env::args_os().collect();
     // The copy must not see /proc (another file system anyway); the new run mounts it again.
