@@ -19,6 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -154,7 +155,7 @@ static REAPER: OnceLock<Reaper> = OnceLock::new();
 
 /// Blocks SIGCHLD in the calling thread; call first thing in `main`, before any thread
 /// exists, so every later thread inherits the mask and only the reaper thread sees it.
-/// Children get a clean mask from std's spawn.
+/// std's spawn does not reset the mask of a child: [`Reaper::spawn`] does.
 pub fn block_sigchld() {
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
@@ -233,7 +234,18 @@ impl Reaper {
     }
 
     /// Spawns `cmd` and claims its exit status. Never call `wait` on the returned `Child`.
+    /// The child starts with no signal blocked: what lkinit blocks (SIGCHLD here, the
+    /// shutdown signals in PID 1) is its own business, and a child that inherited it would
+    /// never see its SIGTERM or SIGCHLD.
     pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, Waiter)> {
+        // SAFETY: the closure runs between fork and exec and only calls sigprocmask, which
+        // is async-signal-safe and allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+                    .map_err(io::Error::from)
+            });
+        }
         let mut reg = self.lock();
         let child = cmd.spawn()?;
         let w = Self::register(&mut reg, child.id() as i32);
@@ -332,6 +344,25 @@ impl AsRawFd for PidFd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whatever the spawning thread blocks, the child starts with an empty mask.
+    #[test]
+    fn children_start_with_no_signal_blocked() {
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGTERM);
+        set.add(Signal::SIGCHLD);
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).unwrap();
+        let mut cmd = Command::new("grep");
+        cmd.args(["SigBlk:", "/proc/self/status"])
+            .stdout(std::process::Stdio::piped());
+        // Only the output is read: a unit test's other threads do not block SIGCHLD, so the
+        // reaper thread may never hear of this child's end.
+        let (mut child, _w) = global().spawn(&mut cmd).unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).unwrap();
+        assert_eq!(out.trim(), "SigBlk:\t0000000000000000");
+    }
 
     #[test]
     fn exit_status_codes() {
