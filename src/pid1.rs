@@ -52,6 +52,8 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 const RESTART_FIRST: Duration = Duration::from_secs(1);
 const RESTART_MAX: Duration = Duration::from_secs(30);
 const RESTART_RESET_AFTER: Duration = Duration::from_secs(30);
+/// How often a child without a pidfd is looked at.
+const CHILD_POLL: Duration = Duration::from_millis(200);
 
 /// Time since boot (CLOCK_MONOTONIC, the clock of the kernel's own log lines).
 pub fn uptime() -> Duration {
@@ -369,11 +371,19 @@ impl Init<'_> {
             {
                 return Event::Exited(st);
             }
-            let left = match deadline {
+            let mut left = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(l) => PollTimeout::try_from(l).unwrap_or(PollTimeout::MAX),
+                    Some(l) => Some(l),
                     None => return Event::Timeout,
                 },
+                None => None,
+            };
+            // Without a pidfd the child's end is only seen by looking again.
+            if child.is_some_and(|c| c.pidfd.is_none()) {
+                left = Some(left.map_or(CHILD_POLL, |l| l.min(CHILD_POLL)));
+            }
+            let left = match left {
+                Some(l) => PollTimeout::try_from(l).unwrap_or(PollTimeout::MAX),
                 None => PollTimeout::NONE,
             };
             let mut fds = vec![PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN)];
@@ -399,15 +409,10 @@ impl Init<'_> {
                 return Event::Signal(req);
             }
             if let Some(c) = child
-                && (child_ready || c.pidfd.is_none())
+                && child_ready
             {
                 // It has exited; the reaper hands the status over as soon as it reaps.
-                if child_ready {
-                    return Event::Exited(c.waiter.wait());
-                }
-                if let Some(st) = c.waiter.wait_timeout(Duration::from_millis(200)) {
-                    return Event::Exited(st);
-                }
+                return Event::Exited(c.waiter.wait());
             }
         }
     }
