@@ -3,8 +3,8 @@ use lkinit::cli::{Cli, Command, Global, normalize_args};
 use lkinit::container::Ctx;
 use lkinit::nsenter;
 use lkinit::onboot::{self, Phase};
-use lkinit::supervisor;
 use lkinit::pid1;
+use lkinit::supervisor;
 use std::io::Write;
 use std::time::Duration;
 

@@ -4,19 +4,12 @@
 //! kernel's power-down line.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const LKINIT: &str = env!("CARGO_BIN_EXE_lkinit");
-
-/// Whether `lkinit system-init` (the service supervisor) is in this build. While it is
-/// not, services cannot start, so the image gets one more onboot bundle that asks PID 1
-/// to power off, and the service assertions are skipped. EXPECTATION, to switch on with
-/// the supervisor: the example services start after onboot, `poweroff` signals PID 1, and
-/// both report their SIGTERM when the supervisor stops them at shutdown.
-const SUPERVISOR_BUILT: bool = false;
 
 /// Generous: a TCG boot takes well under a minute here, CI machines may be slower.
 const BOOT_LIMIT: Duration = Duration::from_secs(420);
@@ -76,25 +69,6 @@ fn sh(cmd: &mut Command) {
     assert!(st.success(), "{cmd:?}: {st}");
 }
 
-/// A bundle made from an example's config.json with other arguments, in the host's pid
-/// namespace.
-fn host_pid_bundle(dir: &Path, args: &[&str]) {
-    let mut c: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(repo().join("examples/onboot/000-hello/config.json")).unwrap(),
-    )
-    .unwrap();
-    c["process"]["args"] = serde_json::json!(args);
-    c["hostname"] = serde_json::json!("zz-poweroff");
-    let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
-    ns.retain(|n| n["type"] != "pid");
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_vec_pretty(&c).unwrap(),
-    )
-    .unwrap();
-}
-
 /// QEMU, killed when the test ends however it ends.
 struct Vm(Child);
 
@@ -146,16 +120,6 @@ fn example_image_boots_runs_and_powers_off() {
         v.sort();
         v
     };
-    if !SUPERVISOR_BUILT {
-        host_pid_bundle(
-            &containers.join("onboot/zz-poweroff"),
-            &[
-                "sh",
-                "-c",
-                "echo 'zz-poweroff: SIGUSR2 to pid 1'; kill -USR2 1",
-            ],
-        );
-    }
     let image = tmp.path().join("image");
     sh(Command::new(repo().join("scripts/build-image.sh"))
         .arg("--lkinit")
@@ -253,28 +217,15 @@ fn example_image_boots_runs_and_powers_off() {
     for name in &onboot_names {
         at = find(&console, &format!("\n{name}: exit code 0"), at);
     }
-    if SUPERVISOR_BUILT {
-        at = find(&console, "lkinit: onboot: finished", at);
-        at = find(&console, "lkinit: supervisor started", at);
-        // The services started after onboot, and one asked PID 1 to power off (what the
-        // container and PID 1 print reaches the console in either order).
-        find(&console, "greeter: started at uptime", at);
-        let asked = find(&console, "poweroff: started at uptime", at);
-        find(&console, "poweroff: SIGUSR2 to pid 1", asked);
-        at = find(&console, "lkinit: SIGUSR2 from pid ", asked);
-        assert!(line_with(&console, "lkinit: SIGUSR2 from pid ").ends_with(": power off"));
-    } else {
-        // The fallback bundle asked while onboot still ran: the request waits for onboot.
-        let said = find(&console, "lkinit: SIGUSR2 from pid ", at);
-        assert!(
-            line_with(&console, "lkinit: SIGUSR2 from pid ")
-                .contains(": power off, once onboot has finished")
-        );
-        find(&console, "zz-poweroff: SIGUSR2 to pid 1", at);
-        let reported = find(&console, "\nzz-poweroff: exit code 0", at);
-        at = find(&console, "lkinit: onboot: finished", said.max(reported));
-        at = find(&console, "not starting the supervisor", at);
-    }
+    at = find(&console, "lkinit: onboot: finished", at);
+    at = find(&console, "lkinit: supervisor started", at);
+    // The services started after onboot, and one asked PID 1 to power off (what the
+    // container and PID 1 print reaches the console in either order).
+    find(&console, "greeter: started at uptime", at);
+    let asked = find(&console, "poweroff: started at uptime", at);
+    find(&console, "poweroff: SIGUSR2 to pid 1", asked);
+    at = find(&console, "lkinit: SIGUSR2 from pid ", asked);
+    assert!(line_with(&console, "lkinit: SIGUSR2 from pid ").ends_with(": power off"));
 
     // The ordered shutdown.
     at = find(&console, "lkinit: shutting down to power off", at);
@@ -282,12 +233,16 @@ fn example_image_boots_runs_and_powers_off() {
     at = find(&console, "goodbye from onshutdown", at);
     at = find(&console, "000-goodbye: exit code 0", at);
     at = find(&console, "lkinit: onshutdown: finished", at);
-    if SUPERVISOR_BUILT {
-        let stop = find(&console, "lkinit: stopping the supervisor", at);
-        find(&console, "greeter: stopping on SIGTERM", stop);
-        find(&console, "poweroff: stopping on SIGTERM", stop);
-        at = find(&console, "lkinit: supervisor stopped: exit code 0", stop);
-    }
+    // The supervisor stopped the services (both report their SIGTERM) and exited 0.
+    let stop = find(&console, "lkinit: stopping the supervisor", at);
+    let greeter = find(&console, "greeter: stopping on SIGTERM", stop);
+    let poweroff = find(&console, "poweroff: stopping on SIGTERM", stop);
+    at = find(&console, "lkinit: supervisor stopped: exit code 0", stop);
+    assert!(
+        greeter < at && poweroff < at,
+        "the services outlived the supervisor"
+    );
+    assert!(!console.contains("sending SIGTERM to every process"));
     at = find(&console, "lkinit: unmounted ", at);
     at = find(&console, "lkinit: power off", at);
     find(&console, "reboot: Power down", at);
