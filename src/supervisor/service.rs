@@ -161,15 +161,30 @@ pub enum Boot {
 pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> std::io::Result<Handle> {
     let output = Output::open(sup.state_dir(), &sup.log_dir, name)?;
     let (tx, rx) = mpsc::unbounded_channel();
+    // Until the task has looked at it, the service is as its boot says: a client asking
+    // right away must not read `stopped` for a container that is about to be adopted.
+    let (state, pid, reason) = match &boot {
+        Boot::Start { .. } => (State::Starting, None, None),
+        Boot::Idle => (State::Stopped, None, None),
+        Boot::Failed(r) => (State::Failed, None, Some(r.clone())),
+        Boot::Record(r) => match &r.service {
+            Persisted::Stopped => (State::Stopped, None, None),
+            Persisted::Exited => (State::Exited, None, None),
+            Persisted::Failed { reason } => (State::Failed, None, Some(reason.clone())),
+            Persisted::Restarting | Persisted::Launching => (State::Starting, None, None),
+            Persisted::Running { container } => (State::Running, Some(container.pid), None),
+            Persisted::Stopping { container } => (State::Stopping, Some(container.pid), None),
+        },
+    };
     let (st_tx, st_rx) = watch::channel(Status {
         name: name.to_string(),
-        state: State::Stopped,
-        pid: None,
+        state,
+        pid,
         restarts: 0,
         exit: None,
         exit_unknown: false,
         since: SystemTime::now(),
-        reason: None,
+        reason,
         adopted: false,
         started: None,
         settled: false,
