@@ -172,7 +172,11 @@ pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> std::io::R
             Persisted::Exited => (State::Exited, None, None),
             Persisted::Failed { reason } => (State::Failed, None, Some(reason.clone())),
             Persisted::Restarting | Persisted::Launching => (State::Starting, None, None),
-            Persisted::Running { container } => (State::Running, Some(container.pid), None),
+            Persisted::Running { container } => (
+                State::Starting,
+                Some(container.pid),
+                Some("being adopted from the previous supervisor".to_string()),
+            ),
             Persisted::Stopping { container } => (State::Stopping, Some(container.pid), None),
         },
     };
