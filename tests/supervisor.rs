@@ -467,6 +467,13 @@ fn sigterm_stops_every_service_last_started_first() {
         started("a") < started("b") && started("b") < started("c"),
         "{log}"
     );
+    // Each has set its TERM trap once it said `up`; before that a SIGTERM kills the shell.
+    for n in ["a", "b", "c"] {
+        assert!(
+            eventually(|| env.log(&format!("{n}.out.log")) == "up\n"),
+            "{n} never said up"
+        );
+    }
 
     assert_eq!(sup.terminate(), 0);
     let log = sup.log();
