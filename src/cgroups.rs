@@ -1,6 +1,7 @@
 //! runtime.json `cgroups`: groups made ahead of the container so its config.json (or a later
 //! container's) can name them in `cgroupsPath`. They outlive the container, as in LinuxKit.
 
+use crate::mountinfo::{self, MountEntry};
 use crate::paths::{self, PathError};
 use crate::undo::Undo;
 use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
@@ -82,68 +83,80 @@ pub fn apply(root: &Path, names: &[String], undo: &mut Undo) -> Result<(), Cgrou
     Ok(())
 }
 
-/// One line of `/proc/PID/cgroup`: the hierarchy's controllers (empty for v2) and the path.
-fn cgroup_lines(pid: &str) -> Vec<(String, String)> {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.splitn(3, ':');
-            let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
-            Some((ctl.to_string(), path.to_string()))
+/// A cgroup hierarchy as mounted here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CgroupMount {
+    pub point: PathBuf,
+    /// The directory of the hierarchy that is mounted there.
+    pub root: String,
+    /// v1: its controllers (and `name=`); empty for v2.
+    pub controllers: Vec<String>,
+    pub v2: bool,
+}
+
+/// The cgroup hierarchies in a mount table.
+pub fn cgroup_mounts_in(table: &[MountEntry]) -> Vec<CgroupMount> {
+    table
+        .iter()
+        .filter_map(|e| {
+            let v2 = match e.fstype.as_str() {
+                "cgroup2" => true,
+                "cgroup" => false,
+                _ => return None,
+            };
+            let controllers = if v2 {
+                Vec::new()
+            } else {
+                e.super_options
+                    .split(',')
+                    .filter(|o| !matches!(*o, "rw" | "ro"))
+                    .map(str::to_string)
+                    .collect()
+            };
+            Some(CgroupMount {
+                point: PathBuf::from(&e.mount_point),
+                root: e.root.clone(),
+                controllers,
+                v2,
+            })
         })
         .collect()
 }
 
-/// Mounted cgroup hierarchies: (mount point, root of the mount inside the hierarchy,
-/// controllers or empty for cgroup2).
-fn cgroup_mounts() -> Vec<(PathBuf, String, Vec<String>)> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
+/// The directories (one per mounted hierarchy) of the cgroups listed in `/proc/PID/cgroup`
+/// text, with the controllers of their line; hierarchies not mounted here are skipped.
+pub fn cgroup_dirs(proc_cgroup: &str, mounts: &[CgroupMount]) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
+    for line in proc_cgroup.lines() {
+        let mut f = line.splitn(3, ':');
+        let (Some(id), Some(ctrls), Some(path)) = (f.next(), f.next(), f.next()) else {
             continue;
         };
-        let l: Vec<&str> = left.split(' ').collect();
-        let r: Vec<&str> = right.split(' ').collect();
-        if l.len() < 5 || r.len() < 3 {
-            continue;
+        let found = mounts.iter().find(|m| {
+            if id == "0" && ctrls.is_empty() {
+                return m.v2;
+            }
+            !m.v2
+                && ctrls
+                    .split(',')
+                    .all(|c| m.controllers.iter().any(|x| x == c))
+        });
+        let Some(m) = found else { continue };
+        let rel = if m.root == "/" {
+            Some(path)
+        } else {
+            path.strip_prefix(m.root.as_str())
+                .filter(|r| r.is_empty() || r.starts_with('/'))
+        };
+        if let Some(rel) = rel {
+            out.push((ctrls.to_string(), m.point.join(rel.trim_start_matches('/'))));
         }
-        let ctl = match r[0] {
-            "cgroup2" => Vec::new(),
-            "cgroup" => r[2]
-                .split(',')
-                .filter(|o| !matches!(*o, "rw" | "ro"))
-                .map(str::to_string)
-                .collect(),
-            _ => continue,
-        };
-        out.push((PathBuf::from(unescape(l[4])), unescape(l[3]), ctl));
     }
     out
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-pub(crate) fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+fn proc_cgroup(pid: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default()
 }
 
 /// The `cgroup.procs` file of the cgroup that holds process `pid` (a container's init), to
@@ -152,39 +165,27 @@ pub(crate) fn unescape(s: &str) -> String {
 /// that also holds lkinit itself (or one above it) is never returned: killing its members
 /// would kill far more than the container.
 pub fn procs_file(pid: i32) -> Option<PathBuf> {
-    let theirs = cgroup_lines(&pid.to_string());
-    let ours = cgroup_lines("self");
-    let mounts = cgroup_mounts();
-    let order = ["", "pids", "freezer", "memory"];
-    for want in order {
-        let Some((ctl, path)) = theirs
-            .iter()
-            .find(|(c, _)| c.split(',').any(|x| x == want) || (want.is_empty() && c.is_empty()))
-        else {
-            continue;
-        };
-        let our = ours.iter().find(|(c, _)| c == ctl).map(|(_, p)| p.as_str());
-        if path == "/" || our.is_some_and(|o| o == path || o.starts_with(&format!("{path}/"))) {
-            continue;
-        }
-        let Some((mp, root, _)) = mounts.iter().find(|(_, _, c)| {
+    let mounts = cgroup_mounts_in(&mountinfo::read());
+    let theirs = cgroup_dirs(&proc_cgroup(&pid.to_string()), &mounts);
+    let ours = cgroup_dirs(&proc_cgroup("self"), &mounts);
+    for want in ["", "pids", "freezer", "memory"] {
+        let Some((ctl, dir)) = theirs.iter().find(|(c, _)| {
             if want.is_empty() {
                 c.is_empty()
             } else {
-                c.iter().any(|x| x == want)
+                c.split(',').any(|x| x == want)
             }
         }) else {
             continue;
         };
-        let rel = if root == "/" {
-            path.trim_start_matches('/')
-        } else {
-            match path.strip_prefix(root.as_str()) {
-                Some(r) => r.trim_start_matches('/'),
-                None => continue,
-            }
-        };
-        let f = mp.join(rel).join("cgroup.procs");
+        let at_root = mounts.iter().any(|m| m.point == *dir);
+        let holds_us = ours
+            .iter()
+            .any(|(c, ours)| c == ctl && ours.starts_with(dir));
+        if at_root || holds_us {
+            continue;
+        }
+        let f = dir.join("cgroup.procs");
         if f.exists() {
             return Some(f);
         }
@@ -227,8 +228,41 @@ mod tests {
     }
 
     #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape("/a\\040b\\134c"), "/a b\\c");
-        assert_eq!(unescape("/plain"), "/plain");
+    fn cgroup_directories_per_hierarchy() {
+        let text = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 /sub /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+        let proc_cgroup = "\
+9:name=systemd:/svc/web
+4:memory:/sub/svc/web
+3:cpu,cpuacct:/svc/web
+2:pids:/svc/web
+0::/svc/web
+";
+        let dirs: Vec<PathBuf> =
+            cgroup_dirs(proc_cgroup, &cgroup_mounts_in(&mountinfo::parse(text)))
+                .into_iter()
+                .map(|(_, d)| d)
+                .collect();
+        assert_eq!(
+            dirs,
+            [
+                "/sys/fs/cgroup/systemd/svc/web",
+                "/sys/fs/cgroup/memory/svc/web",
+                "/sys/fs/cgroup/cpu,cpuacct/svc/web",
+                "/sys/fs/cgroup/unified/svc/web",
+            ]
+            .map(PathBuf::from)
+        );
+        // A pure cgroup2 host.
+        let v2 = "25 20 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            cgroup_dirs("0::/a/b\n", &cgroup_mounts_in(&mountinfo::parse(v2))),
+            [(String::new(), PathBuf::from("/sys/fs/cgroup/a/b"))]
+        );
     }
 }

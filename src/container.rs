@@ -577,15 +577,6 @@ pub fn replay(rt: &OciRuntime, plan: &[PlannedStep]) -> UndoFailures {
     UndoFailures(failures)
 }
 
-fn is_mount_point(p: &Path) -> bool {
-    let s = p.to_string_lossy();
-    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|t| {
-        t.lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .any(|m| cgroups::unescape(m) == s)
-    })
-}
-
 /// Clears what a launch that was cut short (lkinit killed during it, before anything was
 /// recorded) can have left: the runtime's container and the bundle's rootfs and overlay
 /// tmpfs mounts. Directories it may have created inside the rootfs cannot be known.
@@ -600,12 +591,12 @@ pub fn clear_interrupted_launch(rt: &OciRuntime, name: &str, bundle_dir: &Path) 
         let p = bundle_dir.join(dir);
         // A mount may have been stacked once per attempt.
         for _ in 0..8 {
-            if !is_mount_point(&p) {
+            if !crate::mountinfo::is_mount_point(&p) {
                 break;
             }
             let _ = umount2(&p, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW);
         }
-        if is_mount_point(&p) {
+        if crate::mountinfo::is_mount_point(&p) {
             plan.push(PlannedStep {
                 what: format!("unmount {}", p.display()),
                 replay: Some(Replay::Unmount { path: p }),

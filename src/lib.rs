@@ -11,6 +11,7 @@ pub mod cli;
 pub mod container;
 pub mod logs;
 pub mod mountapi;
+pub mod mountinfo;
 pub mod mounts;
 pub mod net;
 pub mod nsbind;

@@ -15,6 +15,7 @@
 //! or 1.
 
 use crate::bundle;
+use crate::cgroups;
 use crate::container::Ctx;
 use crate::mountapi;
 use crate::oci_runtime::RuntimeError;
@@ -670,102 +671,6 @@ fn parse_environ(bytes: &[u8]) -> Vec<(OsString, OsString)> {
         .collect()
 }
 
-/// A cgroup filesystem as mounted on the host.
-#[derive(Debug, PartialEq)]
-struct CgroupMount {
-    point: PathBuf,
-    /// The directory of the hierarchy that is mounted there.
-    root: String,
-    /// v1: its controllers (and `name=`); empty for v2.
-    controllers: Vec<String>,
-    v2: bool,
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
-    let mut out = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let l: Vec<&str> = left.split(' ').collect();
-        let r: Vec<&str> = right.split(' ').collect();
-        if l.len() < 5 || r.len() < 3 {
-            continue;
-        }
-        let v2 = match r[0] {
-            "cgroup2" => true,
-            "cgroup" => false,
-            _ => continue,
-        };
-        let controllers = if v2 {
-            Vec::new()
-        } else {
-            r[2].split(',')
-                .filter(|o| !matches!(*o, "rw" | "ro"))
-                .map(str::to_string)
-                .collect()
-        };
-        out.push(CgroupMount {
-            point: PathBuf::from(unescape_mountinfo(l[4])),
-            root: unescape_mountinfo(l[3]),
-            controllers,
-            v2,
-        });
-    }
-    out
-}
-
-/// The directories (one per hierarchy) of the cgroups listed in `/proc/PID/cgroup` text;
-/// hierarchies not mounted here are skipped.
-fn cgroup_dirs(proc_cgroup: &str, mounts: &[CgroupMount]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for line in proc_cgroup.lines() {
-        let mut f = line.splitn(3, ':');
-        let (Some(id), Some(ctrls), Some(path)) = (f.next(), f.next(), f.next()) else {
-            continue;
-        };
-        let found = mounts.iter().find(|m| {
-            if id == "0" && ctrls.is_empty() {
-                return m.v2;
-            }
-            !m.v2
-                && ctrls
-                    .split(',')
-                    .all(|c| m.controllers.iter().any(|x| x == c))
-        });
-        let Some(m) = found else { continue };
-        let rel = if m.root == "/" {
-            Some(path)
-        } else {
-            path.strip_prefix(m.root.as_str())
-                .filter(|r| r.is_empty() || r.starts_with('/'))
-        };
-        if let Some(rel) = rel {
-            out.push(m.point.join(rel.trim_start_matches('/')));
-        }
-    }
-    out
-}
-
 /// Moves this process into the cgroups of `pid`, so the command counts against the
 /// service's limits and goes with it when the service is killed.
 fn join_cgroups(pid: i32, service: &str) -> Result<(), InsideError> {
@@ -774,9 +679,9 @@ fn join_cgroups(pid: i32, service: &str) -> Result<(), InsideError> {
             path: format!("/proc/{pid}/cgroup"),
             source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
         })?;
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounts = cgroups::cgroup_mounts_in(&crate::mountinfo::read());
     let me = std::process::id().to_string();
-    for dir in cgroup_dirs(&theirs, &cgroup_mounts(&mountinfo)) {
+    for (_, dir) in cgroups::cgroup_dirs(&theirs, &mounts) {
         let procs = dir.join("cgroup.procs");
         std::fs::write(&procs, &me).map_err(|source| InsideError::Cgroup {
             path: dir.clone(),
@@ -969,41 +874,6 @@ mod tests {
                 (OsString::from("PATH"), OsString::from("/bin")),
                 (OsString::from("A"), OsString::from("b=c")),
             ]
-        );
-    }
-
-    #[test]
-    fn cgroup_directories_per_hierarchy() {
-        let mountinfo = "\
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
-35 31 0:32 /sub /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-";
-        let proc_cgroup = "\
-9:name=systemd:/svc/web
-4:memory:/sub/svc/web
-3:cpu,cpuacct:/svc/web
-2:pids:/svc/web
-0::/svc/web
-";
-        let dirs = cgroup_dirs(proc_cgroup, &cgroup_mounts(mountinfo));
-        assert_eq!(
-            dirs,
-            [
-                "/sys/fs/cgroup/systemd/svc/web",
-                "/sys/fs/cgroup/memory/svc/web",
-                "/sys/fs/cgroup/cpu,cpuacct/svc/web",
-                "/sys/fs/cgroup/unified/svc/web",
-            ]
-            .map(PathBuf::from)
-        );
-        // A pure cgroup2 host.
-        let v2 = "25 20 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(
-            cgroup_dirs("0::/a/b\n", &cgroup_mounts(v2)),
-            [PathBuf::from("/sys/fs/cgroup/a/b")]
         );
     }
 }

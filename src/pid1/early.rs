@@ -172,60 +172,9 @@ pub fn cgroup_mounts(v1: bool, proc_cgroups: &str) -> Vec<EarlyMount> {
     v
 }
 
-/// One line of `/proc/self/mountinfo`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountEntry {
-    pub mount_point: String,
-    pub fstype: String,
-    pub shared: bool,
-}
-
-/// Octal escapes (`\040` for a space) as the kernel writes them.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Parses mountinfo: `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPER`.
-pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let l: Vec<&str> = left.split(' ').collect();
-            let mount_point = unescape(l.get(4)?);
-            let shared = l.iter().skip(6).any(|o| o.starts_with("shared:"));
-            let fstype = right.split(' ').next()?.to_string();
-            Some(MountEntry {
-                mount_point,
-                fstype,
-                shared,
-            })
-        })
-        .collect()
-}
-
-pub fn read_mountinfo() -> Vec<MountEntry> {
-    parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
-}
-
-/// Whether `path` is a mount point now (the last mount there is the visible one).
-pub fn mounted_at<'a>(table: &'a [MountEntry], path: &str) -> Option<&'a MountEntry> {
-    table.iter().rev().find(|e| e.mount_point == path)
-}
+pub use crate::mountinfo::{
+    MountEntry, mounted_at, parse as parse_mountinfo, read as read_mountinfo,
+};
 
 /// Mounts one entry unless something is mounted there already.
 fn mount_one(e: &EarlyMount, current: &[MountEntry]) -> Result<bool, EarlyError> {
@@ -267,7 +216,7 @@ fn mount_list(list: &[EarlyMount], current: &mut Vec<MountEntry>) -> Result<(), 
             Ok(true) => current.push(MountEntry {
                 mount_point: e.target.clone(),
                 fstype: e.fstype.clone(),
-                shared: false,
+                ..MountEntry::default()
             }),
             Ok(false) => {}
             Err(err) => match e.need {

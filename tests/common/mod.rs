@@ -236,11 +236,10 @@ impl TestEnv {
 
     /// Mount points at or below `dir`.
     pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let d = dir.to_string_lossy().to_string();
-        info.lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(unescape_mountinfo)
+        lkinit::mountinfo::read()
+            .into_iter()
+            .map(|e| e.mount_point)
             .filter(|m| m == &d || m.starts_with(&format!("{d}/")))
             .map(PathBuf::from)
             .collect()
@@ -267,25 +266,6 @@ impl Default for TestEnv {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    let mut out = String::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
-        {
-            out.push(v as char);
-            i += 4;
-            continue;
-        }
-        out.push(b[i] as char);
-        i += 1;
-    }
-    out
 }
 
 fn unmount_all(paths: &mut [PathBuf]) {
@@ -386,12 +366,7 @@ impl Run {
 
 /// True if `p` is a mount point now.
 pub fn is_mounted(p: &Path) -> bool {
-    let s = p.to_string_lossy().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| unescape_mountinfo(m) == s)
+    lkinit::mountinfo::is_mount_point(p)
 }
 
 pub fn os(s: &str) -> &OsStr {
@@ -483,12 +458,10 @@ pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
 
 /// How many mounts sit exactly on `p`.
 pub fn mount_count(p: &Path) -> usize {
-    let s = p.to_string_lossy().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| unescape_mountinfo(m) == s)
+    let s = p.to_string_lossy();
+    lkinit::mountinfo::read()
+        .iter()
+        .filter(|e| e.mount_point == s)
         .count()
 }
 
