@@ -93,7 +93,12 @@ impl RuntimeProcess {
             }),
             // `run` exits with the container's code (128 + signal for a signalled one, which
             // is the number lkinit reports either way).
-            None => Ok(status),
+            None if self.op == "run" => Ok(status),
+            None => Err(RuntimeError::Failed {
+                bin: self.bin.clone(),
+                op: self.op,
+                message: status.to_string(),
+            }),
         }
     }
 }
@@ -209,29 +214,9 @@ impl OciRuntime {
         pid_file: &Path,
         stdio: &ContainerStdio,
     ) -> Result<i32, RuntimeError> {
-        let (mut cmd, log) = self.command(name, "create")?;
-        cmd.arg("--bundle")
-            .arg(bundle)
-            .arg("--pid-file")
-            .arg(pid_file)
-            .arg(name);
-        set_stdio(&mut cmd, stdio)?;
-        let (_child, waiter) = self.spawn(&mut cmd)?;
-        drop(cmd);
-        let p = RuntimeProcess {
-            waiter,
-            op: "create",
-            log,
-            bin: self.bin.clone(),
-        };
+        let p = self.container_op("create", name, bundle, pid_file, stdio)?;
         let st = p.waiter.wait();
-        if !st.success() {
-            return Err(RuntimeError::Failed {
-                bin: self.bin.clone(),
-                op: "create",
-                message: runtime_log_error(&p.log).unwrap_or_else(|| st.to_string()),
-            });
-        }
+        p.result(st)?;
         read_pid_file(pid_file)
     }
 
@@ -244,41 +229,19 @@ impl OciRuntime {
         pid_file: &Path,
         stdio: &ContainerStdio,
     ) -> Result<RuntimeProcess, RuntimeError> {
-        self.run_mode(name, bundle, pid_file, stdio, false)
+        self.container_op("run", name, bundle, pid_file, stdio)
     }
 
-    /// `run --detach`: returns once the container runs; its init is then our child.
-    pub fn run_detached(
+    /// Starts `create` or `run` of `bundle` with the container's stdio.
+    fn container_op(
         &self,
+        op: &'static str,
         name: &str,
         bundle: &Path,
         pid_file: &Path,
         stdio: &ContainerStdio,
-    ) -> Result<i32, RuntimeError> {
-        let p = self.run_mode(name, bundle, pid_file, stdio, true)?;
-        let st = p.waiter.wait();
-        if !st.success() {
-            return Err(RuntimeError::Failed {
-                bin: self.bin.clone(),
-                op: "run",
-                message: runtime_log_error(&p.log).unwrap_or_else(|| st.to_string()),
-            });
-        }
-        read_pid_file(pid_file)
-    }
-
-    fn run_mode(
-        &self,
-        name: &str,
-        bundle: &Path,
-        pid_file: &Path,
-        stdio: &ContainerStdio,
-        detach: bool,
     ) -> Result<RuntimeProcess, RuntimeError> {
-        let (mut cmd, log) = self.command(name, "run")?;
-        if detach {
-            cmd.arg("--detach");
-        }
+        let (mut cmd, log) = self.command(name, op)?;
         cmd.arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
@@ -291,7 +254,7 @@ impl OciRuntime {
         drop(cmd);
         Ok(RuntimeProcess {
             waiter,
-            op: "run",
+            op,
             log,
             bin: self.bin.clone(),
         })
