@@ -368,6 +368,20 @@ impl Task {
     }
 
     /// Enters a state where nothing runs.
+    /// Running since `since`; the start order counts from now, for "last started first".
+    fn set_running(&self, pid: i32, since: SystemTime, adopted: bool) {
+        let seq = self.sup.seq.fetch_add(1, Ordering::Relaxed);
+        self.set(|s| {
+            s.state = State::Running;
+            s.pid = Some(pid);
+            s.since = since;
+            s.reason = None;
+            s.adopted = adopted;
+            s.started = Some((since, seq));
+            s.settled = true;
+        });
+    }
+
     fn set_down(&self, state: State, reason: Option<String>) {
         self.set(|s| {
             s.state = state;
@@ -520,16 +534,7 @@ impl Task {
                 };
                 let pid = a.pid();
                 log::info!("{}: adopted, pid {pid}", self.name);
-                let seq = self.sup.seq.fetch_add(1, Ordering::Relaxed);
-                self.set(|s| {
-                    s.state = State::Running;
-                    s.pid = Some(pid);
-                    s.since = since;
-                    s.reason = None;
-                    s.adopted = true;
-                    s.started = Some((since, seq));
-                    s.settled = true;
-                });
+                self.set_running(pid, since, true);
                 let handover = Some(a.handover().clone());
                 Some(Box::new(Instance {
                     pid,
@@ -892,17 +897,7 @@ impl Task {
                 container: h.clone(),
             });
         }
-        let now = SystemTime::now();
-        let seq = self.sup.seq.fetch_add(1, Ordering::Relaxed);
-        self.set(|s| {
-            s.state = State::Running;
-            s.pid = Some(pid);
-            s.since = now;
-            s.reason = None;
-            s.adopted = false;
-            s.started = Some((now, seq));
-            s.settled = true;
-        });
+        self.set_running(pid, SystemTime::now(), false);
         Ok(Box::new(Instance {
             pid,
             ctl: Some(Ctl::Ours(Box::new(running))),
