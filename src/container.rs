@@ -232,6 +232,15 @@ fn launch_steps(
         std::fs::create_dir_all(dir).map_err(|e| ContainerError::new(Step::Config, e))?;
     }
     let _ = std::fs::remove_file(&pid_file);
+    // The runtime writes it; it goes with the container, or with a failed launch.
+    let pf = pid_file.clone();
+    undo.push(
+        format!("remove {}", pid_file.display()),
+        move || match std::fs::remove_file(&pf) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+            _ => Ok(()),
+        },
+    );
 
     if mode == Mode::Foreground && !bundle.needs_create_start() {
         let p = with_stale_retry(rt, name, || rt.run(name, &bundle_dir, &pid_file, stdio))
@@ -331,7 +340,6 @@ impl Running {
         if matches!(self.exit, Exit::Runtime(_)) {
             rt.forget_logs(&self.name);
         }
-        let _ = std::fs::remove_file(&self.pid_file);
         failures
     }
 

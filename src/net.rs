@@ -275,11 +275,16 @@ impl Worker {
             .name("lkinit-netlink".into())
             .spawn(move || {
                 let setup = || -> io::Result<_> {
-                    nix::sched::setns(&*ns, CloneFlags::CLONE_NEWNET)?;
+                    // Built before the namespace changes: a tokio runtime with I/O makes
+                    // process-wide sockets the first time (its signal pipe), and a socket
+                    // holds the namespace it was made in alive for as long as it exists.
+                    // Made inside, it would keep the first container's namespace (and the
+                    // links in it) alive as long as lkinit runs.
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_io()
                         .build()?;
-                    // The socket is made here, in this thread's namespace.
+                    nix::sched::setns(&*ns, CloneFlags::CLONE_NEWNET)?;
+                    // The netlink socket is made here, in the namespace it acts on.
                     let (conn, handle, _) = {
                         let _ctx = rt.enter();
                         rtnetlink::new_connection()?

@@ -330,12 +330,9 @@ fn exec_inner(
     let ns = parse_ns_list(ns)?;
     let pid = service_pid(ctx, name)?;
     // The command shares our process group, so a ^C from the terminal reaches it directly;
-    // what it does with it decides the status we report. The helper inherits this and
-    // restores the default for the command.
-    for sig in [nix::sys::signal::SIGINT, nix::sys::signal::SIGQUIT] {
-        // SAFETY: SIG_IGN installs no handler code.
-        let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
-    }
+    // what it does with it decides the status we report. The helper ignores them likewise,
+    // and the command starts with the defaults (see reaper::spawn).
+    ignore_terminal_signals();
     let action = Action::Exec {
         ns,
         cmd: cmd.to_vec(),
@@ -514,7 +511,16 @@ fn report_ok(mut report: File, code: i32) -> i32 {
     code
 }
 
+/// SIGINT and SIGQUIT from the terminal are the command's to handle, not ours.
+fn ignore_terminal_signals() {
+    for sig in [nix::sys::signal::SIGINT, nix::sys::signal::SIGQUIT] {
+        // SAFETY: SIG_IGN installs no handler code.
+        let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
+    }
+}
+
 fn helper_exec(req: &Request, ns: &[Ns], cmd: &[String], report: File) -> i32 {
+    ignore_terminal_signals();
     let started = enter(req, ns).and_then(|entered| start(&entered, cmd));
     match started {
         Ok(waiter) => {
@@ -735,11 +741,9 @@ fn start(entered: &Entered, cmd: &[String]) -> Result<Waiter, InsideError> {
     if let Some(env) = &entered.env {
         c.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
     }
-    // SAFETY: only async-signal-safe calls (signal, prctl) between fork and exec.
+    // SAFETY: only an async-signal-safe call (prctl) between fork and exec.
     unsafe {
         c.pre_exec(|| {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
                 return Err(io::Error::last_os_error());
             }

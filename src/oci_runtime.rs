@@ -146,6 +146,16 @@ impl OciRuntime {
             source,
         })?;
         let mut cmd = Command::new(&self.bin);
+        // What started lkinit (systemd, a socket-activating parent) is not the containers'
+        // business: runc hands a NOTIFY_SOCKET on to the container, mounted inside.
+        for var in [
+            "NOTIFY_SOCKET",
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
+        ] {
+            cmd.env_remove(var);
+        }
         if let Some(root) = &self.root {
             cmd.arg("--root").arg(root);
         }
@@ -155,13 +165,19 @@ impl OciRuntime {
         Ok((cmd, log))
     }
 
-    fn spawn(&self, cmd: &mut Command) -> Result<(std::process::Child, Waiter), RuntimeError> {
-        reaper::global()
-            .spawn(cmd)
-            .map_err(|source| RuntimeError::Spawn {
+    /// Spawns a runtime command whose log is `log`; the log goes if the runtime never ran.
+    fn spawn(
+        &self,
+        cmd: &mut Command,
+        log: &Path,
+    ) -> Result<(std::process::Child, Waiter), RuntimeError> {
+        reaper::global().spawn(cmd).map_err(|source| {
+            let _ = std::fs::remove_file(log);
+            RuntimeError::Spawn {
                 bin: self.bin.clone(),
                 source,
-            })
+            }
+        })
     }
 
     /// Runs a short runtime command to completion, collecting stdout; failures carry the
@@ -172,7 +188,7 @@ impl OciRuntime {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let (mut child, waiter) = self.spawn(&mut cmd)?;
+        let (mut child, waiter) = self.spawn(&mut cmd, &log)?;
         drop(cmd);
         let mut err_pipe = child.stderr.take();
         let err_reader = std::thread::spawn(move || {
@@ -216,7 +232,10 @@ impl OciRuntime {
     ) -> Result<i32, RuntimeError> {
         let p = self.container_op("create", name, bundle, pid_file, stdio)?;
         let st = p.waiter.wait();
-        p.result(st)?;
+        let r = p.result(st);
+        // A short call leaves nothing behind: what matters is in the error.
+        let _ = std::fs::remove_file(&p.log);
+        r?;
         read_pid_file(pid_file)
     }
 
@@ -248,7 +267,7 @@ impl OciRuntime {
             .arg(pid_file)
             .arg(name);
         set_stdio(&mut cmd, stdio)?;
-        let (_child, waiter) = self.spawn(&mut cmd)?;
+        let (_child, waiter) = self.spawn(&mut cmd, &log)?;
         // The command holds copies of the container's stdio; they must close now, or the
         // readers never see the end of the output.
         drop(cmd);

@@ -153,13 +153,89 @@ pub struct Reaper {
 
 static REAPER: OnceLock<Reaper> = OnceLock::new();
 
-/// Blocks SIGCHLD in the calling thread; call first thing in `main`, before any thread
-/// exists, so every later thread inherits the mask and only the reaper thread sees it.
+/// Sets the calling thread's signal mask to exactly SIGCHLD; call first thing in `main`,
+/// before any thread exists, so every later thread inherits the mask and only the reaper
+/// thread sees it. Whatever else the parent left blocked is unblocked: a blocked SIGTERM
+/// would otherwise never reach the supervisor or PID 1.
 /// std's spawn does not reset the mask of a child: [`Reaper::spawn`] does.
 pub fn block_sigchld() {
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
-    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&set), None);
+}
+
+/// Marks every descriptor above stdio that lkinit inherited close-on-exec, so none of them
+/// reaches a runtime, a container or a helper (lkinit opens its own with close-on-exec;
+/// these came from whoever started it). Call early in `main`.
+pub fn close_inherited_on_exec() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC changes descriptor flags only.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return;
+    }
+    // Kernels before 5.11: one descriptor at a time (the listing's own is close-on-exec).
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a number that may or may not be open; no pointers.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
+/// The kernel's `sigset_t` size, which rt_sigaction checks (64 signals on every
+/// architecture lkinit is built for).
+const KERNEL_SIGSET_SIZE: usize = 8;
+
+/// In a freshly forked child, before exec: every signal back to its default disposition
+/// and nothing blocked. exec resets handlers but keeps ignored signals, and lkinit may have
+/// been started with some ignored (`nohup`, a shell's background job; glibc's own
+/// `posix_spawn` leaves its internal signals 32 and 33 ignored in the children of a parent
+/// that handles them); a runtime, a container or a command run in a service must not
+/// inherit that. Only async-signal-safe calls.
+fn reset_signals_in_child() -> io::Result<()> {
+    // SAFETY: sigaction, rt_sigaction and sigprocmask are async-signal-safe; the structs
+    // are zeroed locals (all zero is SIG_DFL, no flags, an empty mask, in the C library's
+    // layout and in the kernel's).
+    unsafe {
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        let kernel_dfl = [0u64; 8];
+        for sig in 1..=libc::SIGRTMAX() {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            if libc::sigaction(sig, &dfl, std::ptr::null_mut()) != 0 {
+                // The C library refuses the numbers it reserves; the kernel does not, and
+                // this process is about to exec, where the C library's use of them ends.
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    kernel_dfl.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    KERNEL_SIGSET_SIZE,
+                );
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// The process-wide reaper. The first call makes this process a child subreaper and starts
@@ -234,17 +310,15 @@ impl Reaper {
     }
 
     /// Spawns `cmd` and claims its exit status. Never call `wait` on the returned `Child`.
-    /// The child starts with no signal blocked: what lkinit blocks (SIGCHLD here, the
-    /// shutdown signals in PID 1) is its own business, and a child that inherited it would
-    /// never see its SIGTERM or SIGCHLD.
+    /// The child starts with every signal at its default disposition and none blocked
+    /// (after the caller's own `pre_exec` steps): what lkinit blocks (SIGCHLD here, the
+    /// shutdown signals in PID 1) or ignores is its own business, and a child that inherited
+    /// it would never see its SIGTERM or SIGCHLD. A child that wants a signal ignored sets
+    /// it itself.
     pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, Waiter)> {
-        // SAFETY: the closure runs between fork and exec and only calls sigprocmask, which
-        // is async-signal-safe and allocates nothing.
+        // SAFETY: reset_signals_in_child makes only async-signal-safe calls.
         unsafe {
-            cmd.pre_exec(|| {
-                pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-                    .map_err(io::Error::from)
-            });
+            cmd.pre_exec(reset_signals_in_child);
         }
         let mut reg = self.lock();
         let child = cmd.spawn()?;

@@ -1,10 +1,268 @@
-//! Faults injected on purpose: each is reported with the bundle and the cause, the other
-//! bundles are unaffected, and nothing is left behind.
+//! Faults injected on purpose: each is reported on one line naming the bundle and the cause,
+//! the other bundles are unaffected, and nothing is left behind: no mount, link, namespace
+//! bind, runtime state, cgroup, lkinit state file or process (a census before and after),
+//! and lkinit itself ends in the state it began, with the same descriptors and threads and
+//! no zombie (seen through /proc while a probe bundle runs first and last).
 
 mod common;
 
 use common::*;
 use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// A read-only tmpfs inside the test dir: nothing can be created below it.
+fn read_only_dir(env: &TestEnv) -> PathBuf {
+    let ro = env.dir.join("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &ro,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_RDONLY,
+        Some("size=64k"),
+    )
+    .unwrap();
+    env.track_mount(&ro);
+    ro
+}
+
+/// A poststart hook that freezes the container's cgroup. runc 1.1 runs poststart hooks
+/// during `create`, once the init waits for `start`; `start` then finds the container
+/// paused and refuses it. A real runtime failure at exactly the `start` step.
+fn freeze_at_create(env: &TestEnv, bundle: &Path, name: &str) {
+    let cg = env.cgroups_path(name);
+    let script = format!(
+        "f=/sys/fs/cgroup/freezer{cg}/freezer.state; \
+         if [ -e $f ]; then echo FROZEN > $f; else echo 1 > /sys/fs/cgroup{cg}/cgroup.freeze; fi"
+    );
+    env.edit_config(bundle, |c| {
+        c["hooks"] = json!({"poststart": [{"path": "/bin/sh", "args": ["sh", "-c", script]}]});
+    });
+}
+
+#[test]
+fn a_missing_or_unusable_runtime_fails_every_bundle_cleanly() {
+    let mut env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    let ns = env.dir.join("ns");
+    env.bundle(&ob, "1-run", &["true"]);
+    let b = env.bundle(&ob, "2-bound", &["true"]);
+    write_runtime(&b, json!({"bindNS": {"net": ns.join("net")}}));
+    let b = env.rw_bundle(&ob, "3-rw", &["true"]);
+    write_runtime(
+        &b,
+        json!({"mkdir": ["made/here"], "mounts": [{"type": "tmpfs", "source": "tmpfs", "destination": "cache"}]}),
+    );
+    let noexec = env.dir.join("runc-noexec");
+    std::fs::write(&noexec, "#!/bin/sh\nexit 0\n").unwrap();
+    let before = env.census(&[&ns]);
+    for (runtime, cause) in [
+        ("/nonexistent/runc", "No such file or directory"),
+        (noexec.to_str().unwrap(), "Permission denied"),
+    ] {
+        env.runtime = runtime.to_string();
+        let r = env.onboot(&ob, &[]);
+        assert_eq!(r.code, 1);
+        for (name, step) in [("1-run", "run"), ("2-bound", "create"), ("3-rw", "run")] {
+            let l = r.line(name);
+            assert!(
+                l.starts_with(&format!(
+                    "{name}: error: {step}: cannot run the OCI runtime `{runtime}`: {cause}"
+                )),
+                "{l}"
+            );
+        }
+        env.census(&[&ns]).assert_nothing_added_since(&before);
+        assert!(!b.join("tmp").exists() && !b.join("rootfs/made").exists());
+    }
+    env.runtime = "runc".into();
+}
+
+#[test]
+fn a_config_the_runtime_rejects_at_create_is_rolled_back() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    let (ns, host) = (env.dir.join("ns"), env.dir.join("host"));
+    let (veth, peer) = (env.lname(), env.lname());
+    // The create/start path (interfaces, bindNS), a writable root, relative and absolute
+    // mounts: everything up to `create` is done, then the runtime refuses the config.
+    let b = env.rw_bundle(&ob, "1-create", &["true"]);
+    env.edit_config(&b, |c| c["process"]["cwd"] = json!("relative"));
+    write_runtime(
+        &b,
+        json!({
+            "interfaces": [{"name": veth, "peer": peer}],
+            "bindNS": {"net": ns.join("net"), "uts": ns.join("uts")},
+            "mounts": [{"type": "tmpfs", "source": "tmpfs", "destination": host.join("m")},
+                       {"type": "tmpfs", "source": "tmpfs", "destination": "inner"}],
+            "mkdir": [host.join("d"), "made"]
+        }),
+    );
+    // The same refusal on the `run` path.
+    let b2 = env.bundle(&ob, "2-run", &["true"]);
+    env.edit_config(&b2, |c| c["process"]["cwd"] = json!("relative"));
+    env.bundle(&ob, "3-next", &["echo", "next ran"]);
+    let before = env.census(&[&ns, &host]);
+    let p = env.onboot_probed(&ob, &[]);
+    let r = &p.run;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.line("1-create"),
+        "1-create: error: create: `runc create` failed: runc create failed: Cwd must be an absolute path"
+    );
+    assert_eq!(
+        r.line("2-run"),
+        "2-run: error: run: `runc run` failed: runc run failed: Cwd must be an absolute path"
+    );
+    assert_eq!(r.line("3-next"), "3-next: exit code 0");
+    assert!(r.stdout.contains("next ran\n"));
+    env.census(&[&ns, &host])
+        .assert_nothing_added_since(&before);
+    assert!(!b.join("tmp").exists() && !b.join("rootfs/inner").exists());
+    p.assert_lkinit_clean();
+}
+
+#[test]
+fn a_start_the_runtime_refuses_is_rolled_back() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    let ns = env.dir.join("ns");
+    let (veth, peer, ifb) = (env.lname(), env.lname(), env.lname());
+    let b = env.rw_bundle(&ob, "1-start", &["echo", "never printed"]);
+    freeze_at_create(&env, &b, "1-start");
+    write_runtime(
+        &b,
+        json!({
+            "interfaces": [{"name": veth, "peer": peer}, {"name": ifb, "add": "ifb"}],
+            "bindNS": {"net": ns.join("net"), "uts": ns.join("sub/uts")},
+            "mkdir": ["made"]
+        }),
+    );
+    env.bundle(&ob, "2-next", &["echo", "next ran"]);
+    let before = env.census(&[&ns]);
+    let p = env.onboot_probed(&ob, &[]);
+    let r = &p.run;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.line("1-start"),
+        "1-start: error: start: `runc start` failed: cannot start a container in the paused state"
+    );
+    assert!(!r.stdout.contains("never printed"));
+    assert_eq!(r.line("2-next"), "2-next: exit code 0");
+    env.census(&[&ns]).assert_nothing_added_since(&before);
+    assert!(!has_link(None, &peer) && !has_link(None, &veth));
+    assert!(!b.join("tmp").exists());
+    p.assert_lkinit_clean();
+}
+
+#[test]
+fn interface_name_clashes_are_refused_and_the_taken_links_untouched() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    let ns = env.dir.join("ns");
+    let taken = env.lname();
+    ip(&["link", "add", &taken, "type", "ifb"]);
+    let before_link = link(None, &taken).unwrap();
+    let (a, c, missing) = (env.lname(), env.lname(), env.lname());
+    let b = env.bundle(&ob, "1-peer-taken", &["true"]);
+    write_runtime(
+        &b,
+        json!({"interfaces": [{"name": a, "peer": taken}], "bindNS": {"net": ns.join("1")}}),
+    );
+    let b = env.bundle(&ob, "2-taken-inside", &["true"]);
+    write_runtime(
+        &b,
+        json!({"interfaces": [{"name": c, "add": "ifb"}, {"name": "lo", "add": "ifb"}], "bindNS": {"net": ns.join("2")}}),
+    );
+    let b = env.bundle(&ob, "3-moved-taken", &["true"]);
+    write_runtime(
+        &b,
+        json!({"interfaces": [{"name": taken}, {"name": missing}]}),
+    );
+    let b = env.bundle(&ob, "4-root-taken", &["true"]);
+    env.edit_config(&b, |c| share_namespace(c, "network"));
+    write_runtime(&b, json!({"interfaces": [{"name": taken, "add": "ifb"}]}));
+    env.bundle(&ob, "5-next", &["echo", "next ran"]);
+    let before = env.census(&[&ns]);
+    let p = env.onboot_probed(&ob, &[]);
+    let r = &p.run;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.line("1-peer-taken"),
+        format!(
+            "1-peer-taken: error: interfaces: interfaces[0] `{a}`: the name `{taken}` is already \
+             taken in the root network namespace: File exists (os error 17)"
+        )
+    );
+    assert_eq!(
+        r.line("2-taken-inside"),
+        "2-taken-inside: error: interfaces: interfaces[1] `lo`: the name `lo` is already taken \
+         in the container's network namespace: File exists (os error 17)"
+    );
+    // The existing link is moved in, then the missing one fails: the first goes back.
+    assert_eq!(
+        r.line("3-moved-taken"),
+        format!(
+            "3-moved-taken: error: interfaces: interfaces[1] `{missing}`: no link named \
+             `{missing}` in the root network namespace: No such device (os error 19)"
+        )
+    );
+    assert_eq!(
+        r.line("4-root-taken"),
+        format!(
+            "4-root-taken: error: interfaces: interfaces[0] `{taken}`: the name `{taken}` is \
+             already taken in the root network namespace: File exists (os error 17)"
+        )
+    );
+    assert_eq!(r.line("5-next"), "5-next: exit code 0");
+    // Back where it was, under its name; a move out and in gives it a new index.
+    let after_link = link(None, &taken).expect("the taken link is still there");
+    assert_eq!(after_link.name, before_link.name);
+    env.census(&[&ns]).assert_nothing_added_since(&before);
+    p.assert_lkinit_clean();
+}
+
+#[test]
+fn bind_ns_under_a_read_only_mount_is_refused_and_earlier_binds_undone() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    let ro = read_only_dir(&env);
+    let ns = env.dir.join("ns");
+    let b = env.bundle(&ob, "1-deep", &["true"]);
+    write_runtime(
+        &b,
+        json!({"bindNS": {"net": ns.join("net"), "uts": ro.join("deep/uts")}}),
+    );
+    let b = env.bundle(&ob, "2-file", &["true"]);
+    write_runtime(
+        &b,
+        json!({"bindNS": {"ipc": ns.join("sub/ipc"), "net": ro.join("net")}}),
+    );
+    env.bundle(&ob, "3-next", &["echo", "next ran"]);
+    let before = env.census(&[&ns]);
+    let p = env.onboot_probed(&ob, &[]);
+    let r = &p.run;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.line("1-deep"),
+        format!(
+            "1-deep: error: bindNS: bindNS.uts: cannot create the directories above {}: \
+             `{}`: mkdir `deep`: EROFS: Read-only file system",
+            ro.join("deep/uts").display(),
+            ro.strip_prefix("/").unwrap().join("deep").display()
+        )
+    );
+    assert_eq!(
+        r.line("2-file"),
+        format!(
+            "2-file: error: bindNS: bindNS.net: cannot create {}: EROFS: Read-only file system",
+            ro.join("net").display()
+        )
+    );
+    assert_eq!(r.line("3-next"), "3-next: exit code 0");
+    env.census(&[&ns]).assert_nothing_added_since(&before);
+    p.assert_lkinit_clean();
+}
 
 #[test]
 fn a_rw_container_filling_its_tmpfs() {
@@ -23,14 +281,16 @@ fn a_rw_container_filling_its_tmpfs() {
         c["annotations"] = json!({"lkinit.rootfs-size": "1m"})
     });
     env.rw_bundle(&ob, "2-next", &["sh", "-c", "echo fine > /f && cat /f"]);
-    let r = env.onboot(&ob, &[]);
+    let before = env.census(&[]);
+    let p = env.onboot_probed(&ob, &[]);
+    let r = &p.run;
     assert_eq!(r.line("1-fill"), "1-fill: exit code 3");
     assert!(r.stdout.contains("No space left on device"), "{}", r.stdout);
     assert_eq!(r.line("2-next"), "2-next: exit code 0");
     assert!(r.stdout.contains("fine\n"));
     assert!(!b.join("lower/big").exists());
-    assert!(env.my_mounts().is_empty(), "{:?}", env.my_mounts());
-    assert!(env.containers().is_empty());
+    env.census(&[]).assert_nothing_added_since(&before);
+    p.assert_lkinit_clean();
 }
 
 #[test]
@@ -50,4 +310,157 @@ fn a_bad_rootfs_size_is_refused_before_anything_is_mounted() {
     );
     assert!(env.my_mounts().is_empty());
     assert!(!b.join("tmp").exists());
+}
+
+#[test]
+fn containers_that_exit_at_once() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    let ns = env.dir.join("ns");
+    env.bundle(&ob, "1-true", &["true"]);
+    env.bundle(&ob, "2-exit7", &["sh", "-c", "exit 7"]);
+    // Killed by a signal: as the init of its own pid namespace, sh would be immune to its
+    // own SIGKILL, so these share the host's.
+    let b = env.bundle(&ob, "3-killed", &["sh", "-c", "kill -9 $$"]);
+    env.edit_config(&b, |c| share_namespace(c, "pid"));
+    // The same on the create/start path: the init is claimed before `start`, so its status
+    // cannot be missed however fast it goes.
+    for (name, args) in [
+        ("4-bound-true", vec!["true"]),
+        ("5-bound-exit7", vec!["sh", "-c", "exit 7"]),
+        ("6-bound-killed", vec!["sh", "-c", "kill -9 $$"]),
+    ] {
+        let b = env.bundle(&ob, name, &args);
+        env.edit_config(&b, |c| share_namespace(c, "pid"));
+        write_runtime(&b, json!({"bindNS": {"uts": ns.join(name)}}));
+    }
+    let b = env.bundle(&ob, "7-bound-nobinary", &["/no/such/binary"]);
+    write_runtime(&b, json!({"bindNS": {"uts": ns.join("7")}}));
+    let before = env.census(&[]);
+    let p = env.onboot_probed(&ob, &[]);
+    let r = &p.run;
+    assert_eq!(r.code, 1);
+    assert_eq!(r.line("1-true"), "1-true: exit code 0");
+    assert_eq!(r.line("2-exit7"), "2-exit7: exit code 7");
+    // `runc run` reports a killed container as 128 + signal, which is all lkinit sees.
+    assert_eq!(r.line("3-killed"), "3-killed: exit code 137");
+    assert_eq!(r.line("4-bound-true"), "4-bound-true: exit code 0");
+    assert_eq!(r.line("5-bound-exit7"), "5-bound-exit7: exit code 7");
+    assert_eq!(
+        r.line("6-bound-killed"),
+        "6-bound-killed: exit code 137 (killed by SIGKILL)"
+    );
+    // runc 1.1 looks the binary up before `create` returns.
+    let l = r.line("7-bound-nobinary");
+    assert!(
+        l.starts_with("7-bound-nobinary: error: create: `runc create` failed: ")
+            && l.contains("/no/such/binary"),
+        "{l}"
+    );
+    // The binds of the bundles that ran stay (on purpose); that of the failed one does not.
+    env.census(&[]).assert_only_kept_since(
+        &before,
+        &[
+            &ns.join("4-bound-true"),
+            &ns.join("5-bound-exit7"),
+            &ns.join("6-bound-killed"),
+        ],
+    );
+    assert!(!ns.join("7").exists());
+    p.assert_lkinit_clean();
+}
+
+#[test]
+fn containers_that_never_end_are_killed_at_the_timeout() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    let ns = env.dir.join("ns");
+    env.bundle(&ob, "1-hang", &["sleep", "1000"]);
+    let b = env.bundle(&ob, "2-hang-bound", &["sleep", "1000"]);
+    write_runtime(&b, json!({"bindNS": {"uts": ns.join("uts")}}));
+    // A tree of processes sharing the host's pid namespace, its init ignoring SIGTERM: the
+    // kill has to reach every one of them through the cgroup.
+    let b = env.rw_bundle(
+        &ob,
+        "3-hang-tree",
+        &["sh", "-c", "trap '' TERM; sleep 1000 & sleep 1000 & wait"],
+    );
+    env.edit_config(&b, |c| share_namespace(c, "pid"));
+    env.bundle(&ob, "4-next", &["echo", "next ran"]);
+    let before = env.census(&[]);
+    let p = env.onboot_probed(&ob, &["--timeout", "4"]);
+    let r = &p.run;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.line("1-hang"),
+        "1-hang: timed out after 4s, killed: exit code 137"
+    );
+    assert_eq!(
+        r.line("2-hang-bound"),
+        "2-hang-bound: timed out after 4s, killed: exit code 137 (killed by SIGKILL)"
+    );
+    assert_eq!(
+        r.line("3-hang-tree"),
+        "3-hang-tree: timed out after 4s, killed: exit code 137"
+    );
+    assert_eq!(r.line("4-next"), "4-next: exit code 0");
+    assert!(r.stdout.contains("next ran\n"));
+    // Every process gone (census: none rooted in the test dir or in its cgroups), the
+    // container deleted, only the namespace bind kept.
+    env.census(&[]).assert_only_kept_since(&before, &[&ns]);
+    assert!(is_mounted(&ns.join("uts")));
+    p.assert_lkinit_clean();
+}
+
+#[test]
+fn a_log_file_that_cannot_be_opened_fails_that_bundle_only() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    env.bundle(&ob, "1-nolog", &["echo", "lost"]);
+    env.bundle(&ob, "2-next", &["echo", "next ran"]);
+    std::fs::create_dir_all(env.log_dir.join("onboot.1-nolog.log")).unwrap();
+    let before = env.census(&[]);
+    let p = env.onboot_probed(&ob, &[]);
+    let r = &p.run;
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.line("1-nolog"),
+        format!(
+            "1-nolog: error: logs: {}: Is a directory (os error 21)",
+            env.log_dir.display()
+        )
+    );
+    assert_eq!(r.line("2-next"), "2-next: exit code 0");
+    env.census(&[]).assert_nothing_added_since(&before);
+    p.assert_lkinit_clean();
+}
+
+#[test]
+fn a_namespace_nobody_holds_goes_with_its_container_while_lkinit_runs_on() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    let (ifb, veth, peer) = (env.lname(), env.lname(), env.lname());
+    // First of all (before the probes' warm-up), and inside the container's namespace
+    // first: lkinit's first use of netlink is what could tie process-wide things to it.
+    // The veth end moved in after shows from the host whether the namespace lives on.
+    let b = env.bundle(&ob, "0-veth", &["ip", "link"]);
+    write_runtime(
+        &b,
+        json!({"interfaces": [{"name": ifb, "add": "ifb"}, {"name": veth, "peer": peer}]}),
+    );
+    let before = env.census(&[]);
+    let mut gone_while_running = false;
+    let p = env.onboot_probed_during(&ob, &[], || {
+        gone_while_running = eventually(|| !has_link(None, &peer));
+    });
+    assert_eq!(p.run.line("0-veth"), "0-veth: exit code 0");
+    assert!(p.run.stdout.contains(&veth), "{}", p.run.stdout);
+    // The container ended and nothing holds its namespace: the veth pair went with it,
+    // long before lkinit exits.
+    assert!(
+        gone_while_running,
+        "the host end {peer} outlived its namespace"
+    );
+    env.census(&[]).assert_nothing_added_since(&before);
+    p.assert_lkinit_clean();
 }

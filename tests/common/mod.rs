@@ -3,6 +3,9 @@
 //! containers, links, cgroups, files), also when the test fails.
 #![allow(dead_code)]
 
+pub mod census;
+#[allow(unused_imports)]
+pub use census::*;
 pub mod supervisor;
 
 use serde_json::{Value, json};
@@ -104,6 +107,8 @@ pub struct TestEnv {
     /// Parent cgroup of every container of this test (runc makes one per container id).
     pub cgroup_parent: String,
     links: RefCell<Vec<String>>,
+    /// Link names this test made up (`lname`): the links its census counts.
+    link_names: RefCell<Vec<String>>,
     mounts: RefCell<Vec<PathBuf>>,
     cgroups: RefCell<Vec<String>>,
     paths: RefCell<Vec<PathBuf>>,
@@ -132,6 +137,7 @@ impl TestEnv {
             dir,
             _tmp: tmp,
             links: RefCell::new(Vec::new()),
+            link_names: RefCell::new(Vec::new()),
             mounts: RefCell::new(Vec::new()),
             cgroups: RefCell::new(Vec::new()),
             paths: RefCell::new(Vec::new()),
@@ -214,6 +220,20 @@ impl TestEnv {
 
     pub fn log(&self, file: &str) -> String {
         std::fs::read_to_string(self.log_dir.join(file)).unwrap_or_default()
+    }
+
+    /// A link name of at most 15 bytes that nothing else uses; the census counts links of
+    /// these names, and the guard deletes any left.
+    pub fn lname(&self) -> String {
+        let n = unique("lk");
+        assert!(n.len() <= 15, "{n}");
+        self.link_names.borrow_mut().push(n.clone());
+        self.links.borrow_mut().push(n.clone());
+        n
+    }
+
+    pub fn link_names(&self) -> Vec<String> {
+        self.link_names.borrow().clone()
     }
 
     /// Registers things made outside the test dir, removed by the guard.
@@ -489,6 +509,11 @@ pub fn share_namespace(c: &mut Value, typ: &str) {
 /// this host's hybrid layout (crun 1.8 refuses hybrid hosts). Mounts lkinit makes there,
 /// namespace binds included, go away with it.
 pub fn crun_onboot(env: &TestEnv, path: &Path) -> Run {
+    Run::of(crun_onboot_command(env, path))
+}
+
+/// The command `crun_onboot` runs.
+pub fn crun_onboot_command(env: &TestEnv, path: &Path) -> Command {
     let mut c = Command::new("unshare");
     c.args(["-m", "--propagation", "private", "sh", "-c"])
         .arg("umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$@\"")
@@ -503,5 +528,5 @@ pub fn crun_onboot(env: &TestEnv, path: &Path) -> Run {
         .arg(path)
         .arg("--log-dir")
         .arg(&env.log_dir);
-    Run::of(c)
+    c
 }
