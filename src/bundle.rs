@@ -25,6 +25,8 @@ pub enum BundleError {
     BothRuntimeFiles(PathBuf),
     #[error("{0}: no rootfs/ directory (and no lower/ to build one from)")]
     NoRootfs(PathBuf),
+    #[error("{0} is a symlink; lkinit mounts on it and would follow it out of the bundle")]
+    Symlink(PathBuf),
     #[error(
         "{0}: process.terminal is true: lkinit runs containers without a terminal, set it to false"
     )]
@@ -78,6 +80,21 @@ pub fn valid_name(name: &str) -> bool {
         && name.len() <= 200
 }
 
+/// A name as it can be printed on a console line: control characters (a newline would
+/// start a line of its own) escaped. Valid names are unchanged.
+pub fn printable_name(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect()
+}
+
 /// A tmpfs `size=` value: digits with an optional k/m/g or % suffix (no commas: it is
 /// spliced into mount data).
 pub fn valid_tmpfs_size(s: &str) -> bool {
@@ -105,7 +122,7 @@ impl Bundle {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         if !valid_name(&name) {
-            return Err(BundleError::InvalidName(name));
+            return Err(BundleError::InvalidName(printable_name(&name)));
         }
         let dir = std::path::absolute(dir).map_err(|source| BundleError::Read {
             path: dir.to_path_buf(),
@@ -140,6 +157,13 @@ impl Bundle {
 
         let rootfs = dir.join("rootfs");
         let lower = Some(dir.join("lower")).filter(|l| l.is_dir());
+        // Mount points lkinit makes: a mount follows a symlink wherever it points.
+        let tmp = lower.as_ref().map(|_| dir.join("tmp"));
+        for p in std::iter::once(&rootfs).chain(tmp.as_ref()) {
+            if p.is_symlink() {
+                return Err(BundleError::Symlink(p.clone()));
+            }
+        }
         if lower.is_none() && !rootfs.is_dir() {
             return Err(BundleError::NoRootfs(dir));
         }
@@ -316,5 +340,11 @@ mod tests {
         ] {
             assert!(!valid_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn printable_names() {
+        assert_eq!(printable_name("web-1.x"), "web-1.x");
+        assert_eq!(printable_name("a\nb:\t\u{1b}é"), "a\\nb:\\t\\u{1b}é");
     }
 }

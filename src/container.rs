@@ -336,7 +336,28 @@ impl Running {
     /// After the end: deletes the container and undoes what belongs to it, keeping what is
     /// meant to outlive it (absolute mounts, cgroups, namespace binds).
     pub fn finish(self, rt: &OciRuntime) -> UndoFailures {
-        let failures = self.undo.cleanup();
+        let mut failures = UndoFailures::default();
+        // A foreground `run` deletes its container as it ends; one still there was left by
+        // a runtime that died under it, running: it goes before its rootfs does.
+        if matches!(self.exit, Exit::Runtime(_)) && rt.may_exist(&self.name) {
+            log::warn!(
+                "{}: `{} run` ended and left its container behind; killing and deleting it",
+                self.name,
+                rt.bin
+            );
+            if let Err(e) = rt.kill(&self.name, "KILL", true) {
+                log::debug!("{}: {}", self.name, crate::error_chain(&e));
+            }
+            if let Err(e) = rt.delete(&self.name, true) {
+                failures.0.push(format!(
+                    "{} delete --force {}: {}",
+                    rt.bin,
+                    self.name,
+                    crate::error_chain(&e)
+                ));
+            }
+        }
+        failures.0.extend(self.undo.cleanup().0);
         if matches!(self.exit, Exit::Runtime(_)) {
             rt.forget_logs(&self.name);
         }

@@ -24,6 +24,12 @@ pub enum RuntimeError {
         op: &'static str,
         message: String,
     },
+    #[error("`{bin} {op}` was killed by {signal}")]
+    Killed {
+        bin: String,
+        op: &'static str,
+        signal: String,
+    },
     #[error("{path}")]
     PidFile {
         path: PathBuf,
@@ -84,6 +90,15 @@ impl RuntimeProcess {
     pub fn result(&self, status: ExitStatus) -> Result<ExitStatus, RuntimeError> {
         if status.success() {
             return Ok(status);
+        }
+        // `run` reports a container killed by a signal as 128 + N; a signal here killed the
+        // runtime itself, and the container may still run (see container::Running::finish).
+        if let ExitStatus::Signal(sig) = status {
+            return Err(RuntimeError::Killed {
+                bin: self.bin.clone(),
+                op: self.op,
+                signal: reaper::signal_name(sig),
+            });
         }
         match runtime_log_error(&self.log) {
             Some(message) => Err(RuntimeError::Failed {

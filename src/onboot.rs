@@ -176,13 +176,13 @@ pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
     for dir in list {
         let name = dir
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+            .map(|n| crate::bundle::printable_name(&n.to_string_lossy()))
             .unwrap_or_default();
         if !dir.is_dir() {
             log::warn!(
                 "{}: skipping {}: not a directory",
                 opts.phase.name(),
-                dir.display()
+                crate::bundle::printable_name(&dir.to_string_lossy())
             );
             continue;
         }

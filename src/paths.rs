@@ -212,14 +212,14 @@ fn walk(
     let mut queue: VecDeque<OsString> = split(OsStr::new(rel)).collect();
     let mut links = 0usize;
     let mut via = String::new();
-    // The last component that was opened: a file may only come last.
-    let mut last_file: Option<OwnedFd> = None;
+    // The last component that was opened, and its name: a file may only come last.
+    let mut last_file: Option<(OwnedFd, OsString)> = None;
 
     while let Some(comp) = queue.pop_front() {
-        if let Some(_f) = last_file.take() {
+        if let Some((_, file)) = last_file.take() {
             return Err(PathError::NotDir {
                 path: rel.to_string(),
-                component: comp.to_string_lossy().into_owned(),
+                component: file.to_string_lossy().into_owned(),
             });
         }
         if comp == ".." {
@@ -300,11 +300,11 @@ fn walk(
         if kind == SFlag::S_IFDIR {
             stack.push(fd);
         } else {
-            last_file = Some(fd);
+            last_file = Some((fd, comp));
         }
     }
     match last_file {
-        Some(fd) => Ok(fd),
+        Some((fd, _)) => Ok(fd),
         None => {
             let top = stack.pop().expect("the stack always holds the root");
             Ok(top)
@@ -468,6 +468,7 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(e, PathError::NotDir { .. }), "{e}");
+        assert!(e.to_string().ends_with("`f` is not a directory"), "{e}");
     }
 
     #[test]

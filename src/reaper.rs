@@ -50,15 +50,19 @@ impl ExitStatus {
     }
 }
 
+/// `SIGKILL` for 9; `signal N` for numbers without a name.
+pub fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
 impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             ExitStatus::Code(c) => write!(f, "exit code {c}"),
             ExitStatus::Signal(s) => {
-                let name = Signal::try_from(s)
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_else(|_| format!("signal {s}"));
-                write!(f, "exit code {} (killed by {name})", 128 + s)
+                write!(f, "exit code {} (killed by {})", 128 + s, signal_name(s))
             }
         }
     }

@@ -11,9 +11,12 @@ use crate::paths::{self, PathError};
 use crate::undo::{Replay, Undo};
 use crate::{mountapi, userns};
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid, chown};
 use oci_spec::runtime::LinuxIdMapping;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,12 @@ pub enum RootfsError {
         path: PathBuf,
         uid: u32,
         gid: u32,
+        #[source]
+        source: Errno,
+    },
+    #[error("cannot open {path} to mount on it (a symlink is never followed there)")]
+    MountPoint {
+        path: PathBuf,
         #[source]
         source: Errno,
     },
@@ -80,16 +89,37 @@ fn mkdir(path: &Path, undo: &mut Undo) -> Result<(), RootfsError> {
     Ok(())
 }
 
+/// The directory `path`, opened without following a symlink at its last component: the
+/// mount points lkinit makes inside a bundle are mounted on through this descriptor, so a
+/// symlink there (Bundle::open refuses one; this covers a swap since) never takes a mount
+/// out of the bundle.
+fn open_mount_point(path: &Path) -> Result<OwnedFd, RootfsError> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|source| RootfsError::MountPoint {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Mounts `source` on the directory `target` (through `open_mount_point`); a `source` of
+/// None binds the target onto itself.
 fn do_mount(
     what: &'static str,
-    source: &str,
+    source: Option<&str>,
     target: &Path,
     fstype: Option<&str>,
     flags: MsFlags,
     data: Option<&str>,
     undo: &mut Undo,
 ) -> Result<(), RootfsError> {
-    mount(Some(source), target, fstype, flags, data).map_err(|source| RootfsError::Mount {
+    let fd = open_mount_point(target)?;
+    let at = paths::fd_path(&fd);
+    let source = source.map(Path::new).unwrap_or(&at);
+    mount(Some(source), &at, fstype, flags, data).map_err(|source| RootfsError::Mount {
         what,
         target: target.to_path_buf(),
         source,
@@ -102,18 +132,15 @@ fn do_mount(
 pub fn prepare(bundle: &Bundle, undo: &mut Undo) -> Result<(), RootfsError> {
     let owner = bundle.root_owner()?;
     match &bundle.lower {
-        None => {
-            let src = bundle.rootfs.to_string_lossy();
-            do_mount(
-                "bind of the rootfs",
-                &src,
-                &bundle.rootfs,
-                None,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None,
-                undo,
-            )
-        }
+        None => do_mount(
+            "bind of the rootfs",
+            None,
+            &bundle.rootfs,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+            undo,
+        ),
         Some(lower) => prepare_overlay(bundle, lower, owner, undo),
     }
 }
@@ -140,7 +167,7 @@ fn prepare_overlay(
     }
     do_mount(
         "tmpfs for the overlay",
-        "tmpfs",
+        Some("tmpfs"),
         &tmp,
         Some("tmpfs"),
         MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
@@ -198,7 +225,7 @@ fn prepare_overlay(
     );
     do_mount(
         "overlay",
-        "overlay",
+        Some("overlay"),
         &bundle.rootfs,
         Some("overlay"),
         MsFlags::empty(),

@@ -464,3 +464,83 @@ fn a_namespace_nobody_holds_goes_with_its_container_while_lkinit_runs_on() {
     env.census(&[]).assert_nothing_added_since(&before);
     p.assert_lkinit_clean();
 }
+
+/// lkinit's child running `RUNTIME run ... NAME`, if there is one.
+fn runtime_run_of(lkinit: i32, name: &str) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|(_, r)| r.split(' ').nth(1)?.parse::<i32>().ok());
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            ppid == Some(lkinit) && cmd.contains(" run ") && cmd.trim_end().ends_with(name)
+        })
+}
+
+#[test]
+fn the_runtime_dying_under_a_running_container() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    // It says it runs, then waits for a go that never comes.
+    let victim = env.probe(&ob, "1-orphaned");
+    env.bundle(&ob, "2-next", &["echo", "next ran"]);
+    let before = env.census(&[]);
+    let bg = env.onboot_bg(&ob, &[]);
+    assert!(
+        eventually(|| victim.ready().exists()),
+        "the container never ran"
+    );
+    let runc = runtime_run_of(bg.pid(), "1-orphaned").expect("runc run is lkinit's child");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(runc),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let r = bg.finish();
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.line("1-orphaned"),
+        "1-orphaned: error: run: `runc run` was killed by SIGKILL"
+    );
+    assert_eq!(r.line("2-next"), "2-next: exit code 0");
+    // The container it left running is killed and deleted, its processes gone.
+    env.census(&[]).assert_nothing_added_since(&before);
+}
+
+#[test]
+fn processes_a_container_leaves_behind_go_with_it() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    let ns = env.dir.join("ns");
+    // Without a pid namespace of its own, nothing kills a container's other processes when
+    // its init ends; one keeps its stdout open, the other has let go of it.
+    for (name, bound) in [("1-daemon", false), ("2-daemon-bound", true)] {
+        let b = env.bundle(
+            &ob,
+            name,
+            &[
+                "sh",
+                "-c",
+                "sleep 1000 & sleep 1000 </dev/null >/dev/null 2>&1 & echo started",
+            ],
+        );
+        env.edit_config(&b, |c| share_namespace(c, "pid"));
+        if bound {
+            write_runtime(&b, json!({"bindNS": {"uts": ns.join(name)}}));
+        }
+    }
+    env.bundle(&ob, "3-next", &["echo", "next ran"]);
+    let before = env.census(&[]);
+    let p = env.onboot_probed(&ob, &[]);
+    let r = &p.run;
+    assert_eq!(r.line("1-daemon"), "1-daemon: exit code 0");
+    assert_eq!(r.line("2-daemon-bound"), "2-daemon-bound: exit code 0");
+    assert_eq!(r.line("3-next"), "3-next: exit code 0");
+    env.census(&[]).assert_only_kept_since(&before, &[&ns]);
+    p.assert_lkinit_clean();
+}

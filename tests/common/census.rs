@@ -369,11 +369,11 @@ pub struct Probe {
 const PATIENCE: Duration = Duration::from_secs(120);
 
 impl Probe {
-    fn ready(&self) -> PathBuf {
+    pub fn ready(&self) -> PathBuf {
         self.gate.join(format!("{}.ready", self.name))
     }
 
-    fn go(&self) -> PathBuf {
+    pub fn go(&self) -> PathBuf {
         self.gate.join(format!("{}.go", self.name))
     }
 
