@@ -445,10 +445,12 @@ impl TestEnv {
     }
 }
 
-/// What a run with a probe first and a probe last shows.
+/// What a run with a probe first and a probe last (and any in between) shows.
 pub struct Probed {
     pub run: super::Run,
     pub first: ProcView,
+    /// The probes between, in name order.
+    pub middle: Vec<ProcView>,
     pub last: ProcView,
 }
 
@@ -501,6 +503,18 @@ impl TestEnv {
         extra: &[&str],
         at_last: impl FnOnce(),
     ) -> Probed {
+        self.onboot_probed_with(path, extra, &[], at_last)
+    }
+
+    /// Like `onboot_probed_during`, with more probes of the names `middle` (in name order,
+    /// between the first and the last).
+    pub fn onboot_probed_with(
+        &self,
+        path: &Path,
+        extra: &[&str],
+        middle: &[String],
+        at_last: impl FnOnce(),
+    ) -> Probed {
         let warm = self.bundle(path, "00-warmup", &["true"]);
         std::fs::write(
             warm.join("runtime.json"),
@@ -508,13 +522,19 @@ impl TestEnv {
         )
         .unwrap();
         let first = self.probe(path, "000-probe");
+        let between: Vec<Probe> = middle.iter().map(|n| self.probe(path, n)).collect();
         let last = self.probe(path, "zzz-probe");
         let mut bg = self.onboot_bg(path, extra);
         let v1 = first.view(&mut bg, || {});
+        let vm: Vec<Option<ProcView>> = between.iter().map(|p| p.view(&mut bg, || {})).collect();
         let v2 = last.view(&mut bg, at_last);
         let run = bg.finish();
         Probed {
             first: v1.expect("the first probe ran"),
+            middle: vm
+                .into_iter()
+                .map(|v| v.expect("a middle probe ran"))
+                .collect(),
             last: v2.expect("the last probe ran"),
             run,
         }
