@@ -105,6 +105,15 @@ impl ContainerError {
     }
 }
 
+/// lkinit's own state directory cannot hold what a container needs there.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create {path}")]
+pub struct StateDirError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// How the caller will wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -229,7 +238,15 @@ fn launch_steps(
         .map_err(|e: BundleError| ContainerError::new(Step::Config, e))?;
     let pid_file = ctx.pid_file(name);
     if let Some(dir) = pid_file.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| ContainerError::new(Step::Config, e))?;
+        std::fs::create_dir_all(dir).map_err(|source| {
+            ContainerError::new(
+                Step::Config,
+                StateDirError {
+                    path: dir.to_path_buf(),
+                    source,
+                },
+            )
+        })?;
     }
     let _ = std::fs::remove_file(&pid_file);
     // The runtime writes it; it goes with the container, or with a failed launch.

@@ -544,3 +544,44 @@ fn processes_a_container_leaves_behind_go_with_it() {
     env.census(&[]).assert_only_kept_since(&before, &[&ns]);
     p.assert_lkinit_clean();
 }
+
+#[test]
+fn lkinits_own_directories_on_a_read_only_mount() {
+    let mut env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    let ro = read_only_dir(&env);
+    env.bundle(&ob, "1-run", &["true"]);
+    let b = env.bundle(&ob, "2-bound", &["true"]);
+    write_runtime(&b, json!({"bindNS": {"uts": env.dir.join("ns/uts")}}));
+    let before = env.census(&[]);
+    // The state dir (pid files, runtime logs).
+    let state = env.state_dir.clone();
+    env.state_dir = ro.join("state");
+    let r = env.onboot(&ob, &[]);
+    assert_eq!(r.code, 1);
+    for name in ["1-run", "2-bound"] {
+        assert_eq!(
+            r.line(name),
+            format!(
+                "{name}: error: config: cannot create {}: Read-only file system (os error 30)",
+                ro.join("state/pids").display()
+            )
+        );
+    }
+    env.state_dir = state;
+    // The runtime's root: runc says so.
+    let root = env.runtime_root.clone();
+    env.runtime_root = ro.join("root");
+    let r = env.onboot(&ob, &[]);
+    env.runtime_root = root;
+    assert_eq!(r.code, 1);
+    for (name, op) in [("1-run", "run"), ("2-bound", "create")] {
+        let l = r.line(name);
+        assert!(
+            l.starts_with(&format!("{name}: error: {op}: `runc {op}` failed: "))
+                && l.contains("read-only file system"),
+            "{l}"
+        );
+    }
+    env.census(&[]).assert_nothing_added_since(&before);
+}
