@@ -217,6 +217,33 @@ pub fn kill_members(procs: &Path) {
     }
 }
 
+/// Removes the container cgroup `cgroups_path` (config.json's `linux.cgroupsPath`, a path
+/// from the cgroup root) in every hierarchy, where it exists and is empty: what a runtime
+/// killed half way through `create` leaves, since only the runtime's own `delete` would
+/// remove it and it has no state to delete from. Only the leaf goes (the parents are the
+/// runtime's or the administrator's), and never a cgroup that still has processes (rmdir
+/// refuses). Systemd-style paths (`slice:prefix:name`) and relative ones are left alone.
+/// Returns what could not be removed.
+pub fn remove_container_cgroup(root: &Path, cgroups_path: &str) -> Vec<String> {
+    let rel = match cgroups_path.strip_prefix('/') {
+        Some(r) if !r.is_empty() && !cgroups_path.contains(':') => r,
+        _ => return Vec::new(),
+    };
+    if paths::check_lexically_inside(rel).is_err() {
+        return Vec::new();
+    }
+    let mut failed = Vec::new();
+    for h in hierarchies(root) {
+        let dir = h.join(rel);
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => failed.push(format!("remove cgroup {}: {e}", dir.display())),
+        }
+    }
+    failed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

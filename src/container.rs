@@ -11,7 +11,7 @@
 //! was done and returns one error naming the step.
 
 use crate::bundle::{Bundle, BundleError};
-use crate::oci_runtime::{ContainerStdio, OciRuntime, RuntimeError, RuntimeProcess};
+use crate::oci_runtime::{ContainerStdio, Deadline, OciRuntime, RuntimeError, RuntimeProcess};
 use crate::reaper::{self, ExitStatus, PidFd, Waiter};
 use crate::undo::{PlannedStep, Replay, Undo, UndoFailures};
 use crate::{cgroups, mounts, net, nsbind, paths, rootfs};
@@ -142,6 +142,23 @@ pub struct Running {
     pid_file: PathBuf,
     /// Where the container's processes are listed (Detached containers).
     cgroup_procs: Option<PathBuf>,
+    /// config.json's `linux.cgroupsPath` and the cgroup root, for what a runtime killed
+    /// half way leaves.
+    cgroups_path: Option<String>,
+    cgroup_root: PathBuf,
+    /// The runtime was killed by lkinit (it hung).
+    runtime_killed: bool,
+}
+
+/// config.json's `linux.cgroupsPath`.
+fn cgroups_path(bundle: &Bundle) -> Option<String> {
+    bundle
+        .spec
+        .linux()
+        .as_ref()?
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 /// Removes a stopped (or never started) leftover of an earlier run of `name`, as left by an
@@ -195,8 +212,20 @@ pub fn launch(
     stdio: &ContainerStdio,
     mode: Mode,
 ) -> Result<Running, ContainerError> {
+    launch_within(bundle, ctx, stdio, mode, None)
+}
+
+/// `launch`, where a runtime `create` still running at `deadline` is killed (a hook that
+/// never returns) and the launch fails.
+pub fn launch_within(
+    bundle: &Bundle,
+    ctx: &Ctx,
+    stdio: &ContainerStdio,
+    mode: Mode,
+    deadline: Option<Deadline>,
+) -> Result<Running, ContainerError> {
     let mut undo = Undo::new();
-    match launch_steps(bundle, ctx, stdio, mode, &mut undo) {
+    match launch_steps(bundle, ctx, stdio, mode, deadline, &mut undo) {
         Ok((pid, exit)) => {
             let pidfd = pid.and_then(|p| PidFd::open(p).ok());
             Ok(Running {
@@ -207,6 +236,9 @@ pub fn launch(
                 undo,
                 pid_file: ctx.pid_file(&bundle.name),
                 cgroup_procs: pid.and_then(cgroups::procs_file),
+                cgroups_path: cgroups_path(bundle),
+                cgroup_root: ctx.cgroup_root.clone(),
+                runtime_killed: false,
             })
         }
         Err(mut e) => {
@@ -221,6 +253,7 @@ fn launch_steps(
     ctx: &Ctx,
     stdio: &ContainerStdio,
     mode: Mode,
+    deadline: Option<Deadline>,
     undo: &mut Undo,
 ) -> Result<(Option<i32>, Exit), ContainerError> {
     let rt = &ctx.runtime;
@@ -265,8 +298,20 @@ fn launch_steps(
         return Ok((None, Exit::Runtime(p)));
     }
 
-    let pid = with_stale_retry(rt, name, || rt.create(name, &bundle_dir, &pid_file, stdio))
-        .map_err(|e| ContainerError::new(Step::Create, e))?;
+    let pid = with_stale_retry(rt, name, || {
+        rt.create_within(name, &bundle_dir, &pid_file, stdio, deadline)
+    })
+    .map_err(|e| {
+        let mut ce = ContainerError::new(Step::Create, e);
+        if let Some(RuntimeError::TimedOut { .. }) = ce.source.downcast_ref::<RuntimeError>()
+            && let Some(cg) = cgroups_path(bundle)
+        {
+            ce.undo
+                .0
+                .extend(cgroups::remove_container_cgroup(&ctx.cgroup_root, &cg));
+        }
+        ce
+    })?;
     let rt2 = rt.clone();
     let n = name.to_string();
     let replay = Replay::DeleteContainer {
@@ -334,6 +379,15 @@ impl Running {
         self.status(st)
     }
 
+    /// Kills a foreground runtime that did not end with its container (it hangs in a hook),
+    /// with everything it started; `finish` then deletes what it left.
+    pub fn kill_runtime(&mut self) {
+        if let Exit::Runtime(p) = &self.exit {
+            reaper::kill_tree(p.waiter.pid());
+            self.runtime_killed = true;
+        }
+    }
+
     /// Kills every process of the container: through the runtime (its whole cgroup), and
     /// the init directly through its pidfd in case the runtime cannot.
     pub fn kill(&mut self, rt: &OciRuntime) {
@@ -373,6 +427,15 @@ impl Running {
                     crate::error_chain(&e)
                 ));
             }
+        }
+        // Killed before it saved the container's state, the runtime left a cgroup that no
+        // `delete` knows of.
+        if self.runtime_killed
+            && let Some(cg) = &self.cgroups_path
+        {
+            failures
+                .0
+                .extend(cgroups::remove_container_cgroup(&self.cgroup_root, cg));
         }
         failures.0.extend(self.undo.cleanup().0);
         if matches!(self.exit, Exit::Runtime(_)) {

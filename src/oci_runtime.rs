@@ -9,6 +9,27 @@ use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// When a bundle's time is up, and how long it had (for the message).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: Instant,
+    pub limit: Duration,
+}
+
+impl Deadline {
+    pub fn after(limit: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now() + limit,
+            limit,
+        }
+    }
+
+    pub fn left(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -23,6 +44,12 @@ pub enum RuntimeError {
         bin: String,
         op: &'static str,
         message: String,
+    },
+    #[error("`{bin} {op}` did not end within the timeout ({}s) and was killed", .limit.as_secs())]
+    TimedOut {
+        bin: String,
+        op: &'static str,
+        limit: Duration,
     },
     #[error("`{bin} {op}` was killed by {signal}")]
     Killed {
@@ -245,8 +272,39 @@ impl OciRuntime {
         pid_file: &Path,
         stdio: &ContainerStdio,
     ) -> Result<i32, RuntimeError> {
+        self.create_within(name, bundle, pid_file, stdio, None)
+    }
+
+    /// `create`, given up at `deadline`: a runtime that hangs (in a hook) is killed with
+    /// what it started, and what it had made of the container is deleted.
+    pub fn create_within(
+        &self,
+        name: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdio: &ContainerStdio,
+        deadline: Option<Deadline>,
+    ) -> Result<i32, RuntimeError> {
         let p = self.container_op("create", name, bundle, pid_file, stdio)?;
-        let st = p.waiter.wait();
+        let st = match deadline {
+            None => p.waiter.wait(),
+            Some(d) => match p.waiter.wait_timeout(d.left()) {
+                Some(st) => st,
+                None => {
+                    reaper::kill_tree(p.waiter.pid());
+                    p.waiter.wait();
+                    let _ = std::fs::remove_file(&p.log);
+                    if let Err(e) = self.delete(name, true) {
+                        log::debug!("{name}: {}", crate::error_chain(&e));
+                    }
+                    return Err(RuntimeError::TimedOut {
+                        bin: self.bin.clone(),
+                        op: "create",
+                        limit: d.limit,
+                    });
+                }
+            },
+        };
         let r = p.result(st);
         // A short call leaves nothing behind: what matters is in the error.
         let _ = std::fs::remove_file(&p.log);

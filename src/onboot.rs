@@ -5,6 +5,7 @@
 use crate::bundle::Bundle;
 use crate::container::{self, Ctx, Mode};
 use crate::logs;
+use crate::oci_runtime::Deadline;
 use crate::reaper::ExitStatus;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,9 @@ impl Options {
 pub enum Outcome {
     Exited(ExitStatus),
     TimedOut(Duration, ExitStatus),
+    /// Timed out, and the runtime did not end when its container was killed: it was killed
+    /// too (the message says which).
+    TimedOutRuntime(Duration, String),
     Failed(String),
 }
 
@@ -87,6 +91,9 @@ impl Outcome {
         match self {
             Outcome::Exited(s) => s.to_string(),
             Outcome::TimedOut(d, s) => format!("timed out after {}s, killed: {s}", d.as_secs()),
+            Outcome::TimedOutRuntime(d, what) => {
+                format!("timed out after {}s, killed: {what}", d.as_secs())
+            }
             Outcome::Failed(reason) => format!("error: {reason}"),
         }
     }
@@ -201,6 +208,9 @@ pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
     i32::from(failed > 0)
 }
 
+/// How long a killed container's runtime gets to end before it is killed itself.
+const KILL_GRACE: Duration = Duration::from_secs(3);
+
 /// Output still in flight when the container has ended is given this long to arrive.
 const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 
@@ -218,7 +228,8 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
             return Outcome::Failed(format!("logs: {}: {e}", opts.log_dir.display()));
         }
     };
-    let launched = container::launch(&bundle, ctx, &stdio, Mode::Foreground);
+    let deadline = opts.timeout.map(Deadline::after);
+    let launched = container::launch_within(&bundle, ctx, &stdio, Mode::Foreground, deadline);
     // Our copies of the write ends: the output ends only when every copy is closed.
     drop(stdio);
     let mut running = match launched {
@@ -228,13 +239,27 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
             return Outcome::Failed(e.report());
         }
     };
-    let result = match opts.timeout {
+    let result = match deadline {
         None => running.wait().map(Outcome::Exited),
-        Some(t) => match running.wait_timeout(t) {
+        Some(d) => match running.wait_timeout(d.left()) {
             Some(r) => r.map(Outcome::Exited),
             None => {
                 running.kill(&ctx.runtime);
-                running.wait().map(|s| Outcome::TimedOut(t, s))
+                match running.wait_timeout(KILL_GRACE) {
+                    Some(r) => r.map(|s| Outcome::TimedOut(d.limit, s)),
+                    None => {
+                        // The container is gone or never was: the runtime hangs (a hook).
+                        running.kill_runtime();
+                        let _ = running.wait();
+                        Ok(Outcome::TimedOutRuntime(
+                            d.limit,
+                            format!(
+                                "`{} run` did not end with its container and was killed",
+                                ctx.runtime.bin
+                            ),
+                        ))
+                    }
+                }
             }
         },
     };

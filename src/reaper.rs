@@ -344,6 +344,41 @@ impl Reaper {
     }
 }
 
+/// The children of `pid` (of all its threads).
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in tasks.filter_map(Result::ok) {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    out
+}
+
+/// Kills `pid` and every process below it (for a runtime that hangs: the hooks and helpers
+/// it started go with it). Each is stopped first, so none can fork past the walk, then all
+/// are killed, each through a pidfd. Processes that left the tree (daemonized into another
+/// parent) are not found.
+pub fn kill_tree(pid: i32) {
+    let mut stopped = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(fd) = PidFd::open(p) else { continue };
+        let _ = fd.signal(Signal::SIGSTOP);
+        todo.extend(children_of(p));
+        stopped.push(fd);
+        if stopped.len() > 4096 {
+            break;
+        }
+    }
+    for fd in &stopped {
+        let _ = fd.signal(Signal::SIGKILL);
+    }
+}
+
 /// A pid file descriptor: signals reach exactly the process it was opened for, never a
 /// later process that reused the pid.
 pub struct PidFd {

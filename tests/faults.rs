@@ -585,3 +585,62 @@ fn lkinits_own_directories_on_a_read_only_mount() {
     }
     env.census(&[]).assert_nothing_added_since(&before);
 }
+
+/// A hook that never returns: the runtime itself hangs, before the container's process
+/// even starts. It works in the bundle dir, so the census sees it if it is left.
+fn hanging_hook(env: &TestEnv, bundle: &Path, kind: &str) {
+    let script = format!("cd {} && exec sleep 1000", bundle.display());
+    env.edit_config(bundle, |c| {
+        c["hooks"] = json!({kind: [{"path": "/bin/sh", "args": ["sh", "-c", script]}]});
+    });
+}
+
+#[test]
+fn a_runtime_hanging_in_a_hook_is_bounded_by_the_timeout() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    let ns = env.dir.join("ns");
+    // runc 1.1 runs poststart hooks inside `create`, after the container's state is saved;
+    // createRuntime hooks run earlier, before it is.
+    let b = env.bundle(&ob, "1-poststart-run", &["echo", "never"]);
+    hanging_hook(&env, &b, "poststart");
+    let b = env.rw_bundle(&ob, "2-poststart-bound", &["echo", "never"]);
+    hanging_hook(&env, &b, "poststart");
+    write_runtime(
+        &b,
+        json!({"bindNS": {"uts": ns.join("uts")}, "mkdir": ["made"]}),
+    );
+    let b = env.bundle(&ob, "3-create-runtime-run", &["echo", "never"]);
+    hanging_hook(&env, &b, "createRuntime");
+    let b = env.bundle(&ob, "4-create-runtime-bound", &["echo", "never"]);
+    hanging_hook(&env, &b, "createRuntime");
+    write_runtime(&b, json!({"bindNS": {"uts": ns.join("uts4")}}));
+    env.bundle(&ob, "5-next", &["echo", "next ran"]);
+    let before = env.census(&[]);
+    let p = env.onboot_probed(&ob, &["--timeout", "3"]);
+    let r = &p.run;
+    assert_eq!(r.code, 1);
+    for name in ["1-poststart-run", "3-create-runtime-run"] {
+        assert_eq!(
+            r.line(name),
+            format!(
+                "{name}: timed out after 3s, killed: `runc run` did not end with its \
+                 container and was killed"
+            )
+        );
+    }
+    for name in ["2-poststart-bound", "4-create-runtime-bound"] {
+        assert_eq!(
+            r.line(name),
+            format!(
+                "{name}: error: create: `runc create` did not end within the timeout (3s) \
+                 and was killed"
+            )
+        );
+    }
+    assert!(!r.stdout.contains("never\n"));
+    assert_eq!(r.line("5-next"), "5-next: exit code 0");
+    // The hooks went with the runtimes that ran them; the runtime's state and cgroups too.
+    env.census(&[]).assert_nothing_added_since(&before);
+    p.assert_lkinit_clean();
+}
