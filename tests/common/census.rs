@@ -116,7 +116,7 @@ impl TestEnv {
                     .is_ok_and(|t| under(&t.to_string_lossy(), &self.dir))
             });
             let grouped = std::fs::read_to_string(proc.join("cgroup"))
-                .is_ok_and(|s| s.contains(&self.cgroup_parent));
+                .is_ok_and(|s| s.contains(&format!("/{}/", self.cgroup_parent)));
             if rooted || grouped {
                 let cmd = std::fs::read(proc.join("cmdline")).unwrap_or_default();
                 let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
