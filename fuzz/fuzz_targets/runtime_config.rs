@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lkinit::runtime_config::{Format, parse};
+use lkinit::runtime_config::{Format, parse, parse_json};
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
@@ -34,7 +34,15 @@ fuzz_target!(|data: &[u8]| {
     if lkinit::paths::check_lexically_inside(text).is_ok() {
         assert!(!text.starts_with('/'));
     }
-    let _ = lkinit::bundle::valid_name(text);
+    // config.json goes through the same located-error path into oci-spec's types.
+    if let Err(e) = parse_json::<oci_spec::runtime::Spec>(text, Path::new("fuzz/config.json")) {
+        let _ = e.to_string();
+    }
+    if lkinit::bundle::valid_name(text) {
+        assert!(!text.contains('/') && text != "." && text != "..");
+    }
+    // A printed name is one line of printable characters, whatever the directory is called.
+    assert!(!lkinit::bundle::printable_name(text).contains(char::is_control));
     let _ = lkinit::bundle::valid_tmpfs_size(text);
     let opts: Vec<String> = text.split(',').map(str::to_string).collect();
     let _ = lkinit::mounts::parse_options(&opts);
