@@ -243,6 +243,8 @@ pub fn launch_within(
         }
         Err(mut e) => {
             e.undo = undo.rollback();
+            // The runtime may have written it before the launch failed.
+            let _ = std::fs::remove_file(ctx.pid_file(&bundle.name));
             Err(e)
         }
     }
@@ -282,15 +284,6 @@ fn launch_steps(
         })?;
     }
     let _ = std::fs::remove_file(&pid_file);
-    // The runtime writes it; it goes with the container, or with a failed launch.
-    let pf = pid_file.clone();
-    undo.push(
-        format!("remove {}", pid_file.display()),
-        move || match std::fs::remove_file(&pf) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
-            _ => Ok(()),
-        },
-    );
 
     if mode == Mode::Foreground && !bundle.needs_create_start() {
         let p = with_stale_retry(rt, name, || rt.run(name, &bundle_dir, &pid_file, stdio))
@@ -441,6 +434,7 @@ impl Running {
         if matches!(self.exit, Exit::Runtime(_)) {
             rt.forget_logs(&self.name);
         }
+        let _ = std::fs::remove_file(&self.pid_file);
         failures
     }
 
