@@ -101,9 +101,11 @@ async fn connection(mut stream: UnixStream, sup: Arc<Sup>) {
         let _ = stream.write_all(r.encode().as_bytes()).await;
         return;
     }
+    // MAX_REQUEST bytes and the newline that ends them is the longest request.
+    let request = line.strip_suffix(b"\n").unwrap_or(&line);
     let op = match read {
-        Ok(Ok(_)) if line.len() > MAX_REQUEST => Err("bad request: too long".to_string()),
-        Ok(Ok(_)) => Op::decode(line.strip_suffix(b"\n").unwrap_or(&line)),
+        Ok(Ok(_)) if request.len() > MAX_REQUEST => Err("bad request: too long".to_string()),
+        Ok(Ok(_)) => Op::decode(request),
         Ok(Err(e)) => Err(format!("bad request: {e}")),
         Err(_) => Err("bad request: nothing arrived in time".to_string()),
     };
