@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # lkinit stress run, bigger than the one in the test suite (tests/stress.rs, 200 bundles).
 #
-#   scripts/stress.sh [N]        (as root; default N=1000)
+#   scripts/stress.sh [N] [CYCLES]    (as root; defaults N=1000, CYCLES=1000)
 #
 # 1. tests/stress.rs with N bundles of every kind (read-only, writable, runtime mounts,
 #    the create/start path with a link, bad configs, runtime refusals): it fails on any
@@ -10,9 +10,13 @@
 # 2. Peak RSS of `lkinit onboot` (GNU time's "Maximum resident set size") over 200 and over
 #    N `echo` bundles: flat memory means the same peak for both. Then a census of what is
 #    left: mounts under the work dir, containers in the runtime root, cgroups.
+# 3. tests/supervisor_faults.rs' start/stop cycles with CYCLES cycles of one service (a
+#    writable root, a runtime mount and mkdir, a link, a namespace bind): it fails on any
+#    leak or on the supervisor's memory growing over the second half, and prints its VmRSS.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 n=${1:-1000}
+cycles=${2:-1000}
 work=$(mktemp -d /tmp/lkinit-stress.XXXXXX)
 chmod 755 "$work"
 cleanup() {
@@ -79,3 +83,8 @@ echo "mounts under $work: $(grep -c " $work" /proc/self/mountinfo || true)"
 echo "containers in the runtime root: $(find "$work/root" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l)"
 echo "cgroups below lkinit-stress: $(find /sys/fs/cgroup/*/lkinit-stress /sys/fs/cgroup/lkinit-stress -mindepth 1 -type d 2>/dev/null | wc -l)"
 echo "state files: $(find "$work/state" -type f 2>/dev/null | wc -l)"
+
+echo "== tests/supervisor_faults.rs: $cycles start/stop cycles"
+LKINIT_CYCLES=$cycles cargo test --quiet --manifest-path "$here/Cargo.toml" \
+    --test supervisor_faults start_stop_cycles -- --nocapture 2>&1 \
+    | grep -E '^cycles:|^test result|panicked|leaked|grew'

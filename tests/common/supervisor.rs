@@ -47,6 +47,20 @@ impl TestEnv {
 
     /// Like `system_init`, with more arguments (such as `-v`).
     pub fn system_init_args(&self, services: &Path, extra: &[&str]) -> Supervisor {
+        let s = self.system_init_nowait_args(services, extra);
+        s.wait_until("the supervisor answers", Duration::from_secs(20), || {
+            let mut c = s.command(&["list"]);
+            c.output().ok().filter(|o| o.status.success()).map(|_| ())
+        });
+        s
+    }
+
+    /// Starts `lkinit system-init --path services` without waiting for anything.
+    pub fn system_init_nowait(&self, services: &Path) -> Supervisor {
+        self.system_init_nowait_args(services, &[])
+    }
+
+    fn system_init_nowait_args(&self, services: &Path, extra: &[&str]) -> Supervisor {
         let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
         let stderr = self.dir.join(format!("supervisor-{n}.log"));
         let mut c = self.cli();
@@ -60,7 +74,7 @@ impl TestEnv {
             .stdout(std::fs::File::create(self.dir.join(format!("supervisor-{n}.out"))).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap());
         let child = c.spawn().expect("lkinit system-init starts");
-        let s = Supervisor {
+        Supervisor {
             child: Some(child),
             stderr,
             cli: {
@@ -68,12 +82,7 @@ impl TestEnv {
                 c.stdout(Stdio::piped()).stderr(Stdio::piped());
                 c
             },
-        };
-        s.wait_until("the supervisor answers", Duration::from_secs(20), || {
-            let mut c = s.command(&["list"]);
-            c.output().ok().filter(|o| o.status.success()).map(|_| ())
-        });
-        s
+        }
     }
 }
 
