@@ -233,3 +233,47 @@ fn commands_run_by_exec_start_clean() {
         check_showing(&out, &format!("exec --ns {ns:?}"), ns.is_none());
     }
 }
+
+#[test]
+fn services_start_clean() {
+    let env = TestEnv::new();
+    let file = inherited_file(&env);
+    let dir = env.bundles_dir("services");
+    for (name, script) in [
+        ("status", "exec cat /proc/self/status"),
+        ("fds", "exec ls -l /proc/self/fd/"),
+        ("env", "exec env"),
+    ] {
+        let b = env.bundle(&dir, name, &["sh", "-c", script]);
+        std::fs::write(b.join("service.json"), r#"{"restart": "never"}"#).unwrap();
+    }
+    let mut c = env.cli();
+    c.arg("system-init")
+        .arg("--path")
+        .arg(&dir)
+        .arg("--log-dir")
+        .arg(&env.log_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    dirty(&mut c, &file);
+    let mut sup = c.spawn().unwrap();
+    let exited = |n: &str| {
+        let o = env.cli().args(["status", n]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).contains("state:    exited")
+    };
+    let all = eventually(|| ["status", "fds", "env"].iter().all(|n| exited(n)));
+    let view = ProcView::of(sup.id() as i32, "");
+    // SAFETY: kill(2) of the supervisor this test started.
+    unsafe { libc::kill(sup.id() as i32, libc::SIGTERM) };
+    let _ = sup.wait();
+    assert!(all, "the services did not all run");
+    let out = format!(
+        "==status\n{}==fds\n{}==env\n{}",
+        env.log("status.out.log"),
+        env.log("fds.out.log"),
+        env.log("env.out.log")
+    );
+    check_showing(&out, "service", true);
+    assert!(view.inheritable.is_empty(), "{:?}", view.inheritable);
+}
