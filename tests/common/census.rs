@@ -11,7 +11,7 @@
 //! first and one last put lkinit in the same state twice (waiting for a running container),
 //! so whatever the bundles in between leaked shows as a difference.
 
-use super::{TestEnv, unescape_mountinfo};
+use super::TestEnv;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -54,11 +54,9 @@ fn list_tree(root: &Path, out: &mut Vec<String>) {
 }
 
 fn mount_points() -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
+    lkinit::mountinfo::read()
+        .into_iter()
+        .map(|e| e.mount_point)
         .collect()
 }
 
