@@ -232,13 +232,26 @@ pub fn remove_container_cgroup(root: &Path, cgroups_path: &str) -> Vec<String> {
     if paths::check_lexically_inside(rel).is_err() {
         return Vec::new();
     }
+    // Processes just killed leave the cgroup as they exit, a moment later.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let mut failed = Vec::new();
     for h in hierarchies(root) {
         let dir = h.join(rel);
-        match std::fs::remove_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => failed.push(format!("remove cgroup {}: {e}", dir.display())),
+        loop {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY)
+                        && std::time::Instant::now() < until =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => {
+                    failed.push(format!("remove cgroup {}: {e}", dir.display()));
+                    break;
+                }
+            }
         }
     }
     failed

@@ -242,7 +242,10 @@ pub fn launch_within(
             })
         }
         Err(mut e) => {
-            e.undo = undo.rollback();
+            // What the failed step could not clear itself comes after the rollback's.
+            let mut failures = undo.rollback();
+            failures.0.append(&mut e.undo.0);
+            e.undo = failures;
             // The runtime may have written it before the launch failed.
             let _ = std::fs::remove_file(ctx.pid_file(&bundle.name));
             Err(e)
