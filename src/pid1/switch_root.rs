@@ -58,15 +58,9 @@ const NEW_ROOT: &str = "/.lkinit-root";
 /// Whether `/` is the initramfs itself, read from mountinfo (needs /proc): the visible
 /// mount at `/` is `rootfs` and has no parent (its parent id is its own id).
 pub fn on_initramfs(mountinfo: &str) -> bool {
-    let root = mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let l: Vec<&str> = left.split(' ').collect();
-            (l.get(4) == Some(&"/")).then(|| (l[0], l[1], right.split(' ').next()))
-        })
-        .next_back();
-    matches!(root, Some((id, parent, Some("rootfs"))) if id == parent)
+    let table = crate::mountinfo::parse(mountinfo);
+    crate::mountinfo::mounted_at(&table, "/")
+        .is_some_and(|e| e.fstype == "rootfs" && e.id == e.parent)
 }
 
 /// How the root was moved off the initramfs.
