@@ -243,8 +243,8 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
     // the process the container's end is (the runtime, or its init).
     let ended = tee.pump(running.exit_fd(), deadline.map(|d| d.at)) && running.exit_fd().is_some();
     let status = match deadline {
-        // Its pidfd said it has ended: the reaper hands the status over at once.
-        _ if ended => Some(running.wait()),
+        // Its pidfd said it has ended.
+        _ if ended => Some(running.ended()),
         None => Some(running.wait()),
         Some(d) => running.wait_timeout(d.left()),
     };
@@ -256,7 +256,7 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
             let until = Instant::now() + KILL_GRACE;
             let ended = tee.pump(running.exit_fd(), Some(until)) && running.exit_fd().is_some();
             let st = if ended {
-                Some(running.wait())
+                Some(running.ended())
             } else {
                 running.wait_timeout(until.saturating_duration_since(Instant::now()))
             };

@@ -624,6 +624,19 @@ impl PidFd {
         r > 0 && p.revents & libc::POLLIN != 0
     }
 
+    /// The exit status of a child of ours that has ended, read without reaping it (the
+    /// reaper still does that): the thread that saw the pidfd turn readable need not wait
+    /// for the reaper thread to run. None if it has not ended, is not our child, or was
+    /// reaped already.
+    pub fn peek_exit(&self) -> Option<ExitStatus> {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+        match nix::sys::wait::waitid(nix::sys::wait::Id::PIDFd(self.fd.as_fd()), flags) {
+            Ok(WaitStatus::Exited(_, c)) => Some(ExitStatus::Code(c)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Some(ExitStatus::Signal(sig as i32)),
+            _ => None,
+        }
+    }
+
     pub fn as_owned_fd(&self) -> &OwnedFd {
         &self.fd
     }
@@ -644,6 +657,7 @@ impl AsRawFd for PidFd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
     use std::io::Read;
 
     /// Whatever the spawning thread blocks, the child starts with an empty mask.
@@ -697,6 +711,27 @@ mod tests {
         // Also the C library's internal signals (32, 33), which its posix_spawn would leave
         // ignored here (the test harness's threads make glibc handle them).
         assert_eq!(mask("SigIgn:"), 0, "{out}");
+    }
+
+    /// The status is read through the pidfd once it is readable, and reading it does not
+    /// reap: the child is still a zombie for the reaper.
+    #[test]
+    fn peek_reads_the_status_without_reaping() {
+        let mut s = Spawn::new("sh");
+        s.args(["-c", "exit 3"]);
+        let child = global().start(&s).unwrap();
+        let fd = child.pidfd.unwrap();
+        let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        nix::poll::poll(&mut p, PollTimeout::from(10_000u16)).unwrap();
+        assert_eq!(fd.peek_exit(), Some(ExitStatus::Code(3)));
+        // Unit tests' threads do not block SIGCHLD, so the reaper may not have run: if the
+        // child is still there, it is a zombie (peeking left it to be reaped).
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", fd.pid()))
+            && stat.contains("(sh)")
+        {
+            let state = stat.rsplit_once(')').unwrap().1.split_whitespace().next();
+            assert_eq!(state, Some("Z"), "{stat}");
+        }
     }
 
     #[test]
