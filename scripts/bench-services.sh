@@ -179,6 +179,11 @@ for r in $(seq "$ROUNDS"); do
     for p in $(cli list | awk 'NR > 1 && $2 == "running" {print $3}'); do kill -KILL "$p"; done
     sleep 0.5
     while [ "$(running)" -lt "$N" ]; do sleep 0.05; done
+    # After the trim that follows the burst (1 s quiet) and the blocking threads' exit.
+    sleep 3
+    read -r rr ra _ <<<"$(rss_kib)"
+    printf 'after crash round %s: RSS %s kB, anonymous %s kB\n' "$r" "$rr" "$ra"
+    echo "rss_round$r=$rr" >>"$summary"
 done
 restarts=$(cli list | awk 'NR > 1 {s += $4} END {print s}')
 for _ in $(seq 200); do cli list >/dev/null; cli status svc$(printf "%0${#N}d" 1) >/dev/null || true; done
