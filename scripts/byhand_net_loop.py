@@ -4,7 +4,8 @@ lkinit, per bundle: RUNTIME create; `ip link add` a veth pair in the root namesp
 one end in; bind the container's net namespace on a file; RUNTIME start; wait for the
 container as a child subreaper; RUNTIME delete. Container output goes to log files.
 
-usage: byhand_net_loop.py RUNTIME ROOT BUNDLES_DIR NSDIR LOGDIR
+usage: byhand_net_loop.py RUNTIME ROOT BUNDLES_DIR NSDIR LOGDIR [PEER_PREFIX]
+(the host end of each pair is PEER_PREFIX + the bundle's name; default `h`)
 """
 import ctypes
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 
 rt, root, bundles, nsdir, logdir = sys.argv[1:6]
+prefix = sys.argv[6] if len(sys.argv) > 6 else "h"
 libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_CHILD_SUBREAPER = 36
 if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
@@ -32,7 +34,7 @@ for name in sorted(os.listdir(bundles)):
         run(rt, "--root", root, "create", "--bundle", b, "--pid-file", pidfile, name,
             stdout=out, stderr=err)
     pid = int(open(pidfile).read())
-    peer = "h" + name
+    peer = prefix + name
     run("ip", "link", "add", "eth1", "type", "veth", "peer", "name", peer)
     run("ip", "link", "set", "eth1", "netns", str(pid))
     nsfile = os.path.join(nsdir, name)

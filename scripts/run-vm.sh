@@ -3,7 +3,8 @@
 # without KVM (TCG), the serial console on this terminal. The example services power the
 # machine off after a few seconds; Ctrl-A X quits QEMU at any time.
 # Environment: NO_BUILD=1 boots the last image; IMAGE (default target/image), MEM (default
-# 512M), APPEND (more kernel parameters).
+# 512M), APPEND (more kernel parameters; the image's own, IMAGE/cmdline, come first);
+# RUNTIME (crun or runc, see build-image.sh).
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 image=${IMAGE:-$here/target/image}
@@ -14,4 +15,4 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || {
 # boot never hangs.
 exec qemu-system-x86_64 -accel tcg -m "${MEM:-512M}" -smp 1 -nographic -no-reboot -nic none \
     -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
-    -append "console=ttyS0 panic=-1 quiet ${APPEND:-}"
+    -append "console=ttyS0 panic=-1 quiet $(cat "$image/cmdline" 2>/dev/null) ${APPEND:-}"

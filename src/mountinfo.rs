@@ -6,6 +6,9 @@ use std::path::Path;
 /// One line: `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPER`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The mount's id, and its parent's (the same id for the mount at the very top).
+    pub id: u32,
+    pub parent: u32,
     /// The directory of the filesystem that is mounted (not `/` for a bind of a subtree).
     pub root: String,
     pub mount_point: String,
@@ -44,6 +47,8 @@ pub fn parse(text: &str) -> Vec<MountEntry> {
             let l: Vec<&str> = left.split(' ').collect();
             let mut r = right.split(' ');
             Some(MountEntry {
+                id: l.first()?.parse().ok()?,
+                parent: l.get(1)?.parse().ok()?,
                 root: unescape(l.get(3)?),
                 mount_point: unescape(l.get(4)?),
                 shared: l.iter().skip(6).any(|o| o.starts_with("shared:")),

@@ -3,12 +3,12 @@
 //! Every call passes `--log FILE --log-format json`, so a failure of the runtime itself is
 //! told apart from a container that exited non-zero, and its message is reported as it is.
 
-use crate::reaper::{self, ExitStatus, Waiter};
+use crate::reaper::{self, ExitStatus, Io, PidFd, Spawn, Spawned, Waiter};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// When a bundle's time is up, and how long it had (for the message).
@@ -107,6 +107,8 @@ pub struct OciRuntime {
 /// A runtime process started in the background (`run` in the foreground of the container).
 pub struct RuntimeProcess {
     pub waiter: Waiter,
+    /// Polls readable once the runtime has exited.
+    pub pidfd: Option<PidFd>,
     op: &'static str,
     log: PathBuf,
     bin: String,
@@ -177,17 +179,21 @@ impl OciRuntime {
 
     /// A command with the global flags; the log file is emptied so only this call's
     /// messages are read back.
-    fn command(&self, name: &str, op: &str) -> Result<(Command, PathBuf), RuntimeError> {
+    fn command(&self, name: &str, op: &str) -> Result<(Spawn<'static>, PathBuf), RuntimeError> {
         let log = self.log_path(name, op);
-        std::fs::create_dir_all(&self.log_dir).map_err(|source| RuntimeError::Io {
-            path: self.log_dir.clone(),
-            source,
-        })?;
-        File::create(&log).map_err(|source| RuntimeError::Io {
-            path: log.clone(),
-            source,
-        })?;
-        let mut cmd = Command::new(&self.bin);
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RuntimeError::Io { path, source }
+        };
+        // The directory is made on first use only: one syscall per call, not three.
+        if let Err(e) = File::create(&log) {
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(io_err(&log)(e));
+            }
+            std::fs::create_dir_all(&self.log_dir).map_err(io_err(&self.log_dir))?;
+            File::create(&log).map_err(io_err(&log))?;
+        }
+        let mut cmd = Spawn::new(&self.bin);
         // What started lkinit (systemd, a socket-activating parent) is not the containers'
         // business: runc hands a NOTIFY_SOCKET on to the container, mounted inside.
         for var in [
@@ -207,13 +213,9 @@ impl OciRuntime {
         Ok((cmd, log))
     }
 
-    /// Spawns a runtime command whose log is `log`; the log goes if the runtime never ran.
-    fn spawn(
-        &self,
-        cmd: &mut Command,
-        log: &Path,
-    ) -> Result<(std::process::Child, Waiter), RuntimeError> {
-        reaper::global().spawn(cmd).map_err(|source| {
+    /// Starts a runtime command whose log is `log`; the log goes if the runtime never ran.
+    fn spawn(&self, cmd: &Spawn<'_>, log: &Path) -> Result<Spawned, RuntimeError> {
+        reaper::global().start(cmd).map_err(|source| {
             let _ = std::fs::remove_file(log);
             RuntimeError::Spawn {
                 bin: self.bin.clone(),
@@ -226,26 +228,10 @@ impl OciRuntime {
     /// runtime's own message.
     fn call(&self, name: &str, op: &'static str, args: &[&str]) -> Result<String, RuntimeError> {
         let (mut cmd, log) = self.command(name, op)?;
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let (mut child, waiter) = self.spawn(&mut cmd, &log)?;
-        drop(cmd);
-        let mut err_pipe = child.stderr.take();
-        let err_reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(p) = err_pipe.as_mut() {
-                let _ = p.read_to_string(&mut s);
-            }
-            s
-        });
-        let mut out = String::new();
-        if let Some(mut p) = child.stdout.take() {
-            let _ = p.read_to_string(&mut out);
-        }
-        let stderr = err_reader.join().unwrap_or_default();
-        let status = waiter.wait();
+        cmd.args(args).stdout(Io::Piped).stderr(Io::Piped);
+        let child = self.spawn(&cmd, &log)?;
+        let (out, stderr) = read_both(child.stdout, child.stderr);
+        let status = child.waiter.wait();
         let logged = runtime_log_error(&log);
         // Short calls leave nothing behind: what matters is in the error.
         let _ = std::fs::remove_file(&log);
@@ -333,19 +319,18 @@ impl OciRuntime {
         pid_file: &Path,
         stdio: &ContainerStdio,
     ) -> Result<RuntimeProcess, RuntimeError> {
-        let (mut cmd, log) = self.command(name, op)?;
+        let (cmd, log) = self.command(name, op)?;
+        let mut cmd: Spawn<'_> = cmd;
         cmd.arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
             .arg(pid_file)
             .arg(name);
-        set_stdio(&mut cmd, stdio)?;
-        let (_child, waiter) = self.spawn(&mut cmd, &log)?;
-        // The command holds copies of the container's stdio; they must close now, or the
-        // readers never see the end of the output.
-        drop(cmd);
+        set_stdio(&mut cmd, stdio);
+        let child = self.spawn(&cmd, &log)?;
         Ok(RuntimeProcess {
-            waiter,
+            waiter: child.waiter,
+            pidfd: child.pidfd,
             op,
             log,
             bin: self.bin.clone(),
@@ -413,25 +398,64 @@ impl OciRuntime {
         self.state_root().is_some_and(|r| r.join(name).exists())
     }
 
-    /// Removes the runtime's log files of a container that is gone.
+    /// Removes the runtime's log files of a container that is gone (the other calls remove
+    /// their own as they end).
     pub fn forget_logs(&self, name: &str) {
-        for op in ["create", "run", "start", "kill", "delete", "state"] {
+        for op in ["create", "run"] {
             let _ = std::fs::remove_file(self.log_path(name, op));
         }
     }
 }
 
-fn set_stdio(cmd: &mut Command, stdio: &ContainerStdio) -> Result<(), RuntimeError> {
-    let dup = |fd: &OwnedFd| {
-        fd.try_clone().map_err(|source| RuntimeError::Io {
-            path: PathBuf::from("container stdio"),
-            source,
-        })
-    };
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::from(dup(&stdio.stdout)?))
-        .stderr(Stdio::from(dup(&stdio.stderr)?));
-    Ok(())
+/// The container's stdio, shared with the runtime (which hands it on to the container).
+fn set_stdio<'a>(cmd: &mut Spawn<'a>, stdio: &'a ContainerStdio) {
+    cmd.stdin(Io::Null)
+        .stdout(Io::Fd(stdio.stdout.as_fd()))
+        .stderr(Io::Fd(stdio.stderr.as_fd()));
+}
+
+/// Reads two pipes to their end in this thread, whichever has data first (a runtime that
+/// fills one while we block on the other would never finish).
+fn read_both(a: Option<OwnedFd>, b: Option<OwnedFd>) -> (String, String) {
+    let mut bufs = [Vec::new(), Vec::new()];
+    let mut open: Vec<(usize, File)> = [a, b]
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, fd)| fd.map(|fd| (i, File::from(fd))))
+        .collect();
+    let mut chunk = [0u8; 4096];
+    while !open.is_empty() {
+        let mut fds: Vec<PollFd<'_>> = open
+            .iter()
+            .map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+        let ready: Vec<bool> = fds.iter().map(|p| p.any().unwrap_or(true)).collect();
+        drop(fds);
+        let mut k = 0;
+        open.retain_mut(|(i, f)| {
+            let keep = !ready[k]
+                || match f.read(&mut chunk) {
+                    Ok(0) => false,
+                    Ok(n) => {
+                        bufs[*i].extend_from_slice(&chunk[..n]);
+                        true
+                    }
+                    Err(e) => e.kind() == io::ErrorKind::Interrupted,
+                };
+            k += 1;
+            keep
+        });
+    }
+    let [a, b] = bufs;
+    (
+        String::from_utf8_lossy(&a).into_owned(),
+        String::from_utf8_lossy(&b).into_owned(),
+    )
 }
 
 fn read_pid_file(path: &Path) -> Result<i32, RuntimeError> {

@@ -9,7 +9,7 @@ use crate::oci_runtime::Deadline;
 use crate::reaper::ExitStatus;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Which of the two runners this is; it names the default paths and the log files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,7 +222,7 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
     };
     let prefix = format!("{}.", opts.phase.name());
     let (out_log, err_log) = logs::log_paths(&opts.log_dir, &prefix, &bundle.name);
-    let (stdio, tee) = match logs::tee(&out_log, &err_log, true) {
+    let (stdio, mut tee) = match logs::tee(&out_log, &err_log, true) {
         Ok(t) => t,
         Err(e) => {
             return Outcome::Failed(format!("logs: {}: {e}", opts.log_dir.display()));
@@ -239,29 +239,43 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
             return Outcome::Failed(e.report());
         }
     };
-    let result = match deadline {
-        None => running.wait().map(Outcome::Exited),
-        Some(d) => match running.wait_timeout(d.left()) {
-            Some(r) => r.map(Outcome::Exited),
-            None => {
-                running.kill(&ctx.runtime);
-                match running.wait_timeout(KILL_GRACE) {
-                    Some(r) => r.map(|s| Outcome::TimedOut(d.limit, s)),
-                    None => {
-                        // The container is gone or never was: the runtime hangs (a hook).
-                        running.kill_runtime();
-                        let _ = running.wait();
-                        Ok(Outcome::TimedOutRuntime(
-                            d.limit,
-                            format!(
-                                "`{} run` did not end with its container and was killed",
-                                ctx.runtime.bin
-                            ),
-                        ))
-                    }
+    // This thread copies the output while it waits: woken by the pipes and by the end of
+    // the process the container's end is (the runtime, or its init).
+    let ended = tee.pump(running.exit_fd(), deadline.map(|d| d.at)) && running.exit_fd().is_some();
+    let status = match deadline {
+        // Its pidfd said it has ended.
+        _ if ended => Some(running.ended()),
+        None => Some(running.wait()),
+        Some(d) => running.wait_timeout(d.left()),
+    };
+    let result = match (status, deadline) {
+        (Some(r), _) => r.map(Outcome::Exited),
+        (None, None) => running.wait().map(Outcome::Exited),
+        (None, Some(d)) => {
+            running.kill(&ctx.runtime);
+            let until = Instant::now() + KILL_GRACE;
+            let ended = tee.pump(running.exit_fd(), Some(until)) && running.exit_fd().is_some();
+            let st = if ended {
+                Some(running.ended())
+            } else {
+                running.wait_timeout(until.saturating_duration_since(Instant::now()))
+            };
+            match st {
+                Some(r) => r.map(|s| Outcome::TimedOut(d.limit, s)),
+                None => {
+                    // The container is gone or never was: the runtime hangs (a hook).
+                    running.kill_runtime();
+                    let _ = running.wait();
+                    Ok(Outcome::TimedOutRuntime(
+                        d.limit,
+                        format!(
+                            "`{} run` did not end with its container and was killed",
+                            ctx.runtime.bin
+                        ),
+                    ))
                 }
             }
-        },
+        }
     };
     tee.finish(OUTPUT_GRACE);
     let undo = running.finish(&ctx.runtime);

@@ -137,6 +137,7 @@ pub fn run(g: &Global) -> ! {
     }
     ensure_console();
     log::info!("early mounts: {}", early::summary(&early::read_mountinfo()));
+    let g = &with_cmdline(g, &cmdline);
     // SAFETY (set_var): no thread has been started yet.
     unsafe {
         if std::env::var_os("PATH").is_none() {
@@ -172,6 +173,25 @@ pub fn run(g: &Global) -> ! {
         init.shutdown(req, None);
     }
     init.main_loop()
+}
+
+/// The kernel command line's `lkinit.runtime=BIN` (the last one) picks the OCI runtime
+/// of onboot, the supervisor and onshutdown: an image that ships crun says so next to its
+/// kernel, as LinuxKit images carry their command line.
+pub fn cmdline_runtime(cmdline: &str) -> Option<&str> {
+    cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("lkinit.runtime="))
+        .rfind(|v| !v.is_empty())
+}
+
+fn with_cmdline(g: &Global, cmdline: &str) -> Global {
+    let mut g = g.clone();
+    if let Some(rt) = cmdline_runtime(cmdline) {
+        log::info!("OCI runtime: {rt} (lkinit.runtime on the kernel command line)");
+        g.runtime = rt.to_string();
+    }
+    g
 }
 
 /// The console on 0, 1 and 2, in case the kernel could not open it for us (an image
@@ -566,6 +586,22 @@ impl Init<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_from_the_kernel_command_line() {
+        assert_eq!(cmdline_runtime("console=ttyS0 quiet"), None);
+        assert_eq!(
+            cmdline_runtime("console=ttyS0 lkinit.runtime=crun quiet"),
+            Some("crun")
+        );
+        // The last one wins, as the kernel's own parameters do; an empty value says nothing.
+        assert_eq!(
+            cmdline_runtime("lkinit.runtime=crun lkinit.runtime=/usr/bin/runc"),
+            Some("/usr/bin/runc")
+        );
+        assert_eq!(cmdline_runtime("lkinit.runtime="), None);
+        assert_eq!(cmdline_runtime("xlkinit.runtime=crun"), None);
+    }
 
     #[test]
     fn uptime_prefix_looks_like_the_kernels() {

@@ -12,13 +12,18 @@
 //! are registered before they can exit: the init waits for `runtime start`.
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::collections::{HashMap, VecDeque};
+use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -140,6 +145,119 @@ impl Waiter {
             notified.await;
         }
     }
+}
+
+/// What one of a child's standard streams is connected to.
+pub enum Io<'a> {
+    /// lkinit's own.
+    Inherit,
+    /// `/dev/null`.
+    Null,
+    /// A new pipe; the parent's end comes back in [`Spawned`].
+    Piped,
+    /// This descriptor (the child gets its own copy).
+    Fd(BorrowedFd<'a>),
+}
+
+/// A program to start with [`Reaper::start`]: its argv and standard streams.
+pub struct Spawn<'a> {
+    argv: Vec<CString>,
+    /// Variables of lkinit's environment the child does not get.
+    env_remove: Vec<OsString>,
+    stdin: Io<'a>,
+    stdout: Io<'a>,
+    stderr: Io<'a>,
+}
+
+impl<'a> Spawn<'a> {
+    /// `program` is looked up in PATH unless it contains a `/`. Streams default to
+    /// `/dev/null` for stdin and lkinit's own stdout and stderr.
+    pub fn new(program: impl AsRef<OsStr>) -> Spawn<'a> {
+        Spawn {
+            argv: vec![cstring(program.as_ref())],
+            env_remove: Vec::new(),
+            stdin: Io::Null,
+            stdout: Io::Inherit,
+            stderr: Io::Inherit,
+        }
+    }
+
+    pub fn arg(&mut self, a: impl AsRef<OsStr>) -> &mut Self {
+        self.argv.push(cstring(a.as_ref()));
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(&mut self, args: I) -> &mut Self {
+        for a in args {
+            self.arg(a);
+        }
+        self
+    }
+
+    /// The child gets lkinit's environment without `key`.
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
+        self.env_remove.push(key.as_ref().to_os_string());
+        self
+    }
+
+    pub fn stdin(&mut self, io: Io<'a>) -> &mut Self {
+        self.stdin = io;
+        self
+    }
+
+    pub fn stdout(&mut self, io: Io<'a>) -> &mut Self {
+        self.stdout = io;
+        self
+    }
+
+    pub fn stderr(&mut self, io: Io<'a>) -> &mut Self {
+        self.stderr = io;
+        self
+    }
+
+    pub fn program(&self) -> &str {
+        self.argv[0].to_str().unwrap_or("?")
+    }
+}
+
+/// An argument with a NUL byte cannot reach a program; it is cut there (paths and names
+/// lkinit passes never hold one).
+fn cstring(s: &OsStr) -> CString {
+    let b = s.as_bytes();
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    CString::new(&b[..end]).expect("no NUL byte before `end`")
+}
+
+/// Every signal but SIGKILL and SIGSTOP: what a child resets to its default action (an
+/// ignored signal would survive the exec). Built bit by bit: the C library's sigaddset
+/// refuses its own internal signals (32 and 33), which its posix_spawn would otherwise
+/// leave ignored in the child of a parent that handles them (see
+/// [`reset_signals_in_child`]).
+fn default_signals() -> SigSet {
+    const WORDS: usize = std::mem::size_of::<libc::sigset_t>() / 8;
+    let mut bits = [0u64; WORDS];
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            let n = (sig - 1) as usize;
+            bits[n / 64] |= 1 << (n % 64);
+        }
+    }
+    // SAFETY: sigset_t is a plain array of words on Linux (bit N-1 is signal N), of exactly
+    // this size; every bit pattern is a valid set.
+    let set: libc::sigset_t = unsafe { std::mem::transmute(bits) };
+    // SAFETY: a set of real signal numbers.
+    unsafe { SigSet::from_sigset_t_unchecked(set) }
+}
+
+/// A child started by [`Reaper::start`].
+pub struct Spawned {
+    pub waiter: Waiter,
+    /// Polls readable once the child has exited (None on a kernel without pidfds).
+    pub pidfd: Option<PidFd>,
+    /// The parent's ends of the pipes asked for with [`Io::Piped`].
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
 }
 
 /// Statuses of unregistered children kept for a late claim; bounded so orphans cannot grow it.
@@ -330,6 +448,75 @@ impl Reaper {
         Ok((child, w))
     }
 
+    /// Starts `s` with posix_spawn (a vfork: no copy of lkinit's page tables, which `spawn`'s
+    /// fork path pays for and which is most of what starting a runtime costs lkinit) and
+    /// claims its exit status. Like `spawn`, the child starts with no signal blocked and
+    /// every signal at its default action. The returned pidfd (when the kernel has them)
+    /// polls readable once the child has exited.
+    pub fn start(&self, s: &Spawn<'_>) -> io::Result<Spawned> {
+        let mut actions = PosixSpawnFileActions::init()?;
+        let mut attr = PosixSpawnAttr::init()?;
+        attr.set_sigmask(&SigSet::empty())?;
+        attr.set_sigdefault(&default_signals())?;
+        attr.set_flags(
+            PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
+        )?;
+        // The parent's ends of the pipes; the child's ends close when this returns.
+        let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
+        let mut theirs: Vec<OwnedFd> = Vec::new();
+        for (target, io) in [&s.stdin, &s.stdout, &s.stderr].into_iter().enumerate() {
+            match io {
+                Io::Inherit => {}
+                Io::Null => {
+                    let flags = if target == 0 {
+                        OFlag::O_RDONLY
+                    } else {
+                        OFlag::O_WRONLY
+                    };
+                    actions.add_open(target as RawFd, c"/dev/null", flags, Mode::empty())?
+                }
+                Io::Fd(fd) => actions.add_dup2(fd.as_raw_fd(), target as RawFd)?,
+                Io::Piped => {
+                    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+                    let (mine, child) = if target == 0 { (w, r) } else { (r, w) };
+                    actions.add_dup2(child.as_raw_fd(), target as RawFd)?;
+                    ours[target] = Some(mine);
+                    theirs.push(child);
+                }
+            }
+        }
+        let env: Vec<CString> = std::env::vars_os()
+            .filter(|(k, _)| !s.env_remove.contains(k))
+            .filter_map(|(k, v)| {
+                let mut kv = k.into_vec();
+                kv.push(b'=');
+                kv.extend(v.into_vec());
+                CString::new(kv).ok()
+            })
+            .collect();
+        let mut reg = self.lock();
+        let pid = if s.argv[0].as_bytes().contains(&b'/') {
+            nix::spawn::posix_spawn(s.argv[0].as_c_str(), &actions, &attr, &s.argv, &env)
+        } else {
+            nix::spawn::posix_spawnp(&s.argv[0], &actions, &attr, &s.argv, &env)
+        }
+        .map_err(io::Error::from)?
+        .as_raw();
+        // Under the lock the child cannot have been reaped, so the pid is still its own.
+        let pidfd = PidFd::open(pid).ok();
+        let waiter = Self::register(&mut reg, pid);
+        drop(reg);
+        drop(theirs);
+        let [stdin, stdout, stderr] = ours;
+        Ok(Spawned {
+            waiter,
+            pidfd,
+            stdin,
+            stdout,
+            stderr,
+        })
+    }
+
     /// Claims the exit status of a process that is (or is about to become) our child by
     /// reparenting, and that cannot exit before this call returns.
     pub fn watch(&self, pid: i32) -> Waiter {
@@ -437,6 +624,19 @@ impl PidFd {
         r > 0 && p.revents & libc::POLLIN != 0
     }
 
+    /// The exit status of a child of ours that has ended, read without reaping it (the
+    /// reaper still does that): the thread that saw the pidfd turn readable need not wait
+    /// for the reaper thread to run. None if it has not ended, is not our child, or was
+    /// reaped already.
+    pub fn peek_exit(&self) -> Option<ExitStatus> {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+        match nix::sys::wait::waitid(nix::sys::wait::Id::PIDFd(self.fd.as_fd()), flags) {
+            Ok(WaitStatus::Exited(_, c)) => Some(ExitStatus::Code(c)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Some(ExitStatus::Signal(sig as i32)),
+            _ => None,
+        }
+    }
+
     pub fn as_owned_fd(&self) -> &OwnedFd {
         &self.fd
     }
@@ -457,6 +657,8 @@ impl AsRawFd for PidFd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    use std::io::Read;
 
     /// Whatever the spawning thread blocks, the child starts with an empty mask.
     #[test]
@@ -475,6 +677,75 @@ mod tests {
         std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
         pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).unwrap();
         assert_eq!(out.trim(), "SigBlk:\t0000000000000000");
+    }
+
+    /// The posix_spawn path too: no signal blocked and none ignored (Rust ignores SIGPIPE),
+    /// whatever the spawning thread has; piped output comes back.
+    #[test]
+    fn started_children_have_no_blocked_or_ignored_signal() {
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGTERM);
+        set.add(Signal::SIGCHLD);
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).unwrap();
+        let old_usr1 = unsafe {
+            nix::sys::signal::signal(Signal::SIGUSR1, nix::sys::signal::SigHandler::SigIgn)
+        }
+        .unwrap();
+        let mut s = Spawn::new("grep");
+        s.args(["-E", "^Sig(Blk|Ign):", "/proc/self/status"])
+            .stdout(Io::Piped);
+        let child = global().start(&s);
+        unsafe { nix::sys::signal::signal(Signal::SIGUSR1, old_usr1) }.unwrap();
+        pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).unwrap();
+        let child = child.unwrap();
+        assert!(child.pidfd.is_some());
+        let mut out = String::new();
+        std::fs::File::from(child.stdout.unwrap())
+            .read_to_string(&mut out)
+            .unwrap();
+        let mask = |name: &str| {
+            let line = out.lines().find(|l| l.starts_with(name)).unwrap();
+            u64::from_str_radix(line.split('\t').nth(1).unwrap(), 16).unwrap()
+        };
+        assert_eq!(mask("SigBlk:"), 0, "{out}");
+        // Also the C library's internal signals (32, 33), which its posix_spawn would leave
+        // ignored here (the test harness's threads make glibc handle them).
+        assert_eq!(mask("SigIgn:"), 0, "{out}");
+    }
+
+    /// The status is read through the pidfd once it is readable, and reading it does not
+    /// reap: the child is still a zombie for the reaper.
+    #[test]
+    fn peek_reads_the_status_without_reaping() {
+        let mut s = Spawn::new("sh");
+        s.args(["-c", "exit 3"]);
+        let child = global().start(&s).unwrap();
+        let fd = child.pidfd.unwrap();
+        let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        nix::poll::poll(&mut p, PollTimeout::from(10_000u16)).unwrap();
+        assert_eq!(fd.peek_exit(), Some(ExitStatus::Code(3)));
+        // Unit tests' threads do not block SIGCHLD, so the reaper may not have run: if the
+        // child is still there, it is a zombie (peeking left it to be reaped).
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", fd.pid()))
+            && stat.contains("(sh)")
+        {
+            let state = stat.rsplit_once(')').unwrap().1.split_whitespace().next();
+            assert_eq!(state, Some("Z"), "{stat}");
+        }
+    }
+
+    #[test]
+    fn start_reports_a_missing_program() {
+        let e = global()
+            .start(&Spawn::new("/nonexistent/lkinit-test-program"))
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        let e = global()
+            .start(&Spawn::new("lkinit-no-such-program-in-path"))
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

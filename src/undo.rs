@@ -43,7 +43,9 @@ pub struct PlannedStep {
 }
 
 /// Undo steps recorded for one container. Dropped without `rollback`/`cleanup`/`forget`, it
-/// rolls back, so an early return or a panic still leaves the host as it was found.
+/// rolls back, so an early return leaves the host as it was found (a panic aborts a release
+/// build: what it leaves is what a killed lkinit leaves, see
+/// `container::clear_interrupted_launch`).
 #[derive(Default)]
 pub struct Undo {
     steps: Vec<Step>,

@@ -33,7 +33,7 @@ fn ensure_tools() {
         ("cpio", "cpio"),
         ("depmod", "kmod"),
         ("busybox", "busybox-static"),
-        ("runc", "runc"),
+        ("crun", "crun"),
         ("strip", "binutils"),
     ];
     let missing: Vec<&str> = wanted
@@ -129,13 +129,18 @@ fn example_image_boots_runs_and_powers_off() {
         .arg("--out")
         .arg(&image));
 
+    // The image's own kernel parameters (it ships crun and says so).
+    let cmdline = std::fs::read_to_string(image.join("cmdline")).unwrap();
+    assert_eq!(cmdline.trim(), "lkinit.runtime=crun");
+    let append = format!("console=ttyS0 panic=-1 quiet {}", cmdline.trim());
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-m", "512M", "-smp", "1", "-nographic"])
         .args(["-no-reboot", "-nic", "none", "-kernel"])
         .arg(image.join("vmlinuz"))
         .arg("-initrd")
         .arg(image.join("initrd.img"))
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .arg("-append")
+        .arg(&append)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -183,13 +188,17 @@ fn example_image_boots_runs_and_powers_off() {
     assert!(!console.contains("Kernel panic"));
     assert!(!console.contains("fatal:"), "PID 1 reported a fatal error");
 
-    // The root left the initramfs (or runc could not pivot_root), and the early mounts are
-    // in the mount table PID 1 read back.
-    let mut at = find(&console, "moved the root from the initramfs to a tmpfs", 0);
+    // The root left the initramfs without a copy (or the runtime could not pivot_root),
+    // and the early mounts are in the mount table PID 1 read back.
+    let mut at = find(
+        &console,
+        "made the initramfs root a bind mount of itself (no copy)",
+        0,
+    );
     at = find(&console, "lkinit: early mounts: ", at);
     let mounts = line_with(&console, "lkinit: early mounts: ");
     for m in [
-        "/ tmpfs shared",
+        "/ rootfs shared",
         "/proc proc",
         "/sys sysfs",
         "/dev devtmpfs",
@@ -211,6 +220,12 @@ fn example_image_boots_runs_and_powers_off() {
         assert!(modules.contains(m), "{m} not loaded: {modules}");
     }
     assert!(console.contains("lkinit: hostname: lkinit"));
+    // The runtime the image ships, named on the kernel command line.
+    find(
+        &console,
+        "lkinit: OCI runtime: crun (lkinit.runtime on the kernel command line)",
+        0,
+    );
 
     // Every onboot bundle ran, in name order, and succeeded.
     at = find(&console, "lkinit: onboot: starting", at);

@@ -172,9 +172,7 @@ pub fn cgroup_mounts(v1: bool, proc_cgroups: &str) -> Vec<EarlyMount> {
     v
 }
 
-pub use crate::mountinfo::{
-    MountEntry, mounted_at, parse as parse_mountinfo, read as read_mountinfo,
-};
+pub use crate::mountinfo::{MountEntry, mounted_at, read as read_mountinfo};
 
 /// Mounts one entry unless something is mounted there already.
 fn mount_one(e: &EarlyMount, current: &[MountEntry]) -> Result<bool, EarlyError> {
@@ -351,7 +349,7 @@ mod tests {
                     22 1 0:20 / / rw,relatime shared:1 - tmpfs rootfs rw,mode=755\n\
                     23 22 0:21 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw\n\
                     30 22 0:25 / /with\\040space rw master:3 - tmpfs tmpfs rw\n";
-        let t = parse_mountinfo(text);
+        let t = crate::mountinfo::parse(text);
         assert_eq!(t.len(), 4);
         assert_eq!(mounted_at(&t, "/").unwrap().fstype, "tmpfs");
         assert!(mounted_at(&t, "/").unwrap().shared);

@@ -1,11 +1,17 @@
 //! Leaving the initramfs.
 //!
-//! The kernel unpacks the initramfs into `rootfs`, a file system that cannot be unmounted
-//! or pivoted away from, so an OCI runtime's `pivot_root` fails there ("invalid argument").
-//! Rather than weakening every container (a runtime's no-pivot mode), PID 1 moves the root
-//! onto a tmpfs once, as LinuxKit's init and busybox `switch_root` do: mount a tmpfs, copy
-//! the root into it (deleting each file once copied, so the memory is not held twice),
-//! make it `/` with a move mount, chroot into it and exec itself again.
+//! The kernel unpacks the initramfs into `rootfs`, the mount at the very top of the mount
+//! tree: it has no parent mount, so an OCI runtime's `pivot_root` fails there ("invalid
+//! argument"; the kernel wants the old root to be a mount with a parent). Rather than
+//! weakening every container (a runtime's no-pivot mode), PID 1 puts a mount with a parent
+//! at `/` once, then chroots into it and execs itself again:
+//!
+//! - first choice, no copy: a bind mount of the initramfs root onto a directory of it,
+//!   moved onto `/`. The files stay where the kernel unpacked them; the bind mount is a
+//!   child of `rootfs`, which is all `pivot_root` asks.
+//! - fallback (a kernel that refuses the bind or the move): as LinuxKit's init and
+//!   busybox `switch_root` do, a tmpfs with a copy of the root (each file deleted once
+//!   copied, so the memory is not held twice) is moved onto `/`.
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, mknod};
@@ -49,10 +55,21 @@ pub enum SwitchError {
 /// Where the new root is assembled before it becomes `/`.
 const NEW_ROOT: &str = "/.lkinit-root";
 
-/// Whether `/` is the initramfs, read from mountinfo (needs /proc).
+/// Whether `/` is the initramfs itself, read from mountinfo (needs /proc): the visible
+/// mount at `/` is `rootfs` and has no parent (its parent id is its own id).
 pub fn on_initramfs(mountinfo: &str) -> bool {
-    let table = super::early::parse_mountinfo(mountinfo);
-    super::early::mounted_at(&table, "/").is_some_and(|e| e.fstype == "rootfs")
+    let table = crate::mountinfo::parse(mountinfo);
+    crate::mountinfo::mounted_at(&table, "/")
+        .is_some_and(|e| e.fstype == "rootfs" && e.id == e.parent)
+}
+
+/// How the root was moved off the initramfs.
+#[derive(Debug, Clone, Copy)]
+pub enum Moved {
+    /// A bind mount of the initramfs root on itself.
+    Bound,
+    /// A tmpfs with a copy (the bind was refused).
+    Copied(Copied),
 }
 
 fn ensure_proc() -> Result<bool, SwitchError> {
@@ -92,7 +109,7 @@ pub fn leave_initramfs() -> Result<(), SwitchError> {
         return Ok(());
     }
     // The time since boot on this line is the kernel's share of the boot.
-    log::info!("started on the initramfs; moving the root to a tmpfs");
+    log::info!("started on the initramfs; leaving it (a runtime cannot pivot_root there)");
     let exe = fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/sbin/init"));
     let args: Vec<OsString> = std::env::args_os().collect();
     // The copy must not see /proc (another file system anyway); the new run mounts it again.
@@ -100,14 +117,29 @@ pub fn leave_initramfs() -> Result<(), SwitchError> {
         let _ = umount2("/proc", MntFlags::MNT_DETACH);
     }
     let start = std::time::Instant::now();
-    let copied = move_root()?;
+    let moved = match bind_root() {
+        Ok(()) => Moved::Bound,
+        Err(e) => {
+            log::warn!(
+                "cannot bind the initramfs root on itself ({}); copying it to a tmpfs",
+                crate::error_chain(&e)
+            );
+            Moved::Copied(move_root()?)
+        }
+    };
     // Said by the process that did it; the new one starts its log with the next line.
-    log::info!(
-        "moved the root from the initramfs to a tmpfs: {} files, {} KiB in {} ms",
-        copied.files,
-        copied.bytes / 1024,
-        start.elapsed().as_millis()
-    );
+    match moved {
+        Moved::Bound => log::info!(
+            "made the initramfs root a bind mount of itself (no copy) in {} ms",
+            start.elapsed().as_millis()
+        ),
+        Moved::Copied(copied) => log::info!(
+            "moved the root from the initramfs to a tmpfs: {} files, {} KiB in {} ms",
+            copied.files,
+            copied.bytes / 1024,
+            start.elapsed().as_millis()
+        ),
+    }
     let path = CString::new(exe.as_os_str().as_bytes()).expect("a path has no NUL byte");
     let argv: Vec<CString> = args
         .iter()
@@ -119,6 +151,35 @@ pub fn leave_initramfs() -> Result<(), SwitchError> {
         path: exe,
         source: e,
     })
+}
+
+/// Binds the initramfs root onto `NEW_ROOT` and moves that mount onto `/`: the same files,
+/// now on a mount whose parent is `rootfs`. Undone if a step fails, so the copy can follow.
+fn bind_root() -> Result<(), SwitchError> {
+    let new_root = Path::new(NEW_ROOT);
+    let _ = fs::create_dir(new_root);
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount(Some("/"), new_root, None::<&str>, flags, None::<&str>).map_err(|source| {
+        SwitchError::Mount {
+            what: "a bind of /",
+            target: new_root.into(),
+            source,
+        }
+    })?;
+    let sw = |source| SwitchError::Switch { source };
+    let moved = nix::unistd::chdir(new_root)
+        .and_then(|()| mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>));
+    if let Err(e) = moved {
+        let _ = nix::unistd::chdir("/");
+        let _ = umount2(new_root, MntFlags::MNT_DETACH);
+        let _ = fs::remove_dir(new_root);
+        return Err(sw(e));
+    }
+    nix::unistd::chroot(".").map_err(sw)?;
+    nix::unistd::chdir("/").map_err(sw)?;
+    // The directory the bind sat on, seen through the bind: no longer a mount point.
+    let _ = fs::remove_dir(new_root);
+    Ok(())
 }
 
 fn move_root() -> Result<Copied, SwitchError> {
@@ -317,10 +378,16 @@ mod tests {
     fn initramfs_is_told_from_a_switched_root() {
         let initramfs = "1 1 0:2 / / rw - rootfs rootfs rw\n";
         assert!(on_initramfs(initramfs));
-        // After the switch the tmpfs is mounted over it and is what `/` shows.
+        // After the copy the tmpfs is mounted over it and is what `/` shows.
         let switched = "1 1 0:2 / / rw - rootfs rootfs rw\n\
                         20 1 0:19 / / rw shared:1 - tmpfs rootfs rw,mode=755\n";
         assert!(!on_initramfs(switched));
+        // After the bind: the same file system, on a mount whose parent is rootfs.
+        let bound = "1 1 0:2 / / rw - rootfs rootfs rw\n\
+                     20 1 0:2 / / rw shared:1 - rootfs rootfs rw\n";
+        assert!(!on_initramfs(bound));
+        // A chroot hides the mount above its root.
+        assert!(!on_initramfs("20 1 0:2 / / rw - rootfs rootfs rw\n"));
         let disk = "21 1 8:1 / / rw - ext4 /dev/sda1 rw\n";
         assert!(!on_initramfs(disk));
     }

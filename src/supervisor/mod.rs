@@ -8,6 +8,7 @@
 //! adopts what still runs.
 
 pub mod client;
+pub mod memory;
 pub mod output;
 pub mod policy;
 pub mod protocol;
@@ -48,7 +49,7 @@ pub fn run(ctx: &Ctx, args: &SupervisorArgs, sock: &Path) -> i32 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
-        .thread_keep_alive(Duration::from_secs(5))
+        .thread_keep_alive(Duration::from_secs(2))
         .thread_stack_size(512 * 1024)
         .thread_name("blocking")
         .build();
@@ -151,6 +152,7 @@ async fn supervise(ctx: Ctx, args: SupervisorArgs, sock: PathBuf) -> i32 {
         sock.display()
     );
     tokio::spawn(report_started(statuses, begun));
+    tokio::spawn(memory::trimmer());
     let server = tokio::spawn(server::serve(listener, sup.clone()));
 
     loop {

@@ -218,7 +218,9 @@ pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> std::io::R
 
 /// Runs blocking work on tokio's blocking threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
+    let r = tokio::task::spawn_blocking(f).await;
+    super::memory::after_work();
+    match r {
         Ok(v) => v,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
