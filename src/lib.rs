@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod cgroups;
 pub mod cli;
 pub mod container;
+pub mod fuzz_checks;
 pub mod logs;
 pub mod mountapi;
 pub mod mountinfo;
