@@ -320,10 +320,10 @@ fn launch_steps(
             r
         },
     );
-    // Claimed now: the init cannot exit before `start`, so its status cannot be missed, and
-    // the pid cannot name another process yet.
-    let waiter = reaper::global().watch(pid);
-    let pidfd = PidFd::open(pid).ok();
+    // Claimed now, before `start` lets the init run, so its status cannot be missed; the
+    // pidfd is opened under the reaper's lock, so an init killed meanwhile (OOM, a stray
+    // kill) cannot have left its pid to another process.
+    let (waiter, pidfd) = reaper::global().watch_with_pidfd(pid);
 
     net::apply(bundle, pid, undo).map_err(|e| ContainerError::new(Step::Interfaces, e))?;
     nsbind::apply(bundle, pid, undo).map_err(|e| ContainerError::new(Step::BindNs, e))?;

@@ -545,6 +545,19 @@ impl Reaper {
         Self::register(&mut reg, pid)
     }
 
+    /// Like `watch`, with a pidfd for the process opened while no reaping can happen, so it
+    /// names this child: None if the child has ended and been reaped already (its pid may
+    /// name another process by then), or on a kernel without pidfds.
+    pub fn watch_with_pidfd(&self, pid: i32) -> (Waiter, Option<PidFd>) {
+        let mut reg = self.lock();
+        let w = Self::register(&mut reg, pid);
+        let fd = match w.try_status() {
+            Some(_) => None,
+            None => PidFd::open(pid).ok(),
+        };
+        (w, fd)
+    }
+
     /// Drops a claim (the process is someone else's business now); a status that arrives
     /// later is kept like an orphan's.
     pub fn forget(&self, w: &Waiter) {
@@ -750,10 +763,19 @@ mod tests {
         assert_eq!(mask("SigIgn:"), 0, "{out}");
     }
 
+    /// Taken by the tests that reap by hand and by those that peek at a zombie, which a
+    /// reap running beside them would take away.
+    static REAPING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn reaping() -> std::sync::MutexGuard<'static, ()> {
+        REAPING.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The status is read through the pidfd once it is readable, and reading it does not
     /// reap: the child is still a zombie for the reaper.
     #[test]
     fn peek_reads_the_status_without_reaping() {
+        let _g = reaping();
         let mut s = Spawn::new("sh");
         s.args(["-c", "exit 3"]);
         let child = global().start(&s).unwrap();
@@ -779,6 +801,7 @@ mod tests {
     /// the pidfd and through the reaper, and its waiter hears of it.
     #[test]
     fn a_real_time_signal_death_is_reported() {
+        let _g = reaping();
         let mut s = Spawn::new("sleep");
         s.arg("30");
         let child = global().start(&s).unwrap();
@@ -795,6 +818,40 @@ mod tests {
             Some(ExitStatus::Signal(40))
         );
         assert_eq!(ExitStatus::Signal(40).code(), 168);
+    }
+
+    /// A pidfd is handed out only while the child has not been reaped: after that its pid
+    /// may be another process's.
+    #[test]
+    // The reaper reaps them: that is what is tested.
+    #[allow(clippy::zombie_processes)]
+    fn watch_with_pidfd_gives_no_pidfd_for_a_reaped_child() {
+        let _g = reaping();
+        let alive = Command::new("sleep").arg("30").spawn().unwrap();
+        let gone = Command::new("true").spawn().unwrap();
+        let (alive, gone) = (alive.id() as i32, gone.id() as i32);
+        // `true` has exited once its pidfd polls readable (no pidfd: another test's
+        // reap_all took it already); then reap it as the reaper would.
+        if let Ok(fd) = PidFd::open(gone) {
+            let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            nix::poll::poll(&mut p, PollTimeout::from(10_000u16)).unwrap();
+        }
+        global().reap_all();
+        let (w, none) = global().watch_with_pidfd(gone);
+        assert_eq!(w.try_status(), Some(ExitStatus::Code(0)));
+        assert!(none.is_none());
+        let (w, some) = global().watch_with_pidfd(alive);
+        let some = some.expect("a pidfd for a live child");
+        assert_eq!(some.pid(), alive);
+        assert!(w.try_status().is_none());
+        some.signal(Signal::SIGKILL).unwrap();
+        let mut p = [PollFd::new(some.as_fd(), PollFlags::POLLIN)];
+        nix::poll::poll(&mut p, PollTimeout::from(10_000u16)).unwrap();
+        global().reap_all();
+        assert_eq!(
+            w.wait_timeout(Duration::from_secs(10)),
+            Some(ExitStatus::Signal(9))
+        );
     }
 
     #[test]
