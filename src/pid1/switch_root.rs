@@ -127,6 +127,11 @@ pub fn leave_initramfs() -> Result<(), SwitchError> {
             Moved::Copied(move_root()?)
         }
     };
+    enter_moved_root()?;
+    if let Moved::Bound = moved {
+        // The directory the bind sat on, seen through the bind: no longer a mount point.
+        let _ = fs::remove_dir(NEW_ROOT);
+    }
     // Said by the process that did it; the new one starts its log with the next line.
     match moved {
         Moved::Bound => log::info!(
@@ -166,20 +171,31 @@ fn bind_root() -> Result<(), SwitchError> {
             source,
         }
     })?;
-    let sw = |source| SwitchError::Switch { source };
-    let moved = nix::unistd::chdir(new_root)
-        .and_then(|()| mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>));
-    if let Err(e) = moved {
+    if let Err(e) = move_onto_slash(new_root) {
         let _ = nix::unistd::chdir("/");
-        let _ = umount2(new_root, MntFlags::MNT_DETACH);
+        if let Err(u) = umount2(new_root, MntFlags::MNT_DETACH) {
+            log::warn!("cannot undo the bind of / on {}: {u}", new_root.display());
+        }
         let _ = fs::remove_dir(new_root);
-        return Err(sw(e));
+        return Err(SwitchError::Switch { source: e });
     }
-    nix::unistd::chroot(".").map_err(sw)?;
-    nix::unistd::chdir("/").map_err(sw)?;
-    // The directory the bind sat on, seen through the bind: no longer a mount point.
-    let _ = fs::remove_dir(new_root);
     Ok(())
+}
+
+/// Moves the mount at `new_root` onto `/`; the caller then enters it with
+/// [`enter_moved_root`].
+fn move_onto_slash(new_root: &Path) -> nix::Result<()> {
+    nix::unistd::chdir(new_root)?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+}
+
+/// Makes the mount just moved onto `/` (the working directory) this process's root. Past
+/// the move there is nothing to go back to, so a failure here is fatal, never a reason to
+/// try the copy.
+fn enter_moved_root() -> Result<(), SwitchError> {
+    let sw = |source| SwitchError::Switch { source };
+    nix::unistd::chroot(".").map_err(sw)?;
+    nix::unistd::chdir("/").map_err(sw)
 }
 
 fn move_root() -> Result<Copied, SwitchError> {
@@ -214,11 +230,7 @@ fn move_root() -> Result<Copied, SwitchError> {
     // Whatever is left of the old root (directories, files that could not be removed).
     remove_tree(Path::new("/"), root_dev, new_root);
 
-    let sw = |source| SwitchError::Switch { source };
-    nix::unistd::chdir(new_root).map_err(sw)?;
-    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(sw)?;
-    nix::unistd::chroot(".").map_err(sw)?;
-    nix::unistd::chdir("/").map_err(sw)?;
+    move_onto_slash(new_root).map_err(|source| SwitchError::Switch { source })?;
     Ok(copied)
 }
 
