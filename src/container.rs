@@ -361,9 +361,13 @@ impl Running {
     /// Polls readable once the process whose end is the container's end has exited (the
     /// foreground runtime, or the init); None where the kernel gave no pidfd.
     pub fn exit_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.exit_pidfd().map(AsFd::as_fd)
+    }
+
+    fn exit_pidfd(&self) -> Option<&PidFd> {
         match &self.exit {
-            Exit::Runtime(p) => p.pidfd.as_ref().map(AsFd::as_fd),
-            Exit::Init(_) => self.pidfd.as_ref().map(AsFd::as_fd),
+            Exit::Runtime(p) => p.pidfd.as_ref(),
+            Exit::Init(_) => self.pidfd.as_ref(),
         }
     }
 
@@ -375,11 +379,7 @@ impl Running {
     /// The status once `exit_fd` has turned readable, without waiting for the reaper
     /// thread to hand it over (one thread switch less per container).
     pub fn ended(&self) -> Result<ExitStatus, ContainerError> {
-        let fd = match &self.exit {
-            Exit::Runtime(p) => p.pidfd.as_ref(),
-            Exit::Init(_) => self.pidfd.as_ref(),
-        };
-        match fd.and_then(PidFd::peek_exit) {
+        match self.exit_pidfd().and_then(PidFd::peek_exit) {
             Some(st) => self.status(st),
             None => self.wait(),
         }

@@ -15,99 +15,116 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-struct Stream {
-    pipe: File,
-    log: File,
-}
-
-/// The read ends of one container's output, each with its log file.
+/// The read ends of one container's output, each with its log file (same index).
 pub struct Tee {
-    /// Streams whose writers are not all gone yet.
-    open: Vec<Stream>,
+    /// Pipes whose writers are not all gone yet, with the index of their log.
+    open: Vec<(usize, File)>,
+    logs: [File; 2],
     echo: bool,
     buf: Vec<u8>,
 }
 
-impl Tee {
-    /// Copies output until `exit` polls readable (the end of the process that ends the
-    /// wait; without one, until every stream has ended) or `deadline` passes. True unless
-    /// the deadline passed (or poll failed).
-    pub fn pump(&mut self, exit: Option<BorrowedFd<'_>>, deadline: Option<Instant>) -> bool {
-        loop {
-            if exit.is_none() && self.open.is_empty() {
-                return true;
-            }
-            let timeout = match deadline {
-                None => PollTimeout::NONE,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return false;
-                    }
-                    // Rounded up, so the deadline has passed when poll times out.
-                    let ms = left.as_micros().div_ceil(1000);
-                    PollTimeout::try_from(ms.min(i32::MAX as u128) as i32)
-                        .unwrap_or(PollTimeout::MAX)
+/// How [`pump_pipes`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pumped {
+    /// Every pipe has reached its end.
+    Drained,
+    /// The exit descriptor polled readable.
+    Exited,
+    /// The deadline passed (or poll failed).
+    Stopped,
+}
+
+/// Reads the pipes of `open` as their data arrives, whichever has some first (a writer
+/// that fills one pipe while we block on the other would never finish), handing each
+/// chunk to `sink` with the pipe's index, until every pipe has ended, `exit` polls
+/// readable, or `deadline` passes. Pipes that end leave `open`.
+pub fn pump_pipes(
+    open: &mut Vec<(usize, File)>,
+    exit: Option<BorrowedFd<'_>>,
+    deadline: Option<Instant>,
+    buf: &mut [u8],
+    mut sink: impl FnMut(usize, &[u8]),
+) -> Pumped {
+    loop {
+        if exit.is_none() && open.is_empty() {
+            return Pumped::Drained;
+        }
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Pumped::Stopped;
                 }
-            };
-            let mut fds: Vec<PollFd<'_>> = self
-                .open
-                .iter()
-                .map(|s| PollFd::new(s.pipe.as_fd(), PollFlags::POLLIN))
-                .collect();
-            if let Some(e) = exit {
-                fds.push(PollFd::new(e, PollFlags::POLLIN));
+                // Rounded up, so the deadline has passed when poll times out.
+                let ms = left.as_micros().div_ceil(1000);
+                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
             }
-            match poll(&mut fds, timeout) {
-                Ok(0) => return false,
-                Ok(_) => {}
-                Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    log::debug!("container output: poll: {e}");
-                    return false;
-                }
-            }
-            let ready: Vec<bool> = fds.iter().map(|p| p.any().unwrap_or(true)).collect();
-            drop(fds);
-            let exited = exit.is_some() && ready[self.open.len()];
-            let mut i = 0;
-            let (echo, buf) = (self.echo, &mut self.buf);
-            self.open.retain_mut(|s| {
-                let keep = !ready[i] || copy_once(s, echo, buf);
-                i += 1;
-                keep
-            });
-            if exited {
-                return true;
+        };
+        let mut fds: Vec<PollFd<'_>> = open
+            .iter()
+            .map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+            .collect();
+        if let Some(e) = exit {
+            fds.push(PollFd::new(e, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(0) => return Pumped::Stopped,
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                log::debug!("container output: poll: {e}");
+                return Pumped::Stopped;
             }
         }
+        let ready: Vec<bool> = fds.iter().map(|p| p.any().unwrap_or(true)).collect();
+        drop(fds);
+        let exited = exit.is_some() && ready[open.len()];
+        let mut k = 0;
+        open.retain_mut(|(i, f)| {
+            let keep = !ready[k]
+                || match f.read(buf) {
+                    Ok(0) => false,
+                    Ok(n) => {
+                        sink(*i, &buf[..n]);
+                        true
+                    }
+                    Err(e) => e.kind() == io::ErrorKind::Interrupted,
+                };
+            k += 1;
+            keep
+        });
+        if exited {
+            return Pumped::Exited;
+        }
+    }
+}
+
+impl Tee {
+    /// Copies output until `exit` polls readable (the end of the process that ends the
+    /// wait; without one, until every stream has ended) or `deadline` passes.
+    pub fn pump(&mut self, exit: Option<BorrowedFd<'_>>, deadline: Option<Instant>) -> Pumped {
+        let (logs, echo) = (&mut self.logs, self.echo);
+        pump_pipes(&mut self.open, exit, deadline, &mut self.buf, |i, data| {
+            // A full disk loses log lines, it must not stop the container.
+            let _ = logs[i].write_all(data);
+            if echo {
+                let mut out = io::stdout().lock();
+                let _ = out.write_all(data);
+                let _ = out.flush();
+            }
+        })
     }
 
     /// After the end: copies what is still in flight until every stream has ended, or
     /// `grace` passed (a process that outlives the container may hold a pipe open; what it
     /// writes later is lost).
     pub fn finish(mut self, grace: Duration) {
-        if !self.pump(None, Some(Instant::now() + grace)) {
+        if self.pump(None, Some(Instant::now() + grace)) != Pumped::Drained {
             log::debug!("container output still open after the container ended");
         }
     }
-}
-
-/// One read and its copies; false once the stream has ended.
-fn copy_once(s: &mut Stream, echo: bool, buf: &mut [u8]) -> bool {
-    let n = match s.pipe.read(buf) {
-        Ok(0) => return false,
-        Ok(n) => n,
-        Err(e) => return e.kind() == io::ErrorKind::Interrupted,
-    };
-    // A full disk loses log lines, it must not stop the container.
-    let _ = s.log.write_all(&buf[..n]);
-    if echo {
-        let mut out = io::stdout().lock();
-        let _ = out.write_all(&buf[..n]);
-        let _ = out.flush();
-    }
-    true
 }
 
 /// Opens a log file for appending (logs accumulate across runs and restarts).
@@ -141,16 +158,8 @@ pub fn tee(out_log: &Path, err_log: &Path, echo: bool) -> io::Result<(ContainerS
             stderr: err_w,
         },
         Tee {
-            open: vec![
-                Stream {
-                    pipe: File::from(out_r),
-                    log: out_file,
-                },
-                Stream {
-                    pipe: File::from(err_r),
-                    log: err_file,
-                },
-            ],
+            open: vec![(0, File::from(out_r)), (1, File::from(err_r))],
+            logs: [out_file, err_file],
             echo,
             buf: vec![0u8; 16 * 1024],
         },

@@ -4,9 +4,8 @@
 //! told apart from a container that exited non-zero, and its message is reported as it is.
 
 use crate::reaper::{self, ExitStatus, Io, PidFd, Spawn, Spawned, Waiter};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -414,8 +413,7 @@ fn set_stdio<'a>(cmd: &mut Spawn<'a>, stdio: &'a ContainerStdio) {
         .stderr(Io::Fd(stdio.stderr.as_fd()));
 }
 
-/// Reads two pipes to their end in this thread, whichever has data first (a runtime that
-/// fills one while we block on the other would never finish).
+/// Reads two pipes to their end in this thread, whichever has data first.
 fn read_both(a: Option<OwnedFd>, b: Option<OwnedFd>) -> (String, String) {
     let mut bufs = [Vec::new(), Vec::new()];
     let mut open: Vec<(usize, File)> = [a, b]
@@ -424,33 +422,9 @@ fn read_both(a: Option<OwnedFd>, b: Option<OwnedFd>) -> (String, String) {
         .filter_map(|(i, fd)| fd.map(|fd| (i, File::from(fd))))
         .collect();
     let mut chunk = [0u8; 4096];
-    while !open.is_empty() {
-        let mut fds: Vec<PollFd<'_>> = open
-            .iter()
-            .map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
-            .collect();
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => break,
-        }
-        let ready: Vec<bool> = fds.iter().map(|p| p.any().unwrap_or(true)).collect();
-        drop(fds);
-        let mut k = 0;
-        open.retain_mut(|(i, f)| {
-            let keep = !ready[k]
-                || match f.read(&mut chunk) {
-                    Ok(0) => false,
-                    Ok(n) => {
-                        bufs[*i].extend_from_slice(&chunk[..n]);
-                        true
-                    }
-                    Err(e) => e.kind() == io::ErrorKind::Interrupted,
-                };
-            k += 1;
-            keep
-        });
-    }
+    crate::logs::pump_pipes(&mut open, None, None, &mut chunk, |i, data| {
+        bufs[i].extend_from_slice(data)
+    });
     let [a, b] = bufs;
     (
         String::from_utf8_lossy(&a).into_owned(),

@@ -4,7 +4,7 @@
 
 use crate::bundle::Bundle;
 use crate::container::{self, Ctx, Mode};
-use crate::logs;
+use crate::logs::{self, Pumped};
 use crate::oci_runtime::Deadline;
 use crate::reaper::ExitStatus;
 use std::io::Write;
@@ -241,7 +241,7 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
     };
     // This thread copies the output while it waits: woken by the pipes and by the end of
     // the process the container's end is (the runtime, or its init).
-    let ended = tee.pump(running.exit_fd(), deadline.map(|d| d.at)) && running.exit_fd().is_some();
+    let ended = tee.pump(running.exit_fd(), deadline.map(|d| d.at)) == Pumped::Exited;
     let status = match deadline {
         // Its pidfd said it has ended.
         _ if ended => Some(running.ended()),
@@ -254,7 +254,7 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
         (None, Some(d)) => {
             running.kill(&ctx.runtime);
             let until = Instant::now() + KILL_GRACE;
-            let ended = tee.pump(running.exit_fd(), Some(until)) && running.exit_fd().is_some();
+            let ended = tee.pump(running.exit_fd(), Some(until)) == Pumped::Exited;
             let st = if ended {
                 Some(running.ended())
             } else {

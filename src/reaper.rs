@@ -226,6 +226,12 @@ fn cstring(s: &OsStr) -> CString {
     CString::new(&b[..end]).expect("no NUL byte before `end`")
 }
 
+/// Every signal number a disposition can be set for: all but SIGKILL and SIGSTOP. No
+/// allocation, so a forked child may iterate it before exec.
+fn resettable_signals() -> impl Iterator<Item = libc::c_int> {
+    (1..=libc::SIGRTMAX()).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP)
+}
+
 /// Every signal but SIGKILL and SIGSTOP: what a child resets to its default action (an
 /// ignored signal would survive the exec). Built bit by bit: the C library's sigaddset
 /// refuses its own internal signals (32 and 33), which its posix_spawn would otherwise
@@ -234,11 +240,9 @@ fn cstring(s: &OsStr) -> CString {
 fn default_signals() -> SigSet {
     const WORDS: usize = std::mem::size_of::<libc::sigset_t>() / 8;
     let mut bits = [0u64; WORDS];
-    for sig in 1..=libc::SIGRTMAX() {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            let n = (sig - 1) as usize;
-            bits[n / 64] |= 1 << (n % 64);
-        }
+    for sig in resettable_signals() {
+        let n = (sig - 1) as usize;
+        bits[n / 64] |= 1 << (n % 64);
     }
     // SAFETY: sigset_t is a plain array of words on Linux (bit N-1 is signal N), of exactly
     // this size; every bit pattern is a valid set.
@@ -347,10 +351,7 @@ fn reset_signals_in_child() -> io::Result<()> {
         let mut dfl: libc::sigaction = std::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
         let kernel_dfl = [0u64; 8];
-        for sig in 1..=libc::SIGRTMAX() {
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-                continue;
-            }
+        for sig in resettable_signals() {
             if libc::sigaction(sig, &dfl, std::ptr::null_mut()) != 0 {
                 // The C library refuses the numbers it reserves; the kernel does not, and
                 // this process is about to exec, where the C library's use of them ends.

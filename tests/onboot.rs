@@ -27,6 +27,37 @@ fn runs_a_bundle_and_logs_its_output() {
     assert!(env.containers().is_empty(), "{:?}", env.containers());
 }
 
+/// Far more than a pipe holds (64 KiB) on stdout and stderr at once, interleaved: both are
+/// drained as they fill, so neither the container nor lkinit blocks, and nothing is lost
+/// or mixed between the two logs.
+#[test]
+fn much_output_on_both_streams_at_once() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    let pad = "x".repeat(100);
+    let script = format!(
+        "i=0; while [ $i -lt 3000 ]; do echo out $i {pad}; echo err $i {pad} >&2; i=$((i+1)); done"
+    );
+    env.bundle(&ob, "loud", &["sh", "-c", &script]);
+    let r = env.onboot(&ob, &["--timeout", "120"]);
+    assert_eq!(r.line("loud"), "loud: exit code 0");
+    let (out, err) = (env.log("onboot.loud.out.log"), env.log("onboot.loud.log"));
+    assert!(
+        out.len() > 300_000 && err.len() > 300_000,
+        "{} {}",
+        out.len(),
+        err.len()
+    );
+    for (log, word) in [(&out, "out"), (&err, "err")] {
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 3000);
+        for (n, l) in lines.iter().enumerate() {
+            assert_eq!(*l, format!("{word} {n} {pad}"));
+        }
+    }
+    assert_eq!(r.stdout.matches(&pad).count(), 6000);
+}
+
 #[test]
 fn readonly_root_cannot_be_written() {
     let env = TestEnv::new();
