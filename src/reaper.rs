@@ -781,21 +781,23 @@ mod tests {
         s.args(["-c", "exit 3"]);
         let child = global().start(&s).unwrap();
         let fd = child.pidfd.unwrap();
+        // Held while peeking, so the reaper thread cannot reap the child meanwhile.
+        let reg = global().lock();
         let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
         nix::poll::poll(&mut p, PollTimeout::from(10_000u16)).unwrap();
         assert_eq!(fd.peek_exit(), Some(ExitStatus::Code(3)));
-        // Peeking did not reap: the status is still there to be read again (a reaping read
-        // would leave nothing, or ECHILD, the second time) unless the reaper thread took it
-        // meanwhile, which it only does on a SIGCHLD this test's threads may never see.
+        // Peeking did not reap: the child is still a zombie, and its status can be read
+        // again (a reaping read would leave nothing the second time).
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", fd.pid())).unwrap();
+        let state = stat.rsplit_once(')').unwrap().1.split_whitespace().next();
+        assert_eq!(state, Some("Z"), "{stat}");
         assert_eq!(fd.peek_exit(), Some(ExitStatus::Code(3)));
-        // Unit tests' threads do not block SIGCHLD, so the reaper may not have run: if the
-        // child is still there, it is a zombie (peeking left it to be reaped).
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", fd.pid()))
-            && stat.contains("(sh)")
-        {
-            let state = stat.rsplit_once(')').unwrap().1.split_whitespace().next();
-            assert_eq!(state, Some("Z"), "{stat}");
-        }
+        drop(reg);
+        global().reap_all();
+        assert_eq!(
+            child.waiter.wait_timeout(Duration::from_secs(10)),
+            Some(ExitStatus::Code(3))
+        );
     }
 
     /// A child killed by a real-time signal (here 40) is reaped with its status, through
@@ -807,12 +809,16 @@ mod tests {
         s.arg("30");
         let child = global().start(&s).unwrap();
         let fd = child.pidfd.unwrap();
+        // Held while peeking, so the reaper thread cannot reap the child meanwhile.
+        let reg = global().lock();
         // SAFETY: a signal to our own child, which is alive until it is reaped.
         assert_eq!(unsafe { libc::kill(fd.pid(), 40) }, 0);
         let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
         nix::poll::poll(&mut p, PollTimeout::from(10_000u16)).unwrap();
         assert_eq!(fd.peek_exit(), Some(ExitStatus::Signal(40)));
-        // The reaper thread may not hear the SIGCHLD here (see above): reap as it would.
+        drop(reg);
+        // The reaper thread may not hear the SIGCHLD here (unit tests' threads do not
+        // block it): reap as it would.
         global().reap_all();
         assert_eq!(
             child.waiter.wait_timeout(Duration::from_secs(10)),
