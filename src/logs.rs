@@ -21,8 +21,13 @@ pub struct Tee {
     open: Vec<(usize, File)>,
     logs: [File; 2],
     echo: bool,
+    /// Per stream, what has come since its last newline, held back from the console.
+    pending: [Vec<u8>; 2],
     buf: Vec<u8>,
 }
+
+/// Longest run without a newline held back from the console before it is written anyway.
+const ECHO_HOLD_MAX: usize = 4096;
 
 /// How [`pump_pipes`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,14 +110,24 @@ impl Tee {
     /// Copies output until `exit` polls readable (the end of the process that ends the
     /// wait; without one, until every stream has ended) or `deadline` passes.
     pub fn pump(&mut self, exit: Option<BorrowedFd<'_>>, deadline: Option<Instant>) -> Pumped {
-        let (logs, echo) = (&mut self.logs, self.echo);
+        let (logs, echo, pending) = (&mut self.logs, self.echo, &mut self.pending);
         pump_pipes(&mut self.open, exit, deadline, &mut self.buf, |i, data| {
             // A full disk loses log lines, it must not stop the container.
             let _ = logs[i].write_all(data);
             if echo {
-                let mut out = io::stdout().lock();
-                let _ = out.write_all(data);
-                let _ = out.flush();
+                // Whole lines only: both streams share the console, and a read ends
+                // wherever the writer's write did, often inside a line.
+                let p = &mut pending[i];
+                p.extend_from_slice(data);
+                let cut = match p.iter().rposition(|&b| b == b'\n') {
+                    Some(n) => n + 1,
+                    None if p.len() >= ECHO_HOLD_MAX => p.len(),
+                    None => 0,
+                };
+                if cut > 0 {
+                    echo_out(&p[..cut]);
+                    p.drain(..cut);
+                }
             }
         })
     }
@@ -124,7 +139,19 @@ impl Tee {
         if self.pump(None, Some(Instant::now() + grace)) != Pumped::Drained {
             log::debug!("container output still open after the container ended");
         }
+        // A last line without its newline.
+        for p in &self.pending {
+            if !p.is_empty() {
+                echo_out(p);
+            }
+        }
     }
+}
+
+fn echo_out(data: &[u8]) {
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(data);
+    let _ = out.flush();
 }
 
 /// Opens a log file for appending (logs accumulate across runs and restarts).
@@ -160,6 +187,7 @@ pub fn tee(out_log: &Path, err_log: &Path, echo: bool) -> io::Result<(ContainerS
         Tee {
             open: vec![(0, File::from(out_r)), (1, File::from(err_r))],
             logs: [out_file, err_file],
+            pending: [Vec::new(), Vec::new()],
             echo,
             buf: vec![0u8; 16 * 1024],
         },
