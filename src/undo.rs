@@ -77,12 +77,7 @@ impl Undo {
     where
         F: FnOnce() -> Result<(), String> + Send + 'static,
     {
-        self.steps.push(Step {
-            what: what.into(),
-            persistent: false,
-            action: Box::new(action),
-            replay: None,
-        });
+        self.record(what.into(), false, None, Box::new(action));
     }
 
     /// Like `push`, for a step that can also be written down as data (see [`Undo::plan`]).
@@ -90,12 +85,7 @@ impl Undo {
     where
         F: FnOnce() -> Result<(), String> + Send + 'static,
     {
-        self.steps.push(Step {
-            what: what.into(),
-            persistent: false,
-            action: Box::new(action),
-            replay: Some(replay),
-        });
+        self.record(what.into(), false, Some(replay), Box::new(action));
     }
 
     /// Records a step whose effect outlives a successful container on purpose.
@@ -103,11 +93,15 @@ impl Undo {
     where
         F: FnOnce() -> Result<(), String> + Send + 'static,
     {
+        self.record(what.into(), true, None, Box::new(action));
+    }
+
+    fn record(&mut self, what: String, persistent: bool, replay: Option<Replay>, action: Action) {
         self.steps.push(Step {
-            what: what.into(),
-            persistent: true,
-            action: Box::new(action),
-            replay: None,
+            what,
+            persistent,
+            action,
+            replay,
         });
     }
 

@@ -641,21 +641,7 @@ fn crun_runs_the_same_bundles() {
     let ob = env.bundles_dir("onboot");
     env.bundle(&ob, "c1", &["echo", "from crun"]);
     env.rw_bundle(&ob, "c2", &["sh", "-c", "echo x > /y && exit 4"]);
-    let mut c = std::process::Command::new("unshare");
-    c.args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg("umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$@\"")
-        .arg("sh")
-        .arg(LKINIT)
-        .args(["--runtime", "crun", "--runtime-root"])
-        .arg(&env.runtime_root)
-        .arg("--state-dir")
-        .arg(&env.state_dir)
-        .arg("onboot")
-        .arg("--path")
-        .arg(&ob)
-        .arg("--log-dir")
-        .arg(&env.log_dir);
-    let r = Run::of(c);
+    let r = crun_onboot(&env, &ob);
     assert_eq!(r.line("c1"), "c1: exit code 0");
     assert_eq!(r.line("c2"), "c2: exit code 4");
     assert_eq!(r.code, 1);
