@@ -2,8 +2,8 @@
 #   /usr/bin/service             lkinit, built static (musl)
 #   /usr/bin/onboot, onshutdown, init, lkinit -> service
 #   /sbin/init -> ../usr/bin/service, /init -> usr/bin/service
-# lkinit copies the initramfs root to a tmpfs itself, so no separate /init program is
-# needed. The OCI runtime is not in this image: in a LinuxKit YAML, list LinuxKit's runc
+# lkinit leaves the initramfs itself (it binds the initramfs root onto itself, or copies
+# it to a tmpfs if the kernel refuses), so no separate /init program is needed. The OCI runtime is not in this image: in a LinuxKit YAML, list LinuxKit's runc
 # package after it (it provides /usr/bin/runc); containerd is not needed.
 #   init:
 #     - lkinit/init:TAG
@@ -12,7 +12,7 @@
 FROM rust:1-alpine AS build
 RUN apk add --no-cache musl-dev
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
 COPY scripts/init-layout.sh scripts/init-layout.sh
 RUN cargo build --release --locked && scripts/init-layout.sh target/release/lkinit /out

@@ -141,6 +141,23 @@ fn dockerfiles_and_build_yml_agree() {
             "extra-sources: {src} does not exist"
         );
     }
+    let copied: Vec<&str> = top[..last_from]
+        .iter()
+        .filter(|l| l.starts_with("COPY "))
+        .flat_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words[1..words.len() - 1].to_vec()
+        })
+        .collect();
+    // What cargo reads to build the package is all in the build context.
+    for needed in ["Cargo.toml", "Cargo.lock", "build.rs", "src"] {
+        if repo().join(needed).exists() {
+            assert!(
+                copied.contains(&needed),
+                "the build stage does not copy {needed}"
+            );
+        }
+    }
     for l in top[..last_from].iter().filter(|l| l.starts_with("COPY ")) {
         let words: Vec<&str> = l.split_whitespace().collect();
         for src in &words[1..words.len() - 1] {
