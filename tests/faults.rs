@@ -8,23 +8,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::path::{Path, PathBuf};
-
-/// A read-only tmpfs inside the test dir: nothing can be created below it.
-fn read_only_dir(env: &TestEnv) -> PathBuf {
-    let ro = env.dir.join("ro");
-    std::fs::create_dir_all(&ro).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &ro,
-        Some("tmpfs"),
-        nix::mount::MsFlags::MS_RDONLY,
-        Some("size=64k"),
-    )
-    .unwrap();
-    env.track_mount(&ro);
-    ro
-}
+use std::path::Path;
 
 /// A poststart hook that freezes the container's cgroup. runc 1.1 runs poststart hooks
 /// during `create`, once the init waits for `start`; `start` then finds the container
@@ -226,7 +210,7 @@ fn interface_name_clashes_are_refused_and_the_taken_links_untouched() {
 fn bind_ns_under_a_read_only_mount_is_refused_and_earlier_binds_undone() {
     let env = TestEnv::new();
     let ob = env.bundles_dir("onboot");
-    let ro = read_only_dir(&env);
+    let ro = env.read_only_dir();
     let ns = env.dir.join("ns");
     let b = env.bundle(&ob, "1-deep", &["true"]);
     write_runtime(
@@ -549,7 +533,7 @@ fn processes_a_container_leaves_behind_go_with_it() {
 fn lkinits_own_directories_on_a_read_only_mount() {
     let mut env = TestEnv::new();
     let ob = env.bundles_dir("onboot");
-    let ro = read_only_dir(&env);
+    let ro = env.read_only_dir();
     env.bundle(&ob, "1-run", &["true"]);
     let b = env.bundle(&ob, "2-bound", &["true"]);
     write_runtime(&b, json!({"bindNS": {"uts": env.dir.join("ns/uts")}}));

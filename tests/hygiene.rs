@@ -179,28 +179,7 @@ fn start_service(env: &TestEnv) -> String {
     let name = unique("svc");
     let parent = env.bundles_dir("services");
     let bundle = env.bundle(&parent, &name, &["sleep", "1000"]);
-    let rootfs = bundle.join("rootfs");
-    nix::mount::mount(
-        Some(&rootfs),
-        &rootfs,
-        None::<&str>,
-        nix::mount::MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .unwrap();
-    env.track_mount(&rootfs);
-    let st = Command::new(&env.runtime)
-        .arg("--root")
-        .arg(&env.runtime_root)
-        .args(["run", "--detach", "--bundle"])
-        .arg(&bundle)
-        .arg(&name)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    env.run_detached_by_hand(&bundle, &name);
     name
 }
 

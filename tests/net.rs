@@ -8,28 +8,13 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A link name of at most 15 bytes that no other test uses.
 fn lname() -> String {
     let n = unique("lk");
     assert!(n.len() <= 14, "{n}");
     n
-}
-
-/// A read-only tmpfs inside the test dir: paths below it cannot be created.
-fn read_only_dir(env: &TestEnv) -> PathBuf {
-    let ro = env.dir.join("ro");
-    std::fs::create_dir_all(&ro).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &ro,
-        Some("tmpfs"),
-        nix::mount::MsFlags::MS_RDONLY,
-        Some("size=64k"),
-    )
-    .unwrap();
-    ro
 }
 
 /// Nothing of a failed bundle is left: no runtime container, no mount below the test dir.
@@ -351,7 +336,7 @@ fn a_later_bundle_joins_the_bound_namespaces_and_sees_the_links() {
     // A bundle that joins it, adds a link, then fails: its link is deleted from the
     // namespace that outlives it; the others stay.
     let ob2 = env.bundles_dir("onboot2");
-    let ro = read_only_dir(&env);
+    let ro = env.read_only_dir();
     env.track_mount(&ro);
     let late = lname();
     let fail = env.bundle(&ob2, "030-fail", &["true"]);
@@ -449,7 +434,7 @@ fn a_symlink_at_the_target_is_refused() {
 fn a_failed_bind_undoes_binds_links_files_and_dirs() {
     let env = TestEnv::new();
     let ob = env.bundles_dir("onboot");
-    let ro = read_only_dir(&env);
+    let ro = env.read_only_dir();
     env.track_mount(&ro);
     let (veth, peer, ifb) = (lname(), lname(), lname());
     env.track_link(&peer);
@@ -504,7 +489,7 @@ fn an_earlier_bind_is_replaced_and_restored_on_failure() {
     assert!(has_link(Some(&p), &b));
     assert!(!has_link(Some(&p), &a));
     // A third one fails after its bind: the second bundle's namespace is back.
-    let ro = read_only_dir(&env);
+    let ro = env.read_only_dir();
     env.track_mount(&ro);
     let r = run("three", "c", &c, json!(ro.join("x/uts").to_string_lossy()));
     assert_eq!(r.code, 1);
@@ -564,7 +549,7 @@ fn binds_on_a_shared_mount_propagate_and_are_undone_everywhere() {
     assert!(has_link(Some(&peer.join("x")), &name));
 
     // A failing bundle's bind on the shared mount is gone from both places.
-    let ro = read_only_dir(&env);
+    let ro = env.read_only_dir();
     env.track_mount(&ro);
     let ob2 = env.bundles_dir("onboot2");
     let b = env.bundle(&ob2, "fails", &["true"]);

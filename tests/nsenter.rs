@@ -46,34 +46,7 @@ fn start_service(env: &TestEnv, edit: impl FnOnce(&mut Value)) -> Service {
     });
     let rootfs = bundle.join("rootfs");
     std::fs::write(rootfs.join("only-in-service"), "service file\n").unwrap();
-    nix::mount::mount(
-        Some(&rootfs),
-        &rootfs,
-        None::<&str>,
-        nix::mount::MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .unwrap();
-    env.track_mount(&rootfs);
-    let log = env.dir.join(format!("{name}.runc.log"));
-    let st = Command::new(&env.runtime)
-        .arg("--root")
-        .arg(&env.runtime_root)
-        .arg("--log")
-        .arg(&log)
-        .args(["run", "--detach", "--bundle"])
-        .arg(&bundle)
-        .arg(&name)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(
-        st.success(),
-        "runc run: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    env.run_detached_by_hand(&bundle, &name);
     let pid = state(env, &name)["pid"].as_i64().unwrap() as i32;
     Service { name, bundle, pid }
 }

@@ -236,6 +236,58 @@ impl TestEnv {
         self.link_names.borrow().clone()
     }
 
+    /// A read-only tmpfs inside the test dir: nothing can be created below it.
+    pub fn read_only_dir(&self) -> PathBuf {
+        let ro = self.dir.join("ro");
+        std::fs::create_dir_all(&ro).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &ro,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_RDONLY,
+            Some("size=64k"),
+        )
+        .unwrap();
+        self.track_mount(&ro);
+        ro
+    }
+
+    /// Starts `bundle` as `name` with the runtime directly (`run --detach`), its rootfs bound
+    /// onto itself as lkinit prepares it: a running service that no supervisor of the test
+    /// started.
+    pub fn run_detached_by_hand(&self, bundle: &Path, name: &str) {
+        let rootfs = bundle.join("rootfs");
+        nix::mount::mount(
+            Some(&rootfs),
+            &rootfs,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        self.track_mount(&rootfs);
+        let log = self.dir.join(format!("{name}.runtime.log"));
+        let st = Command::new(&self.runtime)
+            .arg("--root")
+            .arg(&self.runtime_root)
+            .arg("--log")
+            .arg(&log)
+            .args(["run", "--detach", "--bundle"])
+            .arg(bundle)
+            .arg(name)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "{} run: {}",
+            self.runtime,
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
     /// Registers things made outside the test dir, removed by the guard.
     pub fn track_link(&self, name: &str) {
         self.links.borrow_mut().push(name.to_string());
