@@ -110,6 +110,19 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// A value that parsed but is not allowed: no line to point at, the field says where.
+    pub fn invalid_field(file: &Path, (field, message): (String, String)) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+            field: Some(field),
+            message,
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file.display())?;
@@ -145,13 +158,7 @@ pub fn parse(text: &str, format: Format, file: &Path) -> Result<RuntimeConfig, C
         Format::Json => parse_json(text, file)?,
         Format::Yaml => parse_yaml(text, file)?,
     };
-    validate(&config).map_err(|(field, message)| ConfigError {
-        file: file.to_path_buf(),
-        line: None,
-        column: None,
-        field: Some(field),
-        message,
-    })?;
+    validate(&config).map_err(|e| ConfigError::invalid_field(file, e))?;
     Ok(config)
 }
 

@@ -619,14 +619,17 @@ impl Task {
         let _ = done.send(());
     }
 
+    /// A start asked for by an operator: the crash history and restart count begin again.
+    async fn start_afresh(&mut self, r: Reply) -> Phase {
+        self.history.reset();
+        self.restarts = 0;
+        self.start(Some(r)).await
+    }
+
     async fn down(&mut self) -> Phase {
         match self.rx.recv().await {
             None => Phase::Down,
-            Some(Cmd::Start(r)) | Some(Cmd::Restart(r)) => {
-                self.history.reset();
-                self.restarts = 0;
-                self.start(Some(r)).await
-            }
+            Some(Cmd::Start(r)) | Some(Cmd::Restart(r)) => self.start_afresh(r).await,
             Some(Cmd::Stop(r)) => {
                 let _ = r.send(Ok(format!("{}: not running", self.name)));
                 Phase::Down
@@ -644,11 +647,7 @@ impl Task {
             biased;
             cmd = self.rx.recv() => match cmd {
                 None => Phase::Down,
-                Some(Cmd::Start(r)) | Some(Cmd::Restart(r)) => {
-                    self.history.reset();
-                    self.restarts = 0;
-                    self.start(Some(r)).await
-                }
+                Some(Cmd::Start(r)) | Some(Cmd::Restart(r)) => self.start_afresh(r).await,
                 Some(Cmd::Stop(r)) => {
                     self.history.reset();
                     self.set_down(State::Stopped, None);

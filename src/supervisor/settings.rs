@@ -141,13 +141,7 @@ pub fn parse(text: &str, yaml: bool, file: &Path, name: &str) -> Result<Settings
     } else {
         runtime_config::parse_json(text, file)?
     };
-    validate(&s, name).map_err(|(field, message)| ConfigError {
-        file: file.to_path_buf(),
-        line: None,
-        column: None,
-        field: Some(field),
-        message,
-    })?;
+    validate(&s, name).map_err(|e| ConfigError::invalid_field(file, e))?;
     Ok(s)
 }
 
