@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -170,35 +170,9 @@ fn dockerfiles_and_build_yml_agree() {
     }
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn ensure_buildah() {
-    if have("buildah") {
-        return;
-    }
-    let install =
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends buildah";
-    let ok = |cmd: &str| {
-        Command::new("sh")
-            .args(["-c", cmd])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    assert!(
-        ok(install) || ok(&format!("apt-get update -qq && {install}")),
-        "cannot install buildah"
-    );
-}
-
 #[test]
 fn final_stage_builds_from_the_binary() {
-    ensure_buildah();
+    ensure_installed(&[("buildah", "buildah")]);
     let env = TestEnv::new();
     let ctx = env.dir.join("ctx");
     layout(&ctx.join("out"));

@@ -3,6 +3,8 @@
 //! boots in QEMU without KVM, and its console is checked from the first lkinit line to the
 //! kernel's power-down line.
 
+mod common;
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -18,50 +20,16 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Installs what the image build and the boot need, as CI starts from a bare machine.
+/// What the image build and the boot need.
 fn ensure_tools() {
-    let wanted = [
+    common::ensure_installed(&[
         ("qemu-system-x86_64", "qemu-system-x86"),
         ("cpio", "cpio"),
         ("depmod", "kmod"),
         ("busybox", "busybox-static"),
         ("crun", "crun"),
         ("strip", "binutils"),
-    ];
-    let missing: Vec<&str> = wanted
-        .iter()
-        .filter(|(cmd, _)| !have(cmd))
-        .map(|(_, pkg)| *pkg)
-        .collect();
-    if missing.is_empty() {
-        return;
-    }
-    let install = |update: bool| {
-        let mut s = String::new();
-        if update {
-            s.push_str("apt-get update -qq && ");
-        }
-        s.push_str(
-            "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ",
-        );
-        s.push_str(&missing.join(" "));
-        Command::new("sh")
-            .args(["-c", &s])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    assert!(
-        install(false) || install(true),
-        "cannot install {missing:?}"
-    );
+    ]);
 }
 
 fn sh(cmd: &mut Command) {

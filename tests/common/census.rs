@@ -475,14 +475,7 @@ impl TestEnv {
 
     /// `lkinit onboot` over `path` in the background.
     pub fn onboot_bg(&self, path: &Path, extra: &[&str]) -> Background {
-        let mut c = self.lkinit();
-        c.arg("onboot")
-            .arg("--path")
-            .arg(path)
-            .arg("--log-dir")
-            .arg(&self.log_dir)
-            .args(extra);
-        Background::spawn(c)
+        Background::spawn(self.onboot_command(path, extra))
     }
 }
 

@@ -208,6 +208,11 @@ impl TestEnv {
 
     /// `lkinit onboot` over `path`, logs in this test's log dir.
     pub fn onboot(&self, path: &Path, extra: &[&str]) -> Run {
+        Run::of(self.onboot_command(path, extra))
+    }
+
+    /// The command `onboot` runs (and `onboot_bg` starts).
+    pub fn onboot_command(&self, path: &Path, extra: &[&str]) -> Command {
         let mut c = self.lkinit();
         c.arg("onboot")
             .arg("--path")
@@ -215,7 +220,7 @@ impl TestEnv {
             .arg("--log-dir")
             .arg(&self.log_dir)
             .args(extra);
-        Run::of(c)
+        c
     }
 
     pub fn log(&self, file: &str) -> String {
@@ -555,6 +560,43 @@ pub fn share_namespace(c: &mut Value, typ: &str) {
         .as_array_mut()
         .unwrap()
         .retain(|n| n["type"] != typ);
+}
+
+/// Whether `cmd` is on PATH.
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs the Debian package of each command missing from PATH (`(command, package)`),
+/// as CI starts from a bare machine: first from the package lists there are, then after
+/// `apt-get update`.
+pub fn ensure_installed(wanted: &[(&str, &str)]) {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(cmd, _)| !have(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let install = format!(
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends {}",
+        missing.join(" ")
+    );
+    let ok = |cmd: &str| {
+        Command::new("sh")
+            .args(["-c", cmd])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(
+        ok(&install) || ok(&format!("apt-get update -qq && {install}")),
+        "cannot install {missing:?}"
+    );
 }
 
 /// `lkinit onboot` through crun, in a private mount namespace without the cgroup2 part of
