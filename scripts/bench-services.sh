@@ -30,6 +30,8 @@ work=$(mktemp -d /tmp/lkinit-bench-services.XXXXXX)
 chmod 755 "$work"
 cg=lkinit-bench-services-$$
 sup_pid=
+# shellcheck source=lib/cleanup.sh
+. "$here/scripts/lib/cleanup.sh"
 cleanup() {
     # Best effort, to the end: a failed step must not stop the rest.
     set +e
@@ -38,16 +40,7 @@ cleanup() {
         for _ in $(seq 100); do kill -0 "$sup_pid" 2>/dev/null || break; sleep 0.2; done
         kill -KILL "$sup_pid" 2>/dev/null || true
     fi
-    for c in $(ls "$work/runc" 2>/dev/null); do
-        runc --root "$work/runc" delete --force "$c" >/dev/null 2>&1 || true
-    done
-    grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do
-        umount -l "$m" 2>/dev/null
-    done
-    for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
-        [ -d "$h$cg" ] && find "$h$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
-    done
-    rm -rf "$work"
+    cleanup_work "$work" "$cg" "$work/runc"
 }
 trap cleanup EXIT
 

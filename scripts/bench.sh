@@ -46,20 +46,12 @@ want() { case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 work=$(mktemp -d /tmp/lkinit-bench.XXXXXX)
 chmod 755 "$work"
 mount -t tmpfs -o mode=755 lkinit-bench "$work"
+# shellcheck source=lib/cleanup.sh
+. "$here/scripts/lib/cleanup.sh"
 cleanup() {
     set +e
-    for r in "$work"/root-*; do
-        [ -d "$r" ] || continue
-        for c in "$r"/*; do [ -d "$c" ] && runc --root "$r" delete --force "$(basename "$c")" >/dev/null 2>&1; done
-    done
     net_reset
-    grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
-    umount -l "$work" 2>/dev/null
-    rm -rf "$work"
-    for h in /sys/fs/cgroup/*/lkinit-bench /sys/fs/cgroup/lkinit-bench; do
-        [ -d "$h" ] && find "$h" -depth -type d -exec rmdir {} + 2>/dev/null
-    done
-    return 0
+    cleanup_work "$work" lkinit-bench "$work"/root-*
 }
 trap cleanup EXIT
 

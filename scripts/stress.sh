@@ -19,17 +19,9 @@ n=${1:-1000}
 cycles=${2:-1000}
 work=$(mktemp -d /tmp/lkinit-stress.XXXXXX)
 chmod 755 "$work"
-cleanup() {
-    for c in "$work"/root/*; do
-        [ -d "$c" ] && runc --root "$work/root" delete --force "$(basename "$c")" >/dev/null 2>&1
-    done
-    grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-    rm -rf "$work"
-    for h in /sys/fs/cgroup/*/lkinit-stress /sys/fs/cgroup/lkinit-stress; do
-        [ -d "$h" ] && find "$h" -depth -type d -exec rmdir {} + 2>/dev/null
-    done
-    return 0
-}
+# shellcheck source=lib/cleanup.sh
+. "$here/scripts/lib/cleanup.sh"
+cleanup() { cleanup_work "$work" lkinit-stress "$work/root"; }
 trap cleanup EXIT
 
 echo "== tests/stress.rs with $n bundles"
