@@ -133,17 +133,36 @@ impl Tee {
     }
 
     /// After the end: copies what is still in flight until every stream has ended, or
-    /// `grace` passed (a process that outlives the container may hold a pipe open; what it
-    /// writes later is lost).
+    /// `grace` passed. A process that outlives the container (one left in the host's pid
+    /// namespace) may hold a pipe open: a thread then goes on copying what it writes into
+    /// the log, so it is neither blocked on a full pipe nor killed by SIGPIPE.
     pub fn finish(mut self, grace: Duration) {
-        if self.pump(None, Some(Instant::now() + grace)) != Pumped::Drained {
-            log::debug!("container output still open after the container ended");
-        }
+        let drained = self.pump(None, Some(Instant::now() + grace)) == Pumped::Drained;
         // A last line without its newline.
         for p in &self.pending {
             if !p.is_empty() {
                 echo_out(p);
             }
+        }
+        if drained {
+            return;
+        }
+        log::debug!("container output still open after the container ended; logging on");
+        let Tee {
+            mut open,
+            mut logs,
+            mut buf,
+            ..
+        } = self;
+        let spawned = std::thread::Builder::new()
+            .name("log".into())
+            .spawn(move || {
+                pump_pipes(&mut open, None, None, &mut buf, |i, data| {
+                    let _ = logs[i].write_all(data);
+                });
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot keep logging a container's leftover output: {e}");
         }
     }
 }
