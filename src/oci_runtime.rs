@@ -319,6 +319,7 @@ impl OciRuntime {
         stdio: &ContainerStdio,
     ) -> Result<RuntimeProcess, RuntimeError> {
         let (cmd, log) = self.command(name, op)?;
+        // Narrowed from 'static: it borrows the container's stdio below.
         let mut cmd: Spawn<'_> = cmd;
         cmd.arg("--bundle")
             .arg(bundle)
