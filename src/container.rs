@@ -163,7 +163,8 @@ fn cgroups_path(bundle: &Bundle) -> Option<String> {
 }
 
 /// Removes a stopped (or never started) leftover of an earlier run of `name`, as left by an
-/// lkinit that was killed half way; a running one is an error.
+/// lkinit that was killed half way, or what a runtime killed in `create` left of it; a
+/// running one is an error.
 fn clear_stale(rt: &OciRuntime, name: &str) -> Result<(), RuntimeError> {
     match rt.state(name)? {
         Some(st) if st.status == "stopped" || st.status == "created" => {
@@ -181,7 +182,7 @@ fn clear_stale(rt: &OciRuntime, name: &str) -> Result<(), RuntimeError> {
                 st.status
             ),
         }),
-        None => Ok(()),
+        None => rt.clear_half_made(name),
     }
 }
 
@@ -284,7 +285,6 @@ fn launch_steps(
             )
         })?;
     }
-    let _ = std::fs::remove_file(&pid_file);
 
     if mode == Mode::Foreground && !bundle.needs_create_start() {
         let p = with_stale_retry(rt, name, || rt.run(name, &bundle_dir, &pid_file, stdio))
@@ -495,21 +495,12 @@ impl Running {
         Some(Handover {
             name: self.name.clone(),
             pid,
-            start_time: start_time(pid),
+            start_time: reaper::start_time(pid),
             cgroup_procs: self.cgroup_procs.clone(),
             pid_file: Some(self.pid_file.clone()),
             cleanup: self.undo.plan(),
         })
     }
-}
-
-/// The start time of a process (clock ticks since boot, field 22 of `/proc/PID/stat`):
-/// together with the pid it names one process for the life of the system.
-pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses; the fields after it do not.
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 fn signal_init(rt: &OciRuntime, name: &str, pidfd: Option<&PidFd>, sig: Signal) {
@@ -607,7 +598,7 @@ pub fn adopt(rt: &OciRuntime, h: Handover) -> Result<Adopted, (AdoptError, Hando
     if pidfd.has_exited() {
         return Err((AdoptError::Gone(pid), h));
     }
-    if h.start_time.is_none() || start_time(pid) != h.start_time {
+    if h.start_time.is_none() || reaper::start_time(pid) != h.start_time {
         return Err((AdoptError::Reused(pid), h));
     }
     match rt.state(&h.name) {

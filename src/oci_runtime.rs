@@ -101,6 +101,20 @@ pub struct OciRuntime {
     pub root: Option<PathBuf>,
     /// Where the runtime's JSON logs go, one file per container.
     pub log_dir: PathBuf,
+    /// Where each runtime command in flight is noted (see [`OciRuntime::note_calls_in`]).
+    calls_dir: Option<PathBuf>,
+}
+
+/// A running runtime command's note: a file named by its pid, holding its start time.
+/// Removed when the command has ended (dropped after the wait).
+struct CallNote(Option<PathBuf>);
+
+impl Drop for CallNote {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// A runtime process started in the background (`run` in the foreground of the container).
@@ -111,6 +125,7 @@ pub struct RuntimeProcess {
     op: &'static str,
     log: PathBuf,
     bin: String,
+    _note: CallNote,
 }
 
 impl RuntimeProcess {
@@ -167,6 +182,74 @@ impl OciRuntime {
             bin: bin.into(),
             root,
             log_dir,
+            calls_dir: None,
+        }
+    }
+
+    /// Notes every runtime command in flight in `dir`, so that whoever takes over after
+    /// lkinit is killed can end them with [`OciRuntime::end_leftover_calls`]: an orphaned
+    /// `create` would otherwise go on beside the next attempt at the same container (and
+    /// write the same pid file).
+    pub fn note_calls_in(&mut self, dir: PathBuf) {
+        self.calls_dir = Some(dir);
+    }
+
+    fn note_call(&self, pid: i32) -> CallNote {
+        let Some(dir) = &self.calls_dir else {
+            return CallNote(None);
+        };
+        // A command that has ended (and been reaped) already needs no note.
+        let Some(start) = reaper::start_time(pid) else {
+            return CallNote(None);
+        };
+        let path = dir.join(pid.to_string());
+        let mut r = std::fs::write(&path, start.to_string());
+        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+            r = std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&path, start.to_string()));
+        }
+        match r {
+            Ok(()) => CallNote(Some(path)),
+            Err(e) => {
+                log::warn!(
+                    "cannot note runtime command {pid} in {}: {e}",
+                    path.display()
+                );
+                CallNote(None)
+            }
+        }
+    }
+
+    /// Kills the runtime commands a killed predecessor left running (each with the hooks
+    /// and container processes it started) and waits for them to end, before anything
+    /// is done again to their containers.
+    pub fn end_leftover_calls(&self) {
+        let Some(dir) = &self.calls_dir else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let path = e.path();
+            if let Some(fd) = leftover(&path) {
+                let pid = fd.pid();
+                // Empty for a command that is ending.
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                    .unwrap_or_default();
+                let cmd = cmd.trim_end();
+                let sep = if cmd.is_empty() { "" } else { ": " };
+                log::warn!(
+                    "a runtime command of the last supervisor was still running \
+                     (pid {pid}{sep}{cmd}); killing it and what it started"
+                );
+                reaper::kill_tree_of(&fd);
+                if !fd.wait_exited(LEFTOVER_WAIT) {
+                    log::error!("runtime command {pid} survives SIGKILL");
+                }
+            }
+            let _ = std::fs::remove_file(&path);
         }
     }
 
@@ -213,14 +296,16 @@ impl OciRuntime {
     }
 
     /// Starts a runtime command whose log is `log`; the log goes if the runtime never ran.
-    fn spawn(&self, cmd: &Spawn<'_>, log: &Path) -> Result<Spawned, RuntimeError> {
-        reaper::global().start(cmd).map_err(|source| {
+    fn spawn(&self, cmd: &Spawn<'_>, log: &Path) -> Result<(Spawned, CallNote), RuntimeError> {
+        let child = reaper::global().start(cmd).map_err(|source| {
             let _ = std::fs::remove_file(log);
             RuntimeError::Spawn {
                 bin: self.bin.clone(),
                 source,
             }
-        })
+        })?;
+        let note = self.note_call(child.waiter.pid());
+        Ok((child, note))
     }
 
     /// Runs a short runtime command to completion, collecting stdout; failures carry the
@@ -228,9 +313,10 @@ impl OciRuntime {
     fn call(&self, name: &str, op: &'static str, args: &[&str]) -> Result<String, RuntimeError> {
         let (mut cmd, log) = self.command(name, op)?;
         cmd.args(args).stdout(Io::Piped).stderr(Io::Piped);
-        let child = self.spawn(&cmd, &log)?;
+        let (child, note) = self.spawn(&cmd, &log)?;
         let (out, stderr) = read_both(child.stdout, child.stderr);
         let status = child.waiter.wait();
+        drop(note);
         let logged = runtime_log_error(&log);
         // Short calls leave nothing behind: what matters is in the error.
         let _ = std::fs::remove_file(&log);
@@ -318,6 +404,7 @@ impl OciRuntime {
         pid_file: &Path,
         stdio: &ContainerStdio,
     ) -> Result<RuntimeProcess, RuntimeError> {
+        clear_pid_file(pid_file);
         let (cmd, log) = self.command(name, op)?;
         // Narrowed from 'static: it borrows the container's stdio below.
         let mut cmd: Spawn<'_> = cmd;
@@ -327,13 +414,14 @@ impl OciRuntime {
             .arg(pid_file)
             .arg(name);
         set_stdio(&mut cmd, stdio);
-        let child = self.spawn(&cmd, &log)?;
+        let (child, note) = self.spawn(&cmd, &log)?;
         Ok(RuntimeProcess {
             waiter: child.waiter,
             pidfd: child.pidfd,
             op,
             log,
             bin: self.bin.clone(),
+            _note: note,
         })
     }
 
@@ -392,6 +480,27 @@ impl OciRuntime {
         }
     }
 
+    /// Removes what a runtime killed during `create` left of `name` in its state directory,
+    /// once the runtime has said it does not know the container (it was killed before
+    /// saving its state): runc refuses every later `create` of the name while the
+    /// directory is there.
+    pub fn clear_half_made(&self, name: &str) -> Result<(), RuntimeError> {
+        let Some(dir) = self.state_root().map(|r| r.join(name)) else {
+            return Ok(());
+        };
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                log::warn!(
+                    "{name}: removing {}, left half made by a runtime that was killed",
+                    dir.display()
+                );
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(RuntimeError::Io { path: dir, source }),
+        }
+    }
+
     /// Whether a container of that name may exist already (one stat, no process): `run`
     /// reports a clash only when it has ended, too late to clear it and retry.
     pub fn may_exist(&self, name: &str) -> bool {
@@ -405,6 +514,19 @@ impl OciRuntime {
             let _ = std::fs::remove_file(self.log_path(name, op));
         }
     }
+}
+
+/// How long a leftover runtime command may take to die after SIGKILL.
+const LEFTOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// The process a note names, pinned by a pidfd, if it still runs: the pid alone may have
+/// been reused since, the start time tells.
+fn leftover(note: &Path) -> Option<PidFd> {
+    let pid: i32 = note.file_name()?.to_str()?.parse().ok()?;
+    let start: u64 = std::fs::read_to_string(note).ok()?.trim().parse().ok()?;
+    let fd = PidFd::open(pid).ok()?;
+    // Checked once the pidfd is open: from then on the pid cannot change hands.
+    (reaper::start_time(pid) == Some(start) && !fd.has_exited()).then_some(fd)
 }
 
 /// The container's stdio, shared with the runtime (which hands it on to the container).
@@ -433,6 +555,18 @@ fn read_both(a: Option<OwnedFd>, b: Option<OwnedFd>) -> (String, String) {
     )
 }
 
+/// Removes a pid file an earlier attempt left, and the file runc writes it through
+/// (`.NAME` beside it, opened exclusively): left by a runc killed mid-write, it would fail
+/// every later `create` with "file exists".
+fn clear_pid_file(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    if let Some(name) = path.file_name() {
+        let mut temp = std::ffi::OsString::from(".");
+        temp.push(name);
+        let _ = std::fs::remove_file(path.with_file_name(temp));
+    }
+}
+
 fn read_pid_file(path: &Path) -> Result<i32, RuntimeError> {
     let text = std::fs::read_to_string(path).map_err(|source| RuntimeError::PidFile {
         path: path.to_path_buf(),
@@ -450,6 +584,26 @@ fn read_pid_file(path: &Path) -> Result<i32, RuntimeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A note names its process by pid and start time: a pid that names another process
+    /// now (another start time), or none, is not a leftover.
+    #[test]
+    fn a_note_names_one_process() {
+        let d = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        let note = d.path().join(pid.to_string());
+        let start = reaper::start_time(pid).unwrap();
+        std::fs::write(&note, (start + 1).to_string()).unwrap();
+        assert!(leftover(&note).is_none());
+        std::fs::write(&note, start.to_string()).unwrap();
+        assert_eq!(leftover(&note).map(|fd| fd.pid()), Some(pid));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(leftover(&note).is_none());
+        std::fs::write(d.path().join("not-a-pid"), "1").unwrap();
+        assert!(leftover(&d.path().join("not-a-pid")).is_none());
+    }
 
     #[test]
     fn log_error_is_the_last_error_line() {

@@ -566,6 +566,15 @@ impl Reaper {
     }
 }
 
+/// The start time of a process (clock ticks since boot, field 22 of `/proc/PID/stat`):
+/// together with the pid it names one process for the life of the system.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; the fields after it do not.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// The children of `pid` (of all its threads).
 fn children_of(pid: i32) -> Vec<i32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -585,8 +594,17 @@ fn children_of(pid: i32) -> Vec<i32> {
 /// are killed, each through a pidfd. Processes that left the tree (daemonized into another
 /// parent) are not found.
 pub fn kill_tree(pid: i32) {
+    if let Ok(fd) = PidFd::open(pid) {
+        kill_tree_of(&fd);
+    }
+}
+
+/// [`kill_tree`] from a process pinned by its pidfd (one that is not our child, whose pid
+/// alone could name another process by now).
+pub fn kill_tree_of(root: &PidFd) {
+    let _ = root.signal(Signal::SIGSTOP);
     let mut stopped = Vec::new();
-    let mut todo = vec![pid];
+    let mut todo = children_of(root.pid());
     while let Some(p) = todo.pop() {
         let Ok(fd) = PidFd::open(p) else { continue };
         let _ = fd.signal(Signal::SIGSTOP);
@@ -596,6 +614,7 @@ pub fn kill_tree(pid: i32) {
             break;
         }
     }
+    let _ = root.signal(Signal::SIGKILL);
     for fd in &stopped {
         let _ = fd.signal(Signal::SIGKILL);
     }
@@ -657,6 +676,29 @@ impl PidFd {
         // SAFETY: one valid pollfd, zero timeout.
         let r = unsafe { libc::poll(&mut p, 1, 0) };
         r > 0 && p.revents & libc::POLLIN != 0
+    }
+
+    /// Waits up to `limit` for the process to exit; whether it has.
+    pub fn wait_exited(&self, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        loop {
+            let mut p = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = end.saturating_duration_since(Instant::now()).as_millis();
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut p, 1, ms.min(i32::MAX as u128) as i32) };
+            if r > 0 && p.revents & libc::POLLIN != 0 {
+                return true;
+            }
+            let interrupted =
+                r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
+            if !interrupted && Instant::now() >= end {
+                return false;
+            }
+        }
     }
 
     /// The exit status of a child of ours that has ended, read without reaping it (the

@@ -424,6 +424,25 @@ fn a_stale_container_of_the_same_name_is_replaced() {
 }
 
 #[test]
+fn what_a_runtime_killed_in_create_left_is_cleared() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    env.bundle(&ob, "half", &["echo", "made"]);
+    // runc killed part way through `create`: its state directory without a saved state,
+    // and the file it writes the pid file through.
+    std::fs::create_dir_all(env.runtime_root.join("half")).unwrap();
+    let pids = env.state_dir.join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    std::fs::write(pids.join(".half.pid"), "").unwrap();
+    let r = env.onboot(&ob, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("left half made"), "{}", r.stderr);
+    assert_eq!(env.log("onboot.half.out.log"), "made\n");
+    assert!(env.containers().is_empty());
+    assert!(!pids.join(".half.pid").exists());
+}
+
+#[test]
 fn missing_directory_is_not_an_error() {
     let env = TestEnv::new();
     let r = env.onboot(&env.dir.join("does-not-exist"), &[]);

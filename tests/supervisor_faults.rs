@@ -266,6 +266,14 @@ fn a_supervisor_killed_while_the_runtime_hangs_in_create_is_replaced_cleanly() {
     std::fs::write(&gate, "").unwrap();
     second.wait_running("gated");
     each_running_once(&env, &second, &dir, &["free", "gated"]);
+    // The first's `create` (hung in the same hook) was ended before anything else.
+    let log = second.log();
+    assert!(
+        log.contains("a runtime command of the last supervisor was still running")
+            && log.contains(" create --bundle ")
+            && log.contains("gated.pid gated); killing it"),
+        "{log}"
+    );
     assert_eq!(second.terminate(), 0);
     let lock = env.state_dir.join("supervisor.lock");
     env.assert_census_settles(&census, &[], &[&lock]);

@@ -66,6 +66,11 @@ pub fn run(ctx: &Ctx, args: &SupervisorArgs, sock: &Path) -> i32 {
     code
 }
 
+/// Where the runtime commands in flight are noted.
+fn calls_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("runtime-calls")
+}
+
 /// Holds the state directory for this supervisor alone (released when it dies, however).
 fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<File>, String> {
     std::fs::create_dir_all(state_dir)
@@ -102,7 +107,7 @@ fn bundles(path: &Path) -> BTreeMap<String, PathBuf> {
     out
 }
 
-async fn supervise(ctx: Ctx, args: SupervisorArgs, sock: PathBuf) -> i32 {
+async fn supervise(mut ctx: Ctx, args: SupervisorArgs, sock: PathBuf) -> i32 {
     let _lock = match lock_state_dir(&ctx.state_dir) {
         Ok(l) => l,
         Err(e) => {
@@ -110,6 +115,10 @@ async fn supervise(ctx: Ctx, args: SupervisorArgs, sock: PathBuf) -> i32 {
             return 1;
         }
     };
+    // Before any container is touched: what a killed predecessor was still doing to one
+    // would race with what this supervisor does next.
+    ctx.runtime.note_calls_in(calls_dir(&ctx.state_dir));
+    ctx.runtime.end_leftover_calls();
     let listener = match server::bind(&sock) {
         Ok(l) => l,
         Err(e) => {
@@ -167,6 +176,7 @@ async fn supervise(ctx: Ctx, args: SupervisorArgs, sock: PathBuf) -> i32 {
     shutdown(&sup).await;
     let _ = std::fs::remove_dir(record::dir(&ctx.state_dir));
     let _ = std::fs::remove_dir(output::io_dir(&ctx.state_dir));
+    let _ = std::fs::remove_dir(calls_dir(&ctx.state_dir));
     log::info!("all services stopped");
     0
 }
