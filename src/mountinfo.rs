@@ -1,7 +1,7 @@
 //! `/proc/self/mountinfo`, read in one place: PID 1's early mounts and unmounts, cgroup
 //! discovery, and the checks whether something is mounted.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One line: `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPER`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,6 +75,17 @@ pub fn is_mount_point(path: &Path) -> bool {
     mounted_at(&read(), &path.to_string_lossy()).is_some()
 }
 
+/// The mount points at or below `dir`, the last mounted first (the order to unmount them
+/// in).
+pub fn under(table: &[MountEntry], dir: &Path) -> Vec<PathBuf> {
+    table
+        .iter()
+        .rev()
+        .map(|e| PathBuf::from(&e.mount_point))
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +112,11 @@ mod tests {
         assert_eq!(t[2].super_options, "rw,cpu,cpuacct");
         assert_eq!(mounted_at(&t, "/").unwrap().fstype, "tmpfs");
         assert!(mounted_at(&t, "/sys").is_none());
+        assert_eq!(
+            under(&t, Path::new("/sys/fs")),
+            vec![PathBuf::from("/sys/fs/cgroup/cpu")]
+        );
+        assert!(under(&t, Path::new("/with")).is_empty());
+        assert_eq!(under(&t, Path::new("/")).len(), 3);
     }
 }

@@ -480,7 +480,8 @@ impl OciRuntime {
         }
     }
 
-    /// Removes what a runtime killed during `create` left of `name` in its state directory,
+    /// Removes what a runtime killed during `create` left of `name` in its state directory
+    /// (mounts included),
     /// once the runtime has said it does not know the container (it was killed before
     /// saving its state): runc refuses every later `create` of the name while the
     /// directory is there.
@@ -488,6 +489,14 @@ impl OciRuntime {
         let Some(dir) = self.state_root().map(|r| r.join(name)) else {
             return Ok(());
         };
+        // runc mounts a copy of itself there for a moment (cloned_binary.c); a runc killed
+        // meanwhile leaves the mount, and the directory cannot go while it is there.
+        for m in crate::mountinfo::under(&crate::mountinfo::read(), &dir) {
+            let flags = nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW;
+            if let Err(e) = nix::mount::umount2(&m, flags) {
+                log::debug!("{name}: cannot unmount {}: {e}", m.display());
+            }
+        }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {
                 log::warn!(
@@ -590,7 +599,10 @@ mod tests {
     #[test]
     fn a_note_names_one_process() {
         let d = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let pid = child.id() as i32;
         let note = d.path().join(pid.to_string());
         let start = reaper::start_time(pid).unwrap();

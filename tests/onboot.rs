@@ -430,7 +430,19 @@ fn what_a_runtime_killed_in_create_left_is_cleared() {
     env.bundle(&ob, "half", &["echo", "made"]);
     // runc killed part way through `create`: its state directory without a saved state,
     // and the file it writes the pid file through.
-    std::fs::create_dir_all(env.runtime_root.join("half")).unwrap();
+    let state = env.runtime_root.join("half");
+    std::fs::create_dir_all(&state).unwrap();
+    // and the copy of itself runc mounts there for a moment.
+    let copy = state.join("runc.Xy12Ab");
+    std::fs::write(&copy, "").unwrap();
+    nix::mount::mount(
+        Some("/bin/true"),
+        &copy,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
     let pids = env.state_dir.join("pids");
     std::fs::create_dir_all(&pids).unwrap();
     std::fs::write(pids.join(".half.pid"), "").unwrap();
@@ -440,6 +452,7 @@ fn what_a_runtime_killed_in_create_left_is_cleared() {
     assert_eq!(env.log("onboot.half.out.log"), "made\n");
     assert!(env.containers().is_empty());
     assert!(!pids.join(".half.pid").exists());
+    assert!(!is_mounted(&copy) && !state.exists());
 }
 
 #[test]
