@@ -481,10 +481,9 @@ impl OciRuntime {
     }
 
     /// Removes what a runtime killed during `create` left of `name` in its state directory
-    /// (mounts included),
-    /// once the runtime has said it does not know the container (it was killed before
-    /// saving its state): runc refuses every later `create` of the name while the
-    /// directory is there.
+    /// (mounts included), once the runtime has said it does not know the container (it was
+    /// killed before saving its state): runc refuses every later `create` of the name
+    /// while the directory is there.
     pub fn clear_half_made(&self, name: &str) -> Result<(), RuntimeError> {
         let Some(dir) = self.state_root().map(|r| r.join(name)) else {
             return Ok(());
