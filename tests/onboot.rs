@@ -428,11 +428,11 @@ fn what_a_runtime_killed_in_create_left_is_cleared() {
     let env = TestEnv::new();
     let ob = env.bundles_dir("onboot");
     env.bundle(&ob, "half", &["echo", "made"]);
-    // runc killed part way through `create`: its state directory without a saved state,
-    // and the file it writes the pid file through.
+    // What runc killed part way through `create` leaves: its state directory without a
+    // saved state, with the copy of itself it mounts there for a moment, and the file it
+    // writes the pid file through.
     let state = env.runtime_root.join("half");
     std::fs::create_dir_all(&state).unwrap();
-    // and the copy of itself runc mounts there for a moment.
     let copy = state.join("runc.Xy12Ab");
     std::fs::write(&copy, "").unwrap();
     nix::mount::mount(
