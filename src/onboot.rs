@@ -3,7 +3,7 @@
 //! it never stops the boot.
 
 use crate::bundle::Bundle;
-use crate::container::{self, Ctx, Mode};
+use crate::container::{self, Ctx, Mode, Running};
 use crate::logs::{self, Pumped};
 use crate::oci_runtime::Deadline;
 use crate::reaper::ExitStatus;
@@ -240,27 +240,23 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
         }
     };
     // This thread copies the output while it waits: woken by the pipes and by the end of
-    // the process the container's end is (the runtime, or its init).
-    let ended = tee.pump(running.exit_fd(), deadline.map(|d| d.at)) == Pumped::Exited;
-    let status = match deadline {
-        // Its pidfd said it has ended.
-        _ if ended => Some(running.ended()),
-        None => Some(running.wait()),
-        Some(d) => running.wait_timeout(d.left()),
+    // the process the container's end is (the runtime, or its init). None: `until` passed.
+    let mut wait_for_end = |running: &Running, until: Option<Instant>| {
+        if tee.pump(running.exit_fd(), until) == Pumped::Exited {
+            // Its pidfd said it has ended.
+            return Some(running.ended());
+        }
+        match until {
+            None => Some(running.wait()),
+            Some(u) => running.wait_timeout(u.saturating_duration_since(Instant::now())),
+        }
     };
-    let result = match (status, deadline) {
+    let result = match (wait_for_end(&running, deadline.map(|d| d.at)), deadline) {
         (Some(r), _) => r.map(Outcome::Exited),
-        (None, None) => running.wait().map(Outcome::Exited),
+        (None, None) => unreachable!("a wait without a deadline ends only with the container"),
         (None, Some(d)) => {
             running.kill(&ctx.runtime);
-            let until = Instant::now() + KILL_GRACE;
-            let ended = tee.pump(running.exit_fd(), Some(until)) == Pumped::Exited;
-            let st = if ended {
-                Some(running.ended())
-            } else {
-                running.wait_timeout(until.saturating_duration_since(Instant::now()))
-            };
-            match st {
+            match wait_for_end(&running, Some(Instant::now() + KILL_GRACE)) {
                 Some(r) => r.map(|s| Outcome::TimedOut(d.limit, s)),
                 None => {
                     // The container is gone or never was: the runtime hangs (a hook).

@@ -668,14 +668,7 @@ impl PidFd {
     /// Whether the process has exited (the descriptor polls readable then); works for
     /// processes that are not our children.
     pub fn has_exited(&self) -> bool {
-        let mut p = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, zero timeout.
-        let r = unsafe { libc::poll(&mut p, 1, 0) };
-        r > 0 && p.revents & libc::POLLIN != 0
+        self.wait_exited(Duration::ZERO)
     }
 
     /// Waits up to `limit` for the process to exit; whether it has.
