@@ -203,18 +203,10 @@ impl OciRuntime {
             return CallNote(None);
         };
         let path = dir.join(pid.to_string());
-        let mut r = std::fs::write(&path, start.to_string());
-        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::NotFound) {
-            r = std::fs::create_dir_all(dir)
-                .and_then(|()| std::fs::write(&path, start.to_string()));
-        }
-        match r {
+        match write_making_dir(dir, &path, start.to_string().as_bytes()) {
             Ok(()) => CallNote(Some(path)),
-            Err(e) => {
-                log::warn!(
-                    "cannot note runtime command {pid} in {}: {e}",
-                    path.display()
-                );
+            Err((p, e)) => {
+                log::warn!("cannot note runtime command {pid}: {}: {e}", p.display());
                 CallNote(None)
             }
         }
@@ -263,18 +255,8 @@ impl OciRuntime {
     /// messages are read back.
     fn command(&self, name: &str, op: &str) -> Result<(Spawn<'static>, PathBuf), RuntimeError> {
         let log = self.log_path(name, op);
-        let io_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| RuntimeError::Io { path, source }
-        };
-        // The directory is made on first use only: one syscall per call, not three.
-        if let Err(e) = File::create(&log) {
-            if e.kind() != io::ErrorKind::NotFound {
-                return Err(io_err(&log)(e));
-            }
-            std::fs::create_dir_all(&self.log_dir).map_err(io_err(&self.log_dir))?;
-            File::create(&log).map_err(io_err(&log))?;
-        }
+        write_making_dir(&self.log_dir, &log, b"")
+            .map_err(|(path, source)| RuntimeError::Io { path, source })?;
         let mut cmd = Spawn::new(&self.bin);
         // What started lkinit (systemd, a socket-activating parent) is not the containers'
         // business: runc hands a NOTIFY_SOCKET on to the container, mounted inside.
@@ -561,6 +543,18 @@ fn read_both(a: Option<OwnedFd>, b: Option<OwnedFd>) -> (String, String) {
         String::from_utf8_lossy(&a).into_owned(),
         String::from_utf8_lossy(&b).into_owned(),
     )
+}
+
+/// Writes `data` to `path` in `dir`, making `dir` on first use only (one syscall a call,
+/// not three); an error names the path that failed.
+fn write_making_dir(dir: &Path, path: &Path, data: &[u8]) -> Result<(), (PathBuf, io::Error)> {
+    match std::fs::write(path, data) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
+            std::fs::write(path, data).map_err(|e| (path.to_path_buf(), e))
+        }
+        r => r.map_err(|e| (path.to_path_buf(), e)),
+    }
 }
 
 /// Removes a pid file an earlier attempt left, and the file runc writes it through
