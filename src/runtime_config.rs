@@ -23,8 +23,15 @@ pub struct RuntimeConfig {
     pub interfaces: Vec<Interface>,
     #[serde(default, rename = "bindNS")]
     pub bind_ns: BindNs,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_as_none")]
     pub namespace: Option<String>,
+}
+
+/// `""` (and null) read as unset: `linuxkit build` writes every field of the schema, with
+/// an empty string for what the YAML left out, and LinuxKit's init treats it so.
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.filter(|s| !s.is_empty()))
 }
 
 /// An OCI-style mount, as in config.json, applied by lkinit before the container is created.
@@ -32,9 +39,9 @@ pub struct RuntimeConfig {
 #[serde(deny_unknown_fields)]
 pub struct Mount {
     pub destination: String,
-    #[serde(default, rename = "type")]
+    #[serde(default, rename = "type", deserialize_with = "empty_as_none")]
     pub kind: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_as_none")]
     pub source: Option<String>,
     #[serde(default)]
     pub options: Vec<String>,
@@ -45,9 +52,9 @@ pub struct Mount {
 pub struct Interface {
     #[serde(default)]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_as_none")]
     pub add: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_as_none")]
     pub peer: Option<String>,
     #[serde(default, rename = "createInRoot")]
     pub create_in_root: bool,
@@ -57,12 +64,19 @@ pub struct Interface {
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BindNs {
+    #[serde(default, deserialize_with = "empty_as_none")]
     pub cgroup: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
     pub ipc: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
     pub mnt: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
     pub net: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
     pub pid: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
     pub user: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
     pub uts: Option<String>,
 }
 
@@ -272,7 +286,6 @@ fn validate(c: &RuntimeConfig) -> Result<(), (String, String)> {
                     format!("`peer` is only for veth links, but add is `{kind}`"),
                 ));
             }
-            (Some(""), _) => return Err((at("add"), "empty link kind".into())),
             _ => {}
         }
         if itf.create_in_root && itf.add.as_deref() == Some("bridge") {
@@ -296,7 +309,8 @@ fn validate(c: &RuntimeConfig) -> Result<(), (String, String)> {
 }
 
 /// Link names as the kernel accepts them (dev_valid_name): 1 to 15 bytes, no `/`, `:` or
-/// whitespace, not `.` or `..`.
+/// whitespace, not `.` or `..`. A NUL or other control character is refused too: the kernel
+/// would store the name cut at a NUL, and lkinit would then undo a link of another name.
 pub fn check_link_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("missing interface name".into());
@@ -308,8 +322,12 @@ pub fn check_link_name(name: &str) -> Result<(), String> {
         || name == ".."
         || name.contains(['/', ':'])
         || name.contains(char::is_whitespace)
+        || name.contains(char::is_control)
     {
-        return Err(format!("`{name}` is not a valid interface name"));
+        return Err(format!(
+            "`{}` is not a valid interface name",
+            name.escape_default()
+        ));
     }
     Ok(())
 }
@@ -318,6 +336,12 @@ pub fn check_link_name(name: &str) -> Result<(), String> {
 pub fn check_cgroup_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("empty cgroup name".into());
+    }
+    if name.contains(char::is_control) {
+        return Err(format!(
+            "`{}` has a control character",
+            name.escape_default()
+        ));
     }
     if name.starts_with('/') {
         return Err(format!("`{name}` must be relative to the cgroup root"));
@@ -476,6 +500,7 @@ mod tests {
             (r#"{"bindNS":{"net":"relative/path"}}"#, "bindNS.net"),
             (r#"{"cgroups":["../escape"]}"#, "cgroups[0]"),
             (r#"{"cgroups":["/abs"]}"#, "cgroups[0]"),
+            (r#"{"cgroups":["a\nb: exit code 0"]}"#, "cgroups[0]"),
             (r#"{"mkdir":[""]}"#, "mkdir[0]"),
             (
                 r#"{"mounts":[{"destination":""}]}"#,
@@ -485,6 +510,60 @@ mod tests {
         for (text, field) in cases {
             let e = json(text).unwrap_err();
             assert_eq!(e.field.as_deref(), Some(field), "{text}: {e}");
+        }
+    }
+
+    /// What `linuxkit build` writes for an entry that sets none of the runtime fields but
+    /// has a read-write image: every key, empty values for unset.
+    const BUILDER: &str = r#"{
+    "cgroups": [],
+    "mounts": [
+        {"destination": "/containers/onboot/001-writable/tmp", "type": "tmpfs", "source": "tmpfs"},
+        {"destination": "/containers/onboot/001-writable/tmp", "options": ["remount", "private"]},
+        {"destination": "/containers/onboot/001-writable/rootfs", "type": "overlay", "source": "overlay",
+         "options": ["lowerdir=/containers/onboot/000-netns/lower",
+                     "upperdir=/containers/onboot/001-writable/tmp/upper",
+                     "workdir=/containers/onboot/001-writable/tmp/work"]}
+    ],
+    "mkdir": [],
+    "interfaces": [],
+    "bindNS": {"cgroup": "", "ipc": "", "mnt": "", "net": "", "pid": "", "user": "", "uts": ""},
+    "namespace": ""
+}"#;
+
+    #[test]
+    fn builder_output_reads_empty_as_unset() {
+        let c = json(BUILDER).unwrap();
+        assert!(c.bind_ns.is_empty(), "{:?}", c.bind_ns);
+        assert_eq!(c.namespace, None);
+        assert_eq!(c.mounts.len(), 3);
+        assert_eq!(c.mounts[1].kind, None);
+        assert_eq!(c.mounts[1].source, None);
+        assert_eq!(c.mounts[1].options, vec!["remount", "private"]);
+        // One key set among empty ones.
+        let c = json(r#"{"bindNS": {"net": "/run/netns/x", "uts": "", "pid": null}}"#).unwrap();
+        assert_eq!(c.bind_ns.entries(), vec![("net", "/run/netns/x")]);
+        let c = json(
+            r#"{"interfaces": [{"name": "eth1", "add": "", "peer": "", "createInRoot": false}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.interfaces[0].kind(), None);
+        // Strict still: an unknown key among the empty ones.
+        let e = json(r#"{"bindNS": {"net": "", "time": ""}}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("bindNS.time"), "{e}");
+    }
+
+    #[test]
+    fn link_names_the_kernel_would_cut_are_refused() {
+        for bad in [r"eth\u0000x", r"a\nb", r"a\u0007"] {
+            let text = format!(r#"{{"interfaces":[{{"name":"{bad}"}}]}}"#);
+            let e = json(&text).unwrap_err();
+            assert_eq!(
+                e.field.as_deref(),
+                Some("interfaces[0].name"),
+                "{text}: {e}"
+            );
+            assert!(!e.to_string().contains(['\0', '\n', '\u{7}']), "{e}");
         }
     }
 
