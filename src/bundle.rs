@@ -1,6 +1,6 @@
 //! A bundle on disk: its name, its config.json (read, never rewritten) and its runtime config.
 
-use crate::runtime_config::{self, ConfigError, Format, RuntimeConfig};
+use crate::runtime_config::{self, ConfigError, Format, Mount, RuntimeConfig};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,15 @@ pub enum BundleError {
         "{path}: annotation `lkinit.rootfs-size` is `{value}`: expected a size such as 64m, 1g or 25%"
     )]
     RootfsSize { path: PathBuf, value: String },
+    #[error(
+        "{file}: mounts[{index}] mounts on the bundle's own {what}: such mounts prepare the root \
+         filesystem and must come first, before every other mount"
+    )]
+    RootMountNotFirst {
+        file: PathBuf,
+        index: usize,
+        what: &'static str,
+    },
     #[error("cannot write the generated config {path}")]
     Generate {
         path: PathBuf,
@@ -70,6 +79,22 @@ pub struct Bundle {
     pub runtime: RuntimeConfig,
     /// The runtime config file that was read, if any.
     pub runtime_file: Option<PathBuf>,
+    /// How many of runtime.json's first mounts prepare the root filesystem (see
+    /// [`Bundle::root_form`]).
+    root_mounts: usize,
+}
+
+/// How a bundle's root filesystem is made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RootForm<'a> {
+    /// `rootfs/` bound onto itself.
+    SelfBind,
+    /// A tmpfs on `tmp/` and an overlay of this `lower/` on `rootfs/`.
+    Overlay(&'a Path),
+    /// As `linuxkit build` writes it: runtime.json's first mounts, onto the bundle's own
+    /// `rootfs/` and `tmp/` (a bind, or a tmpfs, its remount and an overlay), whose sources
+    /// may lie in another bundle that holds the unpacked image.
+    RuntimeMounts(&'a [Mount]),
 }
 
 /// `[A-Za-z0-9][A-Za-z0-9_.-]*`: safe as a file name, a container id and a log file name.
@@ -111,6 +136,47 @@ fn read(path: &Path) -> Result<Option<String>, BundleError> {
             source,
         }),
     }
+}
+
+/// The bundle's own mount points, as a mount destination can name them.
+fn own_mount_point(dir: &Path, destination: &str) -> Option<&'static str> {
+    let dest: PathBuf = Path::new(destination).components().collect();
+    if !dest.is_absolute() {
+        return None;
+    }
+    // The bundle may have been found through a link (e.g. /containers on another disk).
+    let canonical = dir.canonicalize().ok();
+    ["rootfs", "tmp"].into_iter().find(|what| {
+        std::iter::once(dir)
+            .chain(canonical.as_deref())
+            .any(|d| dest == d.join(what))
+    })
+}
+
+/// The length of the leading run of mounts onto the bundle's own `rootfs/` and `tmp/`; such a
+/// mount anywhere after it is an error (it would land on a root already prepared).
+fn count_root_mounts(
+    dir: &Path,
+    mounts: &[Mount],
+    file: Option<&Path>,
+) -> Result<usize, BundleError> {
+    let n = mounts
+        .iter()
+        .take_while(|m| own_mount_point(dir, &m.destination).is_some())
+        .count();
+    if let Some((index, what)) = mounts
+        .iter()
+        .enumerate()
+        .skip(n)
+        .find_map(|(i, m)| own_mount_point(dir, &m.destination).map(|w| (i, w)))
+    {
+        return Err(BundleError::RootMountNotFirst {
+            file: file.map(Path::to_path_buf).unwrap_or_default(),
+            index,
+            what,
+        });
+    }
+    Ok(n)
 }
 
 impl Bundle {
@@ -157,14 +223,15 @@ impl Bundle {
 
         let rootfs = dir.join("rootfs");
         let lower = Some(dir.join("lower")).filter(|l| l.is_dir());
+        let root_mounts = count_root_mounts(&dir, &runtime.mounts, runtime_file.as_deref())?;
         // Mount points lkinit makes: a mount follows a symlink wherever it points.
-        let tmp = lower.as_ref().map(|_| dir.join("tmp"));
+        let tmp = (lower.is_some() || root_mounts > 0).then(|| dir.join("tmp"));
         for p in std::iter::once(&rootfs).chain(tmp.as_ref()) {
             if p.is_symlink() {
                 return Err(BundleError::Symlink(p.clone()));
             }
         }
-        if lower.is_none() && !rootfs.is_dir() {
+        if lower.is_none() && root_mounts == 0 && !rootfs.is_dir() {
             return Err(BundleError::NoRootfs(dir));
         }
         let bundle = Bundle {
@@ -176,6 +243,7 @@ impl Bundle {
             config_path,
             runtime,
             runtime_file,
+            root_mounts,
         };
         if bundle
             .spec
@@ -196,6 +264,23 @@ impl Bundle {
             });
         }
         Ok(bundle)
+    }
+
+    /// How the root filesystem is made: runtime.json's own preparation when it has one (it
+    /// wins over `lower/`, which a bundle from `linuxkit build` also has), else lkinit's.
+    pub fn root_form(&self) -> RootForm<'_> {
+        if self.root_mounts > 0 {
+            RootForm::RuntimeMounts(&self.runtime.mounts[..self.root_mounts])
+        } else if let Some(lower) = &self.lower {
+            RootForm::Overlay(lower)
+        } else {
+            RootForm::SelfBind
+        }
+    }
+
+    /// runtime.json's mounts other than the root filesystem's preparation.
+    pub fn runtime_mounts(&self) -> &[Mount] {
+        &self.runtime.mounts[self.root_mounts..]
     }
 
     fn namespace(&self, typ: LinuxNamespaceType) -> Option<&oci_spec::runtime::LinuxNamespace> {

@@ -264,9 +264,17 @@ fn launch_steps(
     let name = bundle.name.as_str();
     let cfg = &bundle.runtime;
 
-    rootfs::prepare(bundle, undo).map_err(|e| ContainerError::new(Step::Rootfs, e))?;
-    mounts::apply(&bundle.rootfs, &cfg.mounts, &cfg.mkdir, undo)
-        .map_err(|e| ContainerError::new(Step::Mounts, e))?;
+    let mut scratch = mounts::Scratch::default();
+    rootfs::prepare(bundle, undo, &mut scratch)
+        .map_err(|e| ContainerError::new(Step::Rootfs, e))?;
+    mounts::apply(
+        &bundle.rootfs,
+        bundle.runtime_mounts(),
+        &cfg.mkdir,
+        undo,
+        &mut scratch,
+    )
+    .map_err(|e| ContainerError::new(Step::Mounts, e))?;
     cgroups::apply(&ctx.cgroup_root, &cfg.cgroups, undo)
         .map_err(|e| ContainerError::new(Step::Cgroups, e))?;
 

@@ -10,7 +10,6 @@ use crate::undo::{Replay, Undo};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -153,25 +152,60 @@ pub fn parse_options(options: &[String]) -> MountOptions {
     o
 }
 
+/// Mount points that this container's preparation filled with a filesystem of its own,
+/// one that goes when it is unmounted (a tmpfs, or an overlay whose upper layer is on
+/// one). What is created below them leaves with them, so it gets no undo of its own: an
+/// undo would only fail on whatever the container wrote there.
+#[derive(Debug, Default, Clone)]
+pub struct Scratch(Vec<PathBuf>);
+
+impl Scratch {
+    pub fn add(&mut self, mount_point: PathBuf) {
+        self.0.push(mount_point);
+    }
+
+    /// Whether `path` (a real path) lies on one of these mounts.
+    pub fn covers(&self, path: &Path) -> bool {
+        self.0.iter().any(|m| path.starts_with(m))
+    }
+}
+
+/// Whose mount it is, which decides how long it lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// runtime.json's own: an absolute destination outlives the container (as in
+    /// LinuxKit), a relative one goes with the rootfs.
+    Runtime,
+    /// The root filesystem's preparation as `linuxkit build` writes it (a bind or a tmpfs
+    /// and an overlay on the bundle's own `rootfs/` and `tmp/`): it goes with the
+    /// container, wherever it points.
+    Root,
+}
+
 /// Everything mount-related one container was told to do.
 pub fn apply(
     rootfs: &Path,
     mounts: &[Mount],
     mkdirs: &[String],
     undo: &mut Undo,
+    scratch: &mut Scratch,
 ) -> Result<(), MountError> {
     for (index, m) in mounts.iter().enumerate() {
-        apply_mount(rootfs, index, m, undo)?;
+        apply_mount(rootfs, index, m, Role::Runtime, undo, scratch)?;
     }
     for (index, dir) in mkdirs.iter().enumerate() {
-        apply_mkdir(rootfs, index, dir, undo)?;
+        apply_mkdir(rootfs, index, dir, undo, scratch)?;
     }
     Ok(())
 }
 
-/// Records the removal of created entries (newest last, so the undo removes them first).
-fn push_created(undo: &mut Undo, created: Vec<Created>, persistent: bool) {
+/// Records the removal of created entries (newest last, so the undo removes them first);
+/// those on a scratch mount go with it.
+fn push_created(undo: &mut Undo, created: Vec<Created>, persistent: bool, scratch: &Scratch) {
     for c in created {
+        if scratch.covers(&c.path) {
+            continue;
+        }
         let what = format!("remove {}", c.path.display());
         let replay = c.replay();
         let f = move || c.remove().map_err(|e| e.to_string());
@@ -183,7 +217,13 @@ fn push_created(undo: &mut Undo, created: Vec<Created>, persistent: bool) {
     }
 }
 
-fn apply_mkdir(rootfs: &Path, index: usize, dir: &str, undo: &mut Undo) -> Result<(), MountError> {
+fn apply_mkdir(
+    rootfs: &Path,
+    index: usize,
+    dir: &str,
+    undo: &mut Undo,
+    scratch: &Scratch,
+) -> Result<(), MountError> {
     let mkdir_err = |source| MountError::Mkdir {
         index,
         path: dir.to_string(),
@@ -191,7 +231,7 @@ fn apply_mkdir(rootfs: &Path, index: usize, dir: &str, undo: &mut Undo) -> Resul
     };
     if dir.starts_with('/') {
         let created = paths::create_dirs_abs(Path::new(dir)).map_err(mkdir_err)?;
-        push_created(undo, created, true);
+        push_created(undo, created, true, scratch);
     } else {
         paths::check_lexically_inside(dir).map_err(|reason| MountError::MkdirEscape {
             index,
@@ -199,44 +239,65 @@ fn apply_mkdir(rootfs: &Path, index: usize, dir: &str, undo: &mut Undo) -> Resul
             reason,
         })?;
         let r = paths::resolve_in_root(rootfs, dir, Create::Dirs).map_err(mkdir_err)?;
-        push_created(undo, r.created, false);
+        push_created(undo, r.created, false, scratch);
     }
     Ok(())
 }
 
-fn apply_mount(rootfs: &Path, index: usize, m: &Mount, undo: &mut Undo) -> Result<(), MountError> {
+/// The `upperdir=` and `workdir=` values of an overlay's options.
+fn overlay_dirs(opts: &MountOptions) -> impl Iterator<Item = (&'static str, &str)> {
+    opts.data.iter().filter_map(|opt| {
+        ["upperdir", "workdir"].into_iter().find_map(|key| {
+            opt.strip_prefix(key)
+                .and_then(|r| r.strip_prefix('='))
+                .map(|dir| (key, dir))
+        })
+    })
+}
+
+pub fn apply_mount(
+    rootfs: &Path,
+    index: usize,
+    m: &Mount,
+    role: Role,
+    undo: &mut Undo,
+    scratch: &mut Scratch,
+) -> Result<(), MountError> {
     let opts = parse_options(&m.options);
-    let kind = m.kind.as_deref().filter(|k| !k.is_empty());
-    let source = m.source.as_deref().filter(|s| !s.is_empty());
+    let kind = m.kind.as_deref();
+    let source = m.source.as_deref();
     // A bind of a file needs a file to mount on.
     let create = match source {
         Some(src) if opts.is_bind() && Path::new(src).is_file() => Create::File,
         _ => Create::Dirs,
     };
     let absolute = m.destination.starts_with('/');
+    // Outlives the container: the host's own mounts and what was made for them.
+    let persistent = absolute && role == Role::Runtime;
     let dest_err = |source| MountError::Destination {
         index,
         destination: m.destination.clone(),
         source,
     };
 
-    // Overlay upper and work dirs must exist before the mount.
+    // Overlay upper and work dirs must exist before the mount. They hold what the
+    // container wrote, so they stay after it (unless they are on a scratch mount); they
+    // are removed only by a rollback, while still empty.
     if kind == Some("overlay") {
-        for opt in &opts.data {
-            for key in ["upperdir", "workdir"] {
-                if let Some(dir) = opt.strip_prefix(key).and_then(|r| r.strip_prefix('=')) {
-                    let key: &'static str = key;
-                    let created = paths::create_dirs_abs(Path::new(dir)).map_err(|source| {
-                        MountError::OverlayDir {
-                            index,
-                            option: key,
-                            dir: dir.to_string(),
-                            source,
-                        }
-                    })?;
-                    push_created(undo, created, absolute);
-                }
+        for (key, dir) in overlay_dirs(&opts) {
+            let dir_err = |source| MountError::OverlayDir {
+                index,
+                option: key,
+                dir: dir.to_string(),
+                source,
+            };
+            if !dir.starts_with('/') {
+                return Err(dir_err(PathError::NotAbsolute {
+                    path: dir.to_string(),
+                }));
             }
+            let created = paths::create_dirs_abs(Path::new(dir)).map_err(dir_err)?;
+            push_created(undo, created, true, scratch);
         }
     }
 
@@ -255,7 +316,14 @@ fn apply_mount(rootfs: &Path, index: usize, m: &Mount, undo: &mut Undo) -> Resul
             _ => paths::create_dirs_abs(Path::new(&m.destination)).map_err(dest_err)?,
         };
         let p = PathBuf::from(&m.destination);
-        (p.clone(), p, created, None)
+        if role == Role::Root {
+            // The bundle's own mount points: mounted through a descriptor opened without
+            // following a symlink there, so a swapped one cannot take the mount elsewhere.
+            let fd = paths::open_no_follow_dir(&p).map_err(dest_err)?;
+            (paths::fd_path(&fd), p, created, Some(fd))
+        } else {
+            (p.clone(), p, created, None)
+        }
     } else {
         paths::check_lexically_inside(&m.destination).map_err(|reason| MountError::Escape {
             index,
@@ -266,7 +334,7 @@ fn apply_mount(rootfs: &Path, index: usize, m: &Mount, undo: &mut Undo) -> Resul
         let real = r.real_path();
         (r.proc_path(), real, r.created, Some(r.fd))
     };
-    push_created(undo, created, absolute);
+    push_created(undo, created, persistent, scratch);
 
     let what = format!(
         "{} ({})",
@@ -294,21 +362,26 @@ fn apply_mount(rootfs: &Path, index: usize, m: &Mount, undo: &mut Undo) -> Resul
     }
     let is_remount = opts.flags.contains(MsFlags::MS_REMOUNT);
     if !is_remount {
-        let unmount_path = Arc::new(real.clone());
-        let p = unmount_path.clone();
+        let label = format!("unmount {}", real.display());
+        let p = real.clone();
         let f = move || {
-            umount2(
-                p.as_path(),
-                MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW,
-            )
-            .map_err(|e| e.to_string())
+            umount2(&p, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(|e| e.to_string())
         };
-        let label = format!("unmount {}", unmount_path.display());
-        if absolute {
+        if persistent {
             undo.push_persistent(label, f);
         } else {
             let replay = Replay::Unmount { path: real.clone() };
             undo.push_replayable(label, replay, f);
+        }
+        let fresh = match kind {
+            Some("tmpfs") => true,
+            Some("overlay") => overlay_dirs(&opts)
+                .filter(|(k, _)| *k == "upperdir")
+                .all(|(_, d)| scratch.covers(Path::new(d))),
+            _ => false,
+        };
+        if fresh && !persistent {
+            scratch.add(real.clone());
         }
     }
     // A bind ignores every other flag: they take a remount of the bind to apply. The
@@ -324,6 +397,8 @@ fn apply_mount(rootfs: &Path, index: usize, m: &Mount, undo: &mut Undo) -> Resul
         )
         .map_err(mount_err)?;
     }
+    // A remount reconfigures the mount at the target, which the descriptor opened before
+    // it names; propagation likewise.
     for p in &opts.propagation {
         mount(None::<&str>, &real, None::<&str>, *p, None::<&str>).map_err(mount_err)?;
     }

@@ -41,6 +41,14 @@ pub enum PathError {
         #[source]
         source: Errno,
     },
+    #[error("`{path}` is not an absolute path")]
+    NotAbsolute { path: String },
+    #[error("cannot open {path} (a symlink is never followed there)")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
     #[error("cannot open {root}")]
     Root {
         root: PathBuf,
@@ -125,6 +133,21 @@ impl Resolved {
 
 pub fn fd_path(fd: &impl AsRawFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// The directory `path`, opened without following a symlink at its last component: a
+/// mount point lkinit makes is mounted on through this descriptor, so a symlink put there
+/// never takes the mount somewhere else.
+pub fn open_no_follow_dir(path: &Path) -> Result<OwnedFd, PathError> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|source| PathError::Open {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Opens `root` as the anchor of a walk.

@@ -5,18 +5,20 @@
 //! directories, and an overlay of `lower` + `tmp/upper` is mounted on `rootfs`, so the
 //! container can write while `lower/` stays untouched. The tmpfs holds `size=10%` of RAM
 //! unless config.json's annotation `lkinit.rootfs-size` gives a tmpfs size (`64m`, `25%`).
+//!
+//! A bundle made by `linuxkit build` carries its preparation instead, as the first mounts of
+//! runtime.json (see [`Bundle::root_form`]): those are made here, in their order, and only
+//! they, so nothing is mounted twice; they go with the container like lkinit's own.
 
-use crate::bundle::{Bundle, RootOwner};
+use crate::bundle::{Bundle, RootForm, RootOwner};
+use crate::mounts::{self, MountError, Role, Scratch};
 use crate::paths::{self, PathError};
 use crate::undo::{Replay, Undo};
 use crate::{mountapi, userns};
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid, chown};
 use oci_spec::runtime::LinuxIdMapping;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,8 @@ pub enum RootfsError {
     OverlayPath(PathBuf),
     #[error(transparent)]
     Bundle(#[from] crate::bundle::BundleError),
+    #[error("runtime.json: {0}")]
+    RuntimeMount(#[from] MountError),
     #[error("cannot make a user namespace with the bundle's id mappings")]
     Userns(#[from] userns::UsernsError),
     #[error("cannot id-map {path} for the user namespace")]
@@ -89,24 +93,8 @@ fn mkdir(path: &Path, undo: &mut Undo) -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// The directory `path`, opened without following a symlink at its last component: the
-/// mount points lkinit makes inside a bundle are mounted on through this descriptor, so a
-/// symlink there (Bundle::open refuses one; this covers a swap since) never takes a mount
-/// out of the bundle.
-fn open_mount_point(path: &Path) -> Result<OwnedFd, RootfsError> {
-    nix::fcntl::open(
-        path,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|source| RootfsError::MountPoint {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Mounts `source` on the directory `target` (through `open_mount_point`); a `source` of
-/// None binds the target onto itself.
+/// Mounts `source` on the directory `target` (through a descriptor, see
+/// [`paths::open_no_follow_dir`]); a `source` of None binds the target onto itself.
 fn do_mount(
     what: &'static str,
     source: Option<&str>,
@@ -116,7 +104,13 @@ fn do_mount(
     data: Option<&str>,
     undo: &mut Undo,
 ) -> Result<(), RootfsError> {
-    let fd = open_mount_point(target)?;
+    let fd = paths::open_no_follow_dir(target).map_err(|e| match e {
+        PathError::Open { path, source } => RootfsError::MountPoint { path, source },
+        other => RootfsError::Create {
+            path: target.to_path_buf(),
+            source: other,
+        },
+    })?;
     let at = paths::fd_path(&fd);
     let source = source.map(Path::new).unwrap_or(&at);
     mount(Some(source), &at, fstype, flags, data).map_err(|source| RootfsError::Mount {
@@ -128,11 +122,12 @@ fn do_mount(
     Ok(())
 }
 
-/// Prepares `bundle.rootfs`; each step pushes its undo.
-pub fn prepare(bundle: &Bundle, undo: &mut Undo) -> Result<(), RootfsError> {
+/// Prepares `bundle.rootfs`; each step pushes its undo, and mounts whose contents go with
+/// them are noted in `scratch`.
+pub fn prepare(bundle: &Bundle, undo: &mut Undo, scratch: &mut Scratch) -> Result<(), RootfsError> {
     let owner = bundle.root_owner()?;
-    match &bundle.lower {
-        None => do_mount(
+    match bundle.root_form() {
+        RootForm::SelfBind => do_mount(
             "bind of the rootfs",
             None,
             &bundle.rootfs,
@@ -141,7 +136,18 @@ pub fn prepare(bundle: &Bundle, undo: &mut Undo) -> Result<(), RootfsError> {
             None,
             undo,
         ),
-        Some(lower) => prepare_overlay(bundle, lower, owner, undo),
+        RootForm::Overlay(lower) => {
+            prepare_overlay(bundle, lower, owner, undo)?;
+            scratch.add(bundle.dir.join("tmp"));
+            scratch.add(bundle.rootfs.clone());
+            Ok(())
+        }
+        RootForm::RuntimeMounts(mounts) => {
+            for (index, m) in mounts.iter().enumerate() {
+                mounts::apply_mount(&bundle.rootfs, index, m, Role::Root, undo, scratch)?;
+            }
+            Ok(())
+        }
     }
 }
 

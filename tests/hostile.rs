@@ -372,7 +372,8 @@ fn a_mount_point_swapped_for_a_symlink_after_the_check_is_not_followed() {
         }
         symlink(&can, &p).unwrap();
         let mut undo = lkinit::undo::Undo::new();
-        let e = lkinit::rootfs::prepare(&bundle, &mut undo)
+        let mut scratch = lkinit::mounts::Scratch::default();
+        let e = lkinit::rootfs::prepare(&bundle, &mut undo, &mut scratch)
             .err()
             .unwrap_or_else(|| panic!("{swapped}: a mount through the symlink"));
         let msg = lkinit::error_chain(&e);
