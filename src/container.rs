@@ -433,6 +433,17 @@ impl Running {
     /// After the end: deletes the container and undoes what belongs to it, keeping what is
     /// meant to outlive it (absolute mounts, cgroups, namespace binds).
     pub fn finish(self, rt: &OciRuntime) -> UndoFailures {
+        self.end(rt, false)
+    }
+
+    /// After a foreground `run` that the runtime itself failed (it could not create or
+    /// start the container): like a launch that failed, everything done for the container
+    /// is undone, what would have outlived it too.
+    pub fn finish_failed(self, rt: &OciRuntime) -> UndoFailures {
+        self.end(rt, true)
+    }
+
+    fn end(self, rt: &OciRuntime, failed: bool) -> UndoFailures {
         let mut failures = UndoFailures::default();
         // A foreground `run` deletes its container as it ends; one still there was left by
         // a runtime that died under it, running: it goes before its rootfs does.
@@ -463,7 +474,12 @@ impl Running {
                 .0
                 .extend(cgroups::remove_container_cgroup(&self.cgroup_root, cg));
         }
-        failures.0.extend(self.undo.cleanup().0);
+        let undone = if failed {
+            self.undo.rollback()
+        } else {
+            self.undo.cleanup()
+        };
+        failures.0.extend(undone.0);
         if matches!(self.exit, Exit::Runtime(_)) {
             rt.forget_logs(&self.name);
         }

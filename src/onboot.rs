@@ -5,7 +5,7 @@
 use crate::bundle::Bundle;
 use crate::container::{self, Ctx, Mode, Running};
 use crate::logs::{self, Pumped};
-use crate::oci_runtime::Deadline;
+use crate::oci_runtime::{Deadline, RuntimeError};
 use crate::reaper::ExitStatus;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -105,7 +105,10 @@ fn report(opts: &Options, name: &str, outcome: &Outcome) {
         return;
     }
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{name}: {}", outcome.line());
+    // One line, whatever the reason carries: a runtime quotes a hook's output in its error,
+    // and a newline there would start a line of its own, forged as another bundle's.
+    let line = crate::bundle::printable_name(&outcome.line());
+    let _ = writeln!(out, "{name}: {line}");
     let _ = out.flush();
 }
 
@@ -274,7 +277,18 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
         }
     };
     tee.finish(OUTPUT_GRACE);
-    let undo = running.finish(&ctx.runtime);
+    let undo = match &result {
+        Err(e)
+            if e.step == container::Step::Run
+                && matches!(
+                    e.source.downcast_ref::<RuntimeError>(),
+                    Some(RuntimeError::Failed { .. })
+                ) =>
+        {
+            running.finish_failed(&ctx.runtime)
+        }
+        _ => running.finish(&ctx.runtime),
+    };
     let mut outcome = match result {
         Ok(o) => o,
         Err(e) => Outcome::Failed(e.report()),

@@ -628,3 +628,39 @@ fn a_runtime_hanging_in_a_hook_is_bounded_by_the_timeout() {
     env.census(&[]).assert_nothing_added_since(&before);
     p.assert_lkinit_clean();
 }
+
+/// `run` that cannot start the container's program is a launch that failed, as on the
+/// create/start path: what was made for the bundle is undone, the host mounts and
+/// directories meant to outlive a container that ran too.
+#[test]
+fn a_run_that_cannot_exec_the_program_is_rolled_back() {
+    for runtime in ["runc", "crun"] {
+        let env = TestEnv::with_runtime(runtime);
+        let ob = env.bundles_dir("onboot");
+        let host = env.dir.join("host");
+        let b = env.bundle(&ob, "1-noexec", &["/no/such/program"]);
+        write_runtime(
+            &b,
+            json!({
+                "mounts": [{"type": "tmpfs", "source": "tmpfs", "destination": host.join("m")}],
+                "mkdir": [host.join("d/e")]
+            }),
+        );
+        env.bundle(&ob, "2-next", &["echo", "next ran"]);
+        let before = env.census(&[&host]);
+        let r = if runtime == "crun" {
+            crun_onboot(&env, &ob)
+        } else {
+            env.onboot(&ob, &[])
+        };
+        assert_eq!(r.code, 1, "{runtime}");
+        let line = r.line("1-noexec");
+        assert!(
+            line.starts_with(&format!("1-noexec: error: run: `{runtime} run` failed")),
+            "{runtime}: {line}"
+        );
+        assert_eq!(r.line("2-next"), "2-next: exit code 0");
+        env.census(&[&host]).assert_nothing_added_since(&before);
+        assert!(!host.exists(), "{runtime}: {host:?} left");
+    }
+}

@@ -390,3 +390,33 @@ fn a_mount_point_swapped_for_a_symlink_after_the_check_is_not_followed() {
     }
     assert!(env.my_mounts().is_empty(), "{:?}", env.my_mounts());
 }
+
+/// A runtime quotes a failing hook's output in its error; a newline there must not start a
+/// report line of its own, forged as another bundle's. (The runtime also prints its error
+/// on its stderr, which is the container's: that copy is the container's output, in its
+/// log, as anything else the container prints.)
+#[test]
+fn a_hook_cannot_forge_a_report_line() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    let b = env.bundle(&ob, "1-hooked", &["true"]);
+    env.edit_config(&b, |c| {
+        c["hooks"] = json!({"createRuntime": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", "printf 'oops\\nz-forged: exit code 0\\n' >&2; exit 1"]
+        }]});
+    });
+    let r = env.onboot(&ob, &[]);
+    assert_eq!(r.code, 1);
+    let line = r.line("1-hooked");
+    assert!(line.starts_with("1-hooked: error: "), "{line}");
+    assert!(line.contains(r"oops\nz-forged: exit code 0\n"), "{line}");
+    let container_stderr = env.log("onboot.1-hooked.log");
+    for l in r.stdout.lines().filter(|l| l.starts_with("z-forged")) {
+        assert!(
+            container_stderr.lines().any(|c| c == l),
+            "`{l}` on the console is not the container's output:\n{}",
+            r.stdout
+        );
+    }
+}
