@@ -1,6 +1,7 @@
 //! A bundle on disk: its name, its config.json (read, never rewritten) and its runtime config.
 
 use crate::runtime_config::{self, ConfigError, Format, Mount, RuntimeConfig};
+use crate::safefile;
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,10 @@ pub enum BundleError {
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    File(#[from] safefile::FileError),
+    #[error("{0}: no config.json: not a bundle")]
+    NoConfig(PathBuf),
     #[error("both runtime.json and runtime.yml are present in {0}: keep one")]
     BothRuntimeFiles(PathBuf),
     #[error("{0}: no rootfs/ directory (and no lower/ to build one from)")]
@@ -128,14 +133,7 @@ pub fn valid_tmpfs_size(s: &str) -> bool {
 }
 
 fn read(path: &Path) -> Result<Option<String>, BundleError> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(BundleError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
+    Ok(safefile::read_config(path, safefile::CONFIG_LIMIT)?)
 }
 
 /// The bundle's own mount points, as a mount destination can name them.
@@ -199,10 +197,7 @@ impl Bundle {
         }
 
         let config_path = dir.join("config.json");
-        let text = read(&config_path)?.ok_or_else(|| BundleError::Read {
-            path: config_path.clone(),
-            source: io::Error::from(io::ErrorKind::NotFound),
-        })?;
+        let text = read(&config_path)?.ok_or_else(|| BundleError::NoConfig(dir.clone()))?;
         let spec: Spec = runtime_config::parse_json(&text, &config_path)?;
 
         let json_path = dir.join("runtime.json");
@@ -380,7 +375,8 @@ impl Bundle {
             path: out.clone(),
             source,
         };
-        let text = std::fs::read_to_string(&self.config_path).map_err(gen_err)?;
+        let text =
+            read(&self.config_path)?.ok_or_else(|| BundleError::NoConfig(self.dir.clone()))?;
         // Edited as generic JSON: a typed round trip would drop fields it does not know.
         let mut value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| gen_err(io::Error::new(io::ErrorKind::InvalidData, e)))?;

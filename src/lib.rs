@@ -24,6 +24,7 @@ pub mod pid1;
 pub mod reaper;
 pub mod rootfs;
 pub mod runtime_config;
+pub mod safefile;
 pub mod supervisor;
 pub mod undo;
 pub mod userns;

@@ -420,3 +420,86 @@ fn a_hook_cannot_forge_a_report_line() {
         );
     }
 }
+
+/// Config files are read only when they are regular files, and only so much of them: a
+/// FIFO, a link to a device or a huge file is refused at once with a line that names it,
+/// and the next bundle runs.
+#[test]
+fn config_files_that_are_not_regular_files_are_refused_at_once() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    let mut expect = Vec::new();
+    for (i, file) in ["config.json", "runtime.json", "runtime.yml"]
+        .iter()
+        .enumerate()
+    {
+        for (j, kind) in ["fifo", "zero", "big", "link"].iter().enumerate() {
+            let name = format!("{i}{j}-{}-{kind}", file.replace('.', "-"));
+            let b = env.bundle(&ob, &name, &["true"]);
+            let p = b.join(file);
+            let _ = std::fs::remove_file(&p);
+            let why = match *kind {
+                "fifo" => {
+                    nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                        .unwrap();
+                    "is a FIFO, not a regular file".to_string()
+                }
+                "zero" => {
+                    symlink("/dev/zero", &p).unwrap();
+                    "is a symlink".to_string()
+                }
+                "big" => {
+                    std::fs::write(&p, vec![b' '; (16 << 20) + 1]).unwrap();
+                    format!("is larger than {} bytes", 16 << 20)
+                }
+                _ => {
+                    let real = env.dir.join(format!("{name}.real"));
+                    std::fs::write(&real, "{}").unwrap();
+                    symlink(&real, &p).unwrap();
+                    "is a symlink".to_string()
+                }
+            };
+            expect.push((name, format!("{} {why}", p.display())));
+        }
+    }
+    env.bundle(&ob, "99-next", &["echo", "next ran"]);
+    let mut c = env.onboot_command(&ob, &["--timeout", "5"]);
+    c.env("RUST_LOG", "warn");
+    let r = Run::within(c, std::time::Duration::from_secs(120));
+    for (name, why) in &expect {
+        let line = r.line(name);
+        assert!(line.contains(why), "{line} lacks `{why}`");
+    }
+    assert_eq!(r.line("99-next"), "99-next: exit code 0");
+}
+
+/// The supervisor reads the same files the same way: a service whose config.json or
+/// service.yml is a FIFO fails at once with the reason, and the others run.
+#[test]
+fn a_service_with_a_fifo_for_a_config_file_fails_at_once() {
+    let env = TestEnv::new();
+    let dir = env.bundles_dir("services");
+    let mkfifo = |p: &Path| {
+        let _ = std::fs::remove_file(p);
+        nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    };
+    let a = env.bundle(&dir, "fifo-config", &["sleep", "1000"]);
+    mkfifo(&a.join("config.json"));
+    let b = env.bundle(&dir, "fifo-settings", &["sleep", "1000"]);
+    mkfifo(&b.join("service.yml"));
+    env.bundle(&dir, "fine", &["sleep", "1000"]);
+    let sup = env.system_init(&dir);
+    sup.wait_running("fine");
+    for (name, file) in [
+        ("fifo-config", "config.json"),
+        ("fifo-settings", "service.yml"),
+    ] {
+        let s = sup.wait_status(name, "failed", |s| s.state == "failed");
+        let why = format!(
+            "{}/{name}/{file} is a FIFO, not a regular file",
+            dir.display()
+        );
+        assert!(s.reason.contains(&why), "{}", s.reason);
+    }
+    assert_eq!(env.containers(), vec!["fine".to_string()]);
+}

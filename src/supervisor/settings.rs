@@ -15,7 +15,6 @@
 use crate::bundle;
 use crate::runtime_config::{self, ConfigError};
 use serde::{Deserialize, Deserializer};
-use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -94,27 +93,19 @@ fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("cannot read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error("both service.json and service.yml are present in {0}: keep one")]
     Both(PathBuf),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    File(#[from] crate::safefile::FileError),
 }
 
 fn read(path: &Path) -> Result<Option<String>, SettingsError> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(SettingsError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
+    Ok(crate::safefile::read_config(
+        path,
+        crate::safefile::CONFIG_LIMIT,
+    )?)
 }
 
 /// The settings of the service whose bundle is `dir` (named `name`): the defaults when it

@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub const LKINIT: &str = env!("CARGO_BIN_EXE_lkinit");
@@ -411,13 +411,52 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// The longest any one lkinit command of a test may take before the test fails: far beyond
+/// what any takes here, so only a hang reaches it.
+pub const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 impl Run {
-    pub fn of(mut c: Command) -> Run {
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = c.output().expect("lkinit runs");
+    /// Runs `c` to its end, within [`RUN_LIMIT`].
+    pub fn of(c: Command) -> Run {
+        Self::within(c, RUN_LIMIT)
+    }
+
+    /// Runs `c` to its end; past `limit` it is killed (with its process group) and the test
+    /// fails, naming the command.
+    pub fn within(mut c: Command, limit: std::time::Duration) -> Run {
+        use std::io::Read;
+        use std::os::unix::process::CommandExt;
+        use std::process::Stdio;
+        let what = format!("{c:?}");
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = c.spawn().expect("lkinit runs");
+        let reader = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                let _ = r.read_to_end(&mut v);
+                v
+            })
+        };
+        let out = reader(Box::new(child.stdout.take().unwrap()));
+        let err = reader(Box::new(child.stderr.take().unwrap()));
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if start.elapsed() > limit {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = child.wait();
+                panic!("still running after {}s, killed: {what}", limit.as_secs());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
         let r = Run {
             code: status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
