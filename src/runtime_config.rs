@@ -176,9 +176,15 @@ pub fn parse(text: &str, format: Format, file: &Path) -> Result<RuntimeConfig, C
     Ok(config)
 }
 
+/// The path of the field an error is in; where the parser could not tell the last step (a
+/// syntax error inside an object: `?`), up to the last step it knows.
 fn field_path(path: &serde_path_to_error::Path) -> Option<String> {
     let s = path.to_string();
-    (s != "." && !s.is_empty()).then_some(s)
+    let known = match s.find('?') {
+        Some(i) => s[..i].trim_end_matches('.'),
+        None => &s,
+    };
+    (known != "." && !known.is_empty()).then(|| known.to_string())
 }
 
 /// Parses any JSON document with errors located by line and field path (also used for
@@ -466,6 +472,12 @@ mod tests {
     fn syntax_error_located() {
         let e = json("{\"mkdir\": [\"/a\",]}").unwrap_err();
         assert_eq!(e.line, Some(1));
+        // Inside an object the parser cannot name the field; the error names its parent.
+        let e = json("{\"bindNS\": {\"net\": \"/x\",, }}").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("bindNS"), "{e}");
+        assert!(!e.to_string().contains('?'), "{e}");
+        let e = json("{,}").unwrap_err();
+        assert_eq!(e.field, None, "{e}");
         let e = json("{\"mkdir\": []} x").unwrap_err();
         assert!(e.message.contains("trailing"), "{e}");
         let e = yaml("mkdir: [a\n").unwrap_err();
