@@ -9,7 +9,7 @@
 #     - lkinit/init:TAG
 #     - linuxkit/runc:TAG
 # Build: docker build -t lkinit/init .   (pkg/init builds the same image with linuxkit pkg)
-FROM rust:1-alpine AS build
+FROM rust:1.95.0-alpine AS build
 RUN apk add --no-cache musl-dev
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
