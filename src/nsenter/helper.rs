@@ -1,174 +1,28 @@
-//! Acting on a running service from the outside: `exec` runs a command in its namespaces,
-//! `mount` and `umount` plug a host path in and out of its mount namespace.
-//!
-//! The service's init is found through the OCI runtime's state, so this works with or
-//! without a supervisor. Only a single-threaded process may enter a mount or user
-//! namespace, and lkinit is not one (the reaper thread): the work inside is done by a fresh
-//! child, `/proc/self/exe nsenter-helper REQUEST`, spawned through the reaper. The helper
-//! reports on a pipe: `ok` once its part is done (for exec: the command has started, so
-//! every later exit status is the command's), or `error`, an exit code and one line that
-//! the CLI prints.
-//!
-//! Exit codes of `exec`, as `docker exec` and `env` have them: 125 when lkinit cannot enter
-//! the service, 126 when CMD is found but cannot be executed, 127 when CMD is not found;
-//! otherwise CMD's own status, 128 + N when signal N killed it. `mount` and `umount` exit 0
-//! or 1.
+//! The in-namespace half of `exec`, `mount` and `umount`: the hidden `nsenter-helper`
+//! command, a fresh single-threaded child of the CLI that enters the service's namespaces,
+//! does its part and reports back on the pipe (see the parent module).
 
-use crate::bundle;
-use crate::cgroups;
-use crate::container::Ctx;
-use crate::mountapi;
-use crate::oci_runtime::RuntimeError;
+use super::{
+    Action, CONTAINER_DIRS, DEFAULT_PATH, EXIT_CANNOT_EXECUTE, EXIT_FAILED, EXIT_NOT_FOUND, Ns,
+    Request, ignore_terminal_signals, send_error, set_cloexec,
+};
 use crate::paths::{self, Create, PathError};
-use crate::reaper::{self, ExitStatus, PidFd, Waiter};
+use crate::reaper::{self, PidFd, Waiter};
+use crate::{cgroups, mountapi};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, umount2};
-use nix::sched::{CloneFlags, setns};
+use nix::sched::setns;
 use nix::sys::stat::{Mode, SFlag, fstat};
 use nix::unistd::{Gid, Uid, chroot, fchdir, setgroups, setresgid, setresuid};
-use serde::{Deserialize, Serialize};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Where a bare command name is looked up inside the service's root.
-const CONTAINER_DIRS: [&str; 3] = ["/bin", "/usr/sbin", "/usr/bin"];
-/// PATH when lkinit's own environment has none.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// `exec`: lkinit itself failed (the service could not be entered).
-pub const EXIT_FAILED: i32 = 125;
-/// `exec`: CMD exists but cannot be executed.
-pub const EXIT_CANNOT_EXECUTE: i32 = 126;
-/// `exec`: CMD was not found.
-pub const EXIT_NOT_FOUND: i32 = 127;
-
-/// A namespace kind, as named in `/proc/PID/ns/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Ns {
-    // The order of joining: user first, since the others belong to it and joining it gives
-    // the capabilities to join them; mnt last, since its root replaces ours.
-    User,
-    Cgroup,
-    Ipc,
-    Uts,
-    Net,
-    Pid,
-    Mnt,
-}
-
-impl Ns {
-    pub const ALL: [Ns; 7] = [
-        Ns::User,
-        Ns::Cgroup,
-        Ns::Ipc,
-        Ns::Uts,
-        Ns::Net,
-        Ns::Pid,
-        Ns::Mnt,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Ns::User => "user",
-            Ns::Cgroup => "cgroup",
-            Ns::Ipc => "ipc",
-            Ns::Uts => "uts",
-            Ns::Net => "net",
-            Ns::Pid => "pid",
-            Ns::Mnt => "mnt",
-        }
-    }
-
-    fn flag(self) -> CloneFlags {
-        match self {
-            Ns::User => CloneFlags::CLONE_NEWUSER,
-            Ns::Cgroup => CloneFlags::CLONE_NEWCGROUP,
-            Ns::Ipc => CloneFlags::CLONE_NEWIPC,
-            Ns::Uts => CloneFlags::CLONE_NEWUTS,
-            Ns::Net => CloneFlags::CLONE_NEWNET,
-            Ns::Pid => CloneFlags::CLONE_NEWPID,
-            Ns::Mnt => CloneFlags::CLONE_NEWNS,
-        }
-    }
-
-    /// `/proc/PID/ns/` names, plus the OCI spellings `mount` and `network`.
-    pub fn parse(s: &str) -> Result<Ns, NsError> {
-        let s = s.trim();
-        match s {
-            "mount" => return Ok(Ns::Mnt),
-            "network" => return Ok(Ns::Net),
-            _ => {}
-        }
-        Ns::ALL
-            .into_iter()
-            .find(|n| n.name() == s)
-            .ok_or_else(|| NsError::UnknownNs(s.to_string()))
-    }
-}
-
-/// The namespaces `--ns` names, in joining order; all of them when it is absent.
-pub fn parse_ns_list(list: Option<&[String]>) -> Result<Vec<Ns>, NsError> {
-    let Some(list) = list else {
-        return Ok(Ns::ALL.to_vec());
-    };
-    let mut out = list
-        .iter()
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| Ns::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
-    out.sort();
-    out.dedup();
-    if out.is_empty() {
-        return Err(NsError::UnknownNs(String::new()));
-    }
-    Ok(out)
-}
-
-/// What the CLI side can fail at; the helper's failures arrive as `Inside`.
-#[derive(Debug, thiserror::Error)]
-pub enum NsError {
-    #[error("`{0}` is not a valid service name")]
-    InvalidName(String),
-    #[error("unknown namespace `{0}` (known: mnt, uts, ipc, net, pid, cgroup, user)")]
-    UnknownNs(String),
-    #[error("no service `{name}`: `{runtime}` knows no container of that name")]
-    Unknown { name: String, runtime: String },
-    #[error("service `{name}` is {status}, not running")]
-    NotRunning { name: String, status: String },
-    #[error("cannot get the state of service `{name}`")]
-    State {
-        name: String,
-        #[source]
-        source: RuntimeError,
-    },
-    #[error("{0}: the destination must be an absolute path inside the service, not its root")]
-    BadDestination(PathBuf),
-    #[error("cannot take {0} from the host")]
-    Source(PathBuf, #[source] io::Error),
-    #[error("cannot start the namespace helper")]
-    Spawn(#[source] io::Error),
-    #[error("{message}")]
-    Inside { code: i32, message: String },
-    #[error("the namespace helper ended without a report ({0})")]
-    HelperDied(ExitStatus),
-}
-
-impl NsError {
-    fn exec_code(&self) -> i32 {
-        match self {
-            NsError::Inside { code, .. } => *code,
-            _ => EXIT_FAILED,
-        }
-    }
-}
 
 /// Failures inside the service's namespaces, reported back to the CLI as one line.
 #[derive(Debug, thiserror::Error)]
@@ -260,209 +114,6 @@ impl InsideError {
     }
 }
 
-/// What the CLI asks the helper to do; passed as JSON on the helper's command line.
-#[derive(Debug, Serialize, Deserialize)]
-struct Request {
-    service: String,
-    pid: i32,
-    /// The write end of the report pipe, inherited.
-    report_fd: RawFd,
-    action: Action,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-enum Action {
-    Exec {
-        ns: Vec<Ns>,
-        cmd: Vec<String>,
-    },
-    Mount {
-        /// The detached copy of SRC (open_tree), inherited.
-        tree_fd: RawFd,
-        src: PathBuf,
-        src_is_dir: bool,
-        dst: PathBuf,
-    },
-    Umount {
-        dst: PathBuf,
-    },
-}
-
-/// The init pid of a running service, from the runtime's state.
-fn service_pid(ctx: &Ctx, name: &str) -> Result<i32, NsError> {
-    if !bundle::valid_name(name) {
-        return Err(NsError::InvalidName(name.to_string()));
-    }
-    let state = ctx.runtime.state(name).map_err(|source| NsError::State {
-        name: name.to_string(),
-        source,
-    })?;
-    match state {
-        None => Err(NsError::Unknown {
-            name: name.to_string(),
-            runtime: ctx.runtime.bin.clone(),
-        }),
-        Some(s) if s.status == "running" && s.pid > 0 => Ok(s.pid),
-        Some(s) => Err(NsError::NotRunning {
-            name: name.to_string(),
-            status: s.status,
-        }),
-    }
-}
-
-/// `service exec`: returns the exit code for the CLI (see the module comment).
-pub fn exec(ctx: &Ctx, name: &str, ns: Option<&[String]>, cmd: &[String]) -> i32 {
-    match exec_inner(ctx, name, ns, cmd) {
-        Ok(code) => code,
-        Err(e) => {
-            log::error!("exec: {}", crate::error_chain(&e));
-            e.exec_code()
-        }
-    }
-}
-
-fn exec_inner(
-    ctx: &Ctx,
-    name: &str,
-    ns: Option<&[String]>,
-    cmd: &[String],
-) -> Result<i32, NsError> {
-    let ns = parse_ns_list(ns)?;
-    let pid = service_pid(ctx, name)?;
-    // The command shares our process group, so a ^C from the terminal reaches it directly;
-    // what it does with it decides the status we report. The helper ignores them likewise,
-    // and the command starts with the defaults (see reaper::spawn).
-    ignore_terminal_signals();
-    let action = Action::Exec {
-        ns,
-        cmd: cmd.to_vec(),
-    };
-    let helper = spawn_helper(name, pid, action, &[])?;
-    Ok(helper.wait().code())
-}
-
-/// `service mount`: 0 or 1.
-pub fn mount(ctx: &Ctx, name: &str, src: &Path, dst: &Path) -> i32 {
-    match mount_inner(ctx, name, src, dst) {
-        Ok(()) => 0,
-        Err(e) => {
-            log::error!("mount: {}", crate::error_chain(&e));
-            1
-        }
-    }
-}
-
-fn check_destination(dst: &Path) -> Result<(), NsError> {
-    if !dst.is_absolute() || dst.parent().is_none() {
-        return Err(NsError::BadDestination(dst.to_path_buf()));
-    }
-    Ok(())
-}
-
-fn mount_inner(ctx: &Ctx, name: &str, src: &Path, dst: &Path) -> Result<(), NsError> {
-    check_destination(dst)?;
-    let pid = service_pid(ctx, name)?;
-    // Captured here: once inside the service's mount namespace, host paths are out of reach.
-    let tree = mountapi::open_tree_clone(src).map_err(|e| NsError::Source(src.to_path_buf(), e))?;
-    let st = fstat(&tree).map_err(|e| NsError::Source(src.to_path_buf(), e.into()))?;
-    let src_is_dir = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR;
-    let action = Action::Mount {
-        tree_fd: tree.as_raw_fd(),
-        src: src.to_path_buf(),
-        src_is_dir,
-        dst: dst.to_path_buf(),
-    };
-    let helper = spawn_helper(name, pid, action, &[tree.as_raw_fd()])?;
-    helper.wait();
-    // Dropping the descriptor frees the copy if it was never attached.
-    drop(tree);
-    Ok(())
-}
-
-/// `service umount`: 0 or 1.
-pub fn umount(ctx: &Ctx, name: &str, dst: &Path) -> i32 {
-    let r = check_destination(dst).and_then(|()| {
-        let pid = service_pid(ctx, name)?;
-        let action = Action::Umount {
-            dst: dst.to_path_buf(),
-        };
-        spawn_helper(name, pid, action, &[]).map(|h| {
-            h.wait();
-        })
-    });
-    match r {
-        Ok(()) => 0,
-        Err(e) => {
-            log::error!("umount: {}", crate::error_chain(&e));
-            1
-        }
-    }
-}
-
-/// Spawns the helper for `action`, passing it `inherit` and the report pipe, and reads its
-/// report. Returns the helper's waiter once it reported success.
-fn spawn_helper(
-    service: &str,
-    pid: i32,
-    action: Action,
-    inherit: &[RawFd],
-) -> Result<Waiter, NsError> {
-    let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| NsError::Spawn(e.into()))?;
-    let req = Request {
-        service: service.to_string(),
-        pid,
-        report_fd: wr.as_raw_fd(),
-        action,
-    };
-    let json = serde_json::to_string(&req).expect("a request always serializes");
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg("nsenter-helper").arg(json);
-    let mut fds = inherit.to_vec();
-    fds.push(wr.as_raw_fd());
-    // SAFETY: between fork and exec only async-signal-safe calls (fcntl, prctl) are made,
-    // on a vector allocated before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            for fd in &fds {
-                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            // Nothing of an exec outlives the CLI that started it.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let (_child, waiter) = reaper::global().spawn(&mut cmd).map_err(NsError::Spawn)?;
-    drop(cmd);
-    drop(wr);
-    let mut report = String::new();
-    let _ = File::from(rd).read_to_string(&mut report);
-    if report == "ok\n" {
-        return Ok(waiter);
-    }
-    let status = waiter.wait();
-    let mut lines = report.splitn(3, '\n');
-    match (lines.next(), lines.next(), lines.next()) {
-        (Some("error"), Some(code), Some(message)) => Err(NsError::Inside {
-            code: code.parse().unwrap_or(EXIT_FAILED),
-            message: message.to_string(),
-        }),
-        _ => Err(NsError::HelperDied(status)),
-    }
-}
-
-fn set_cloexec(fd: &impl AsRawFd) {
-    // SAFETY: fcntl on a descriptor we own, with no pointers.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-}
-
-fn send_error(mut report: File, code: i32, e: &(dyn std::error::Error + 'static)) {
-    let _ = write!(report, "error\n{code}\n{}", crate::error_chain(e));
-}
-
 /// The hidden `nsenter-helper` command: runs in a fresh, single-threaded process.
 pub fn helper(request: &str) -> i32 {
     let req: Request = match serde_json::from_str(request) {
@@ -509,14 +160,6 @@ pub fn helper(request: &str) -> i32 {
 fn report_ok(mut report: File, code: i32) -> i32 {
     let _ = report.write_all(b"ok\n");
     code
-}
-
-/// SIGINT and SIGQUIT from the terminal are the command's to handle, not ours.
-fn ignore_terminal_signals() {
-    for sig in [nix::sys::signal::SIGINT, nix::sys::signal::SIGQUIT] {
-        // SAFETY: SIG_IGN installs no handler code.
-        let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
-    }
 }
 
 fn helper_exec(req: &Request, ns: &[Ns], cmd: &[String], report: File) -> i32 {
@@ -850,24 +493,6 @@ fn helper_umount(req: &Request, dst: &Path) -> Result<(), InsideError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ns_lists() {
-        assert_eq!(parse_ns_list(None).unwrap(), Ns::ALL.to_vec());
-        let l = [
-            "mnt".to_string(),
-            "user".into(),
-            "network".into(),
-            "mnt".into(),
-        ];
-        assert_eq!(
-            parse_ns_list(Some(&l)).unwrap(),
-            vec![Ns::User, Ns::Net, Ns::Mnt]
-        );
-        let bad = ["uts".to_string(), "time".into()];
-        let e = parse_ns_list(Some(&bad)).unwrap_err();
-        assert!(e.to_string().contains("`time`"), "{e}");
-    }
 
     #[test]
     fn environ() {
