@@ -6,10 +6,16 @@
 //! runs one container at a time and has nothing else to do meanwhile, so the thread that
 //! waits for the container copies its output too, woken by poll: no thread per stream.
 
+pub mod memlogd;
+pub mod sink;
+
+pub use memlogd::Memlogd;
+pub use sink::{Sink, file_of, open_log, stream_names};
+
 use crate::oci_runtime::ContainerStdio;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -171,11 +177,6 @@ fn echo_out(data: &[u8]) {
     let mut out = io::stdout().lock();
     let _ = out.write_all(data);
     let _ = out.flush();
-}
-
-/// Opens a log file for appending (logs accumulate across runs and restarts).
-pub fn open_log(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
