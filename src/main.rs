@@ -66,6 +66,7 @@ fn main() {
                 a.log_dir.clone(),
                 a.timeout.map(Duration::from_secs),
                 g.quiet,
+                g.memlogd(),
             );
             onboot::run(&ctx, &opts)
         }
