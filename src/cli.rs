@@ -53,8 +53,8 @@ pub struct Global {
     /// lkinit's own state: pid files, generated configs, runtime logs
     #[arg(long, global = true, value_name = "DIR", default_value = "/run/lkinit")]
     pub state_dir: PathBuf,
-    /// memlogd's log socket: while it is there, onboot's and onshutdown's containers'
-    /// stdout and stderr go to memlogd instead of log files
+    /// memlogd's log socket: while it is there, containers' stdout and stderr go to
+    /// memlogd instead of log files
     #[arg(
         long,
         global = true,
@@ -63,7 +63,7 @@ pub struct Global {
         default_value = crate::logs::memlogd::DEFAULT_LOG_SOCKET
     )]
     pub memlogd_socket: PathBuf,
-    /// memlogd's query socket
+    /// memlogd's query socket, where `logs` reads a service's lines back from
     #[arg(
         long,
         global = true,
@@ -117,7 +117,8 @@ pub struct SupervisorArgs {
     /// Directory of service bundles
     #[arg(long, value_name = "DIR", default_value = "/containers/services")]
     pub path: PathBuf,
-    /// Where NAME.out.log (stdout) and NAME.log (stderr) of each service go
+    /// Where NAME.out.log (stdout) and NAME.log (stderr) of each service go when memlogd
+    /// is not running
     #[arg(long, value_name = "DIR", default_value = "/var/log")]
     pub log_dir: PathBuf,
 }

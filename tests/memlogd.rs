@@ -1,10 +1,14 @@
 //! Container output into LinuxKit's memlogd (the real one, on the test's own sockets),
-//! read back with LinuxKit's logread; the fall back to log files when memlogd dies.
+//! read back with LinuxKit's logread and with `service logs`; the fall back to log files
+//! when memlogd dies.
 
 mod common;
 
+use common::supervisor::read_for;
 use common::*;
 use serde_json::json;
+use std::process::Stdio;
+use std::time::Duration;
 
 /// The warning that memlogd was lost (said once however many streams find out).
 const FALLBACK: &str = "container output goes to log files instead";
@@ -134,4 +138,117 @@ fn memlogd_killed_during_onboot_leaves_the_rest_to_files_with_one_warning() {
         "the warning names the socket: {}",
         r.stderr
     );
+}
+
+/// A service that says it is up, warns once, then ticks (until SIGTERM).
+const TICKER: &str = "trap 'exit 0' TERM; echo up; echo warn >&2; i=0; \
+                      while true; do i=$((i+1)); echo tick $i; sleep 0.1; done";
+
+fn ticks(lines: &[String]) -> Vec<u32> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("tick ")?.trim().parse().ok())
+        .collect()
+}
+
+fn max_tick(lines: &[String]) -> u32 {
+    ticks(lines).into_iter().max().unwrap_or(0)
+}
+
+#[test]
+fn service_output_goes_to_memlogd_and_logs_reads_it_back() {
+    let env = TestEnv::new();
+    let memlogd = env.memlogd();
+    let dir = env.bundles_dir("services");
+    env.bundle(&dir, "web", &["sh", "-c", TICKER]);
+    let mut sup = env.system_init(&dir);
+    sup.wait_running("web");
+    let out = memlogd.wait_for("web.out", |l| max_tick(l) >= 2);
+    assert_eq!(out[0], "up");
+    assert_eq!(memlogd.wait_for("web", |l| !l.is_empty()), ["warn"]);
+    // The files are there, empty: memlogd has the output.
+    assert_eq!(env.log("web.out.log"), "");
+    assert!(env.log_dir.join("web.log").exists());
+
+    let r = sup.cli(&["logs", "web"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.starts_with("up\ntick 1\n"), "{}", r.stdout);
+    assert_eq!(r.stderr, "warn\n");
+    let dumped = max_tick(&r.stdout.lines().map(str::to_string).collect::<Vec<_>>());
+
+    // -f: memlogd's dump, then what comes after.
+    let mut c = env.cli();
+    c.args(["logs", "-f", "web"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut f = c.spawn().unwrap();
+    let followed = read_for(&mut f, Duration::from_secs(30), |s| {
+        s.contains(&format!("tick {}\n", dumped + 3))
+    });
+    let _ = f.kill();
+    let _ = f.wait();
+    assert!(followed.starts_with("up\n"), "{followed}");
+    assert!(
+        followed.contains(&format!("tick {}\n", dumped + 3)),
+        "logs -f stopped at: {followed}"
+    );
+
+    // Restarts keep the one stream memlogd has: no descriptor piles up in the supervisor.
+    let fds = ProcView::of(sup.pid(), "").fd_kinds();
+    for _ in 0..2 {
+        assert_eq!(sup.cli(&["restart", "web"]).code, 0);
+        sup.wait_running("web");
+    }
+    memlogd.wait_for("web", |l| l.len() >= 3);
+    let view = ProcView::of(sup.pid(), "");
+    assert_eq!(view.fd_kinds(), fds, "the supervisor's descriptors changed");
+    assert!(view.inheritable.is_empty(), "{:?}", view.inheritable);
+
+    // A supervisor killed and started again hands memlogd the same FIFOs' output anew.
+    sup.kill9();
+    let before = max_tick(&memlogd.of("web.out"));
+    let sup = env.system_init(&dir);
+    sup.wait_running("web");
+    memlogd.wait_for("web.out", |l| max_tick(l) >= before + 3);
+    assert_eq!(env.log("web.out.log"), "");
+    assert!(!sup.log().contains(FALLBACK), "{}", sup.log());
+}
+
+#[test]
+fn memlogd_killed_under_a_service_falls_back_to_files_and_a_new_launch_finds_it_again() {
+    let env = TestEnv::new();
+    let mut memlogd = env.memlogd();
+    let dir = env.bundles_dir("services");
+    env.bundle(&dir, "web", &["sh", "-c", TICKER]);
+    let sup = env.system_init(&dir);
+    sup.wait_running("web");
+    memlogd.wait_for("web.out", |l| max_tick(l) >= 2);
+
+    memlogd.kill();
+    sup.wait_until("ticks in web.out.log", Duration::from_secs(30), || {
+        (ticks(&lines(&env.log("web.out.log"))).len() >= 3).then_some(())
+    });
+    let log = sup.log();
+    assert_eq!(log.matches(FALLBACK).count(), 1, "{log}");
+    // `logs` still works: the files (memlogd does not answer).
+    let r = sup.cli(&["logs", "web"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("tick "), "{}", r.stdout);
+
+    // memlogd is back; the next launch of the service hands it the output again.
+    let memlogd = env.memlogd();
+    assert_eq!(sup.cli(&["restart", "web"]).code, 0);
+    sup.wait_running("web");
+    let out = memlogd.wait_for("web.out", |l| max_tick(l) >= 2);
+    assert_eq!(out[0], "up");
+    assert_eq!(memlogd.wait_for("web", |l| !l.is_empty()), ["warn"]);
+    assert!(sup.log().contains("takes container output again"));
+    // The file stopped growing at the restart (what came before is still there).
+    let file = lines(&env.log("web.out.log"));
+    assert_eq!(file.iter().filter(|l| *l == "up").count(), 0, "{file:?}");
+    assert_eq!(sup.log().matches(FALLBACK).count(), 1);
+}
+
+fn lines(s: &str) -> Vec<String> {
+    s.lines().map(str::to_string).collect()
 }

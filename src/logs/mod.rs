@@ -18,7 +18,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The read ends of one container's output, each with its sink (same index).
@@ -187,15 +187,6 @@ fn echo_out(data: &[u8]) {
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
-}
-
-/// Names of a container's two log files: `PREFIXNAME.out.log` (stdout) and `PREFIXNAME.log`
-/// (stderr), as LinuxKit names them.
-pub fn log_paths(dir: &Path, prefix: &str, name: &str) -> (PathBuf, PathBuf) {
-    (
-        dir.join(format!("{prefix}{name}.out.log")),
-        dir.join(format!("{prefix}{name}.log")),
-    )
 }
 
 /// Pipes for `owner`'s stdout and stderr, each to be drained (by [`Tee::pump`]) into its
