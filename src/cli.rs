@@ -53,6 +53,35 @@ pub struct Global {
     /// lkinit's own state: pid files, generated configs, runtime logs
     #[arg(long, global = true, value_name = "DIR", default_value = "/run/lkinit")]
     pub state_dir: PathBuf,
+    /// memlogd's log socket: while it is there, containers' stdout and stderr go to
+    /// memlogd instead of log files
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "LKINIT_MEMLOGD_SOCKET",
+        default_value = crate::logs::memlogd::DEFAULT_LOG_SOCKET
+    )]
+    pub memlogd_socket: PathBuf,
+    /// memlogd's query socket, where `logs` reads a service's lines back from
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "LKINIT_MEMLOGD_QUERY_SOCKET",
+        default_value = crate::logs::memlogd::DEFAULT_QUERY_SOCKET
+    )]
+    pub memlogd_query_socket: PathBuf,
+}
+
+impl Global {
+    /// Where memlogd is looked for.
+    pub fn memlogd(&self) -> crate::logs::Memlogd {
+        crate::logs::Memlogd::new(
+            self.memlogd_socket.clone(),
+            self.memlogd_query_socket.clone(),
+        )
+    }
 }
 
 /// `onboot` and `onshutdown`.
@@ -62,8 +91,9 @@ pub struct RunnerArgs {
     /// /containers/onshutdown]; a missing directory is not an error
     #[arg(long, value_name = "DIR")]
     pub path: Option<PathBuf>,
-    /// Where PHASE.NAME.out.log (stdout) and PHASE.NAME.log (stderr) go [default:
-    /// /run/log/onboot or /run/log/onshutdown, linked from /var/log/PHASE]
+    /// Where onboot.NAME.out.log (stdout) and onboot.NAME.log (stderr) go when memlogd is
+    /// not running; shutdown.NAME... for onshutdown [default: /run/log/onboot or
+    /// /run/log/shutdown, linked from /var/log/onboot or /var/log/shutdown]
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
     /// Kill a bundle that runs longer than SECS, report it as timed out and go on [default:
@@ -87,7 +117,8 @@ pub struct SupervisorArgs {
     /// Directory of service bundles
     #[arg(long, value_name = "DIR", default_value = "/containers/services")]
     pub path: PathBuf,
-    /// Where NAME.out.log (stdout) and NAME.log (stderr) of each service go
+    /// Where NAME.out.log (stdout) and NAME.log (stderr) of each service go when memlogd
+    /// is not running
     #[arg(long, value_name = "DIR", default_value = "/var/log")]
     pub log_dir: PathBuf,
 }

@@ -66,6 +66,7 @@ fn main() {
                 a.log_dir.clone(),
                 a.timeout.map(Duration::from_secs),
                 g.quiet,
+                g.memlogd(),
             );
             onboot::run(&ctx, &opts)
         }
@@ -74,7 +75,7 @@ fn main() {
         Some(Command::Umount { name, dst }) => nsenter::umount(&ctx, name, dst),
         Some(Command::NsenterHelper { request }) => nsenter::helper(request),
         Some(Command::UsernsHold) => lkinit::userns::hold(),
-        Some(Command::SystemInit(a)) => supervisor::run(&ctx, a, &g.sock),
+        Some(Command::SystemInit(a)) => supervisor::run(&ctx, a, &g.sock, g.memlogd()),
         Some(
             c @ (Command::List
             | Command::Status { .. }

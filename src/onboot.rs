@@ -4,14 +4,14 @@
 
 use crate::bundle::Bundle;
 use crate::container::{self, Ctx, Mode, Running};
-use crate::logs::{self, Pumped};
+use crate::logs::{self, Memlogd, Pumped};
 use crate::oci_runtime::{Deadline, RuntimeError};
 use crate::reaper::ExitStatus;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Which of the two runners this is; it names the default paths and the log files.
+/// Which of the two runners this is; it names the default paths and the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Onboot,
@@ -30,13 +30,22 @@ impl Phase {
         PathBuf::from(format!("/containers/{}", self.name()))
     }
 
+    /// What LinuxKit calls the logs of this phase: `onboot.NAME`, `shutdown.NAME`, in
+    /// `/run/log/onboot` and `/run/log/shutdown`.
+    pub fn log_prefix(self) -> &'static str {
+        match self {
+            Phase::Onboot => "onboot",
+            Phase::Onshutdown => "shutdown",
+        }
+    }
+
     pub fn default_log_dir(self) -> PathBuf {
-        PathBuf::from(format!("/run/log/{}", self.name()))
+        PathBuf::from(format!("/run/log/{}", self.log_prefix()))
     }
 
     /// Where LinuxKit users look for these logs.
     fn var_log_link(self) -> PathBuf {
-        PathBuf::from(format!("/var/log/{}", self.name()))
+        PathBuf::from(format!("/var/log/{}", self.log_prefix()))
     }
 }
 
@@ -50,6 +59,8 @@ pub struct Options {
     pub timeout: Option<Duration>,
     /// Report failures only.
     pub quiet: bool,
+    /// Output goes there when it is running (looked at for each bundle), else to log files.
+    pub memlogd: Memlogd,
 }
 
 impl Options {
@@ -59,6 +70,7 @@ impl Options {
         log_dir: Option<PathBuf>,
         timeout: Option<Duration>,
         quiet: bool,
+        memlogd: Memlogd,
     ) -> Options {
         Options {
             phase,
@@ -67,6 +79,7 @@ impl Options {
             log_dir: log_dir.unwrap_or_else(|| phase.default_log_dir()),
             timeout,
             quiet,
+            memlogd,
         }
     }
 }
@@ -223,9 +236,9 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
         Ok(b) => b,
         Err(e) => return Outcome::Failed(crate::error_chain(&e)),
     };
-    let prefix = format!("{}.", opts.phase.name());
-    let (out_log, err_log) = logs::log_paths(&opts.log_dir, &prefix, &bundle.name);
-    let (stdio, mut tee) = match logs::tee(&out_log, &err_log, true) {
+    let base = format!("{}.{}", opts.phase.log_prefix(), bundle.name);
+    let (stdio, mut tee) = match logs::tee(&opts.memlogd, &opts.log_dir, &bundle.name, &base, true)
+    {
         Ok(t) => t,
         Err(e) => {
             return Outcome::Failed(format!("logs: {}: {e}", opts.log_dir.display()));

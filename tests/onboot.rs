@@ -615,6 +615,7 @@ fn onshutdown_and_multicall_names() {
     std::fs::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink(LKINIT, bin.join("onshutdown")).unwrap();
     let mut c = std::process::Command::new(bin.join("onshutdown"));
+    env.memlogd_env(&mut c);
     c.arg("--path")
         .arg(&sd)
         .arg("--log-dir")
@@ -626,7 +627,11 @@ fn onshutdown_and_multicall_names() {
     let r = Run::of(c);
     assert_eq!(r.code, 0);
     assert_eq!(r.line("bye"), "bye: exit code 0");
-    assert_eq!(env.log("onshutdown.bye.out.log"), "goodbye\n");
+    // LinuxKit's names: shutdown.NAME.out.log and shutdown.NAME.log.
+    assert_eq!(env.log("shutdown.bye.out.log"), "goodbye\n");
+    assert_eq!(env.log("shutdown.bye.log"), "");
+    assert!(env.log_dir.join("shutdown.bye.log").exists());
+    assert!(!env.log_dir.join("onshutdown.bye.out.log").exists());
 }
 
 #[test]
@@ -653,6 +658,10 @@ fn help_explains_commands_and_defaults() {
     for needle in [
         "/containers/onboot",
         "/run/log/onboot",
+        "/run/log/shutdown",
+        "--memlogd-socket",
+        "/var/run/linuxkit-external-logging.sock",
+        "/var/run/memlogdq.sock",
         "--timeout",
         "--runtime-root",
         "name order",

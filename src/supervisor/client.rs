@@ -6,6 +6,7 @@
 
 use super::protocol::{Op, Response, ServiceInfo, State};
 use crate::cli::Command;
+use crate::logs::memlogd::{Entry, Query};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use std::fs::File;
 use std::io::{self, IoSliceMut, Read, Seek, SeekFrom, Write};
@@ -66,7 +67,7 @@ pub fn run(sock: &Path, cmd: &Command) -> i32 {
         },
         Op::Logs(_) => {
             drop(out);
-            return logs(fds, follow);
+            return logs(fds, r.logs.and_then(|l| l.memlogd), follow);
         }
     };
     i32::from(printed.is_err())
@@ -221,13 +222,32 @@ pub fn utc(t: i64) -> String {
 /// How often `logs -f` looks for more.
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 
-/// Prints the stdout log on stdout and the stderr log on stderr; with `follow`, keeps
-/// printing what is appended (and starts over if a file is truncated).
-fn logs(fds: Vec<OwnedFd>, follow: bool) -> i32 {
-    if fds.len() != 2 {
-        log::error!("the supervisor sent {} log descriptor(s), not 2", fds.len());
+/// How long memlogd may take to send the next part of its dump.
+const MEMLOGD_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Prints the stdout log on stdout and the stderr log on stderr, then what memlogd keeps
+/// of the two streams (`memlogd` names them; its connection is the third descriptor);
+/// with `follow`, keeps printing what is appended (and starts over if a file is
+/// truncated) and what memlogd is sent.
+fn logs(mut fds: Vec<OwnedFd>, memlogd: Option<[String; 2]>, follow: bool) -> i32 {
+    let want = 2 + usize::from(memlogd.is_some());
+    if fds.len() != want {
+        log::error!(
+            "the supervisor sent {} log descriptor(s), not {want}",
+            fds.len()
+        );
         return 1;
     }
+    let mut query = match (memlogd, fds.len()) {
+        (Some(names), 3) => fds.pop().and_then(|conn| match Query::start(conn, follow) {
+            Ok(q) => Some((names, q)),
+            Err(e) => {
+                log::warn!("cannot ask memlogd for the service's lines: {e}");
+                None
+            }
+        }),
+        _ => None,
+    };
     let mut files: Vec<File> = fds.into_iter().map(File::from).collect();
     let mut pos = [0u64; 2];
     loop {
@@ -246,10 +266,61 @@ fn logs(fds: Vec<OwnedFd>, follow: bool) -> i32 {
                 return 1;
             }
         }
+        if let Some((names, q)) = &mut query {
+            let mut printed = Ok(());
+            let mut print = |e: Entry| {
+                if printed.is_ok() {
+                    printed = print_entry(names, &e);
+                }
+            };
+            let more = if follow {
+                q.readable_within(FOLLOW_EVERY).and_then(|ready| {
+                    if ready {
+                        q.read_some(&mut print)
+                    } else {
+                        Ok(true)
+                    }
+                })
+            } else {
+                q.read_to_end(MEMLOGD_PATIENCE, &mut print).map(|()| false)
+            };
+            match (printed, more) {
+                (Err(e), _) if e.kind() == io::ErrorKind::BrokenPipe => return 0,
+                (Err(e), _) => {
+                    log::error!("printing the log: {e}");
+                    return 1;
+                }
+                (Ok(()), Ok(true)) => {}
+                // The dump is complete, or (following) memlogd has gone: the files go on.
+                (Ok(()), Ok(false)) => query = None,
+                (Ok(()), Err(e)) => {
+                    log::error!("reading memlogd's lines: {e}");
+                    return 1;
+                }
+            }
+        } else if follow {
+            std::thread::sleep(FOLLOW_EVERY);
+        }
         if !follow {
             return 0;
         }
-        std::thread::sleep(FOLLOW_EVERY);
+    }
+}
+
+/// A line of the service's stdout on stdout, of its stderr on stderr; other logs' lines
+/// are not its.
+fn print_entry(names: &[String; 2], e: &Entry) -> io::Result<()> {
+    let line = |out: &mut dyn Write| {
+        out.write_all(e.msg.as_bytes())?;
+        out.write_all(b"\n")?;
+        out.flush()
+    };
+    if e.source == names[0] {
+        line(&mut io::stdout().lock())
+    } else if e.source == names[1] {
+        line(&mut io::stderr().lock())
+    } else {
+        Ok(())
     }
 }
 

@@ -19,6 +19,7 @@ pub mod settings;
 
 use crate::cli::SupervisorArgs;
 use crate::container::Ctx;
+use crate::logs::Memlogd;
 use crate::reaper;
 use service::{Boot, Status, Sup};
 use std::collections::BTreeMap;
@@ -34,7 +35,7 @@ use tokio::sync::{oneshot, watch};
 const BLOCKING_THREADS: usize = 8;
 
 /// `lkinit system-init`: runs until SIGTERM or SIGINT, then stops every service and exits 0.
-pub fn run(ctx: &Ctx, args: &SupervisorArgs, sock: &Path) -> i32 {
+pub fn run(ctx: &Ctx, args: &SupervisorArgs, sock: &Path, memlogd: Memlogd) -> i32 {
     // One malloc arena: the threads here are few and mostly idle, and every arena keeps
     // its own memory.
     #[cfg(target_env = "gnu")]
@@ -60,7 +61,12 @@ pub fn run(ctx: &Ctx, args: &SupervisorArgs, sock: &Path) -> i32 {
             return 1;
         }
     };
-    let code = rt.block_on(supervise(ctx.clone(), args.clone(), sock.to_path_buf()));
+    let code = rt.block_on(supervise(
+        ctx.clone(),
+        args.clone(),
+        sock.to_path_buf(),
+        memlogd,
+    ));
     // Blocking threads still running (none, normally) must not hold up the exit.
     rt.shutdown_timeout(Duration::from_secs(1));
     code
@@ -107,7 +113,7 @@ fn bundles(path: &Path) -> BTreeMap<String, PathBuf> {
     out
 }
 
-async fn supervise(mut ctx: Ctx, args: SupervisorArgs, sock: PathBuf) -> i32 {
+async fn supervise(mut ctx: Ctx, args: SupervisorArgs, sock: PathBuf, memlogd: Memlogd) -> i32 {
     let _lock = match lock_state_dir(&ctx.state_dir) {
         Ok(l) => l,
         Err(e) => {
@@ -151,6 +157,7 @@ async fn supervise(mut ctx: Ctx, args: SupervisorArgs, sock: PathBuf) -> i32 {
         ctx.clone(),
         args.path.clone(),
         args.log_dir.clone(),
+        memlogd,
     ));
     let begun = Instant::now();
     let statuses = start_all(&sup);

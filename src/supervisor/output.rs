@@ -1,5 +1,5 @@
-//! A service's stdout and stderr: FIFOs under the state directory, drained into its log
-//! files by the supervisor.
+//! A service's stdout and stderr: FIFOs under the state directory, drained by the
+//! supervisor into memlogd or the service's log files (`logs::Sink` decides which).
 //!
 //! A plain pipe would die with the supervisor: its read end is gone, and the service's
 //! next write kills it with SIGPIPE. So each stream is a FIFO (`STATE_DIR/io/NAME.out`,
@@ -9,19 +9,26 @@
 //! holds its end read-write too, so it never sees an end of file between restarts of the
 //! service, and one drain serves every run of it.
 //!
-//! Draining never waits for anything but the pipe: the log file is written at once, and a
-//! write that fails (a full disk) drops that output and says so once, so the service is
-//! never stopped by its logs. Readers (`service logs`) read the files, never the pipe.
+//! With memlogd the supervisor still drains the FIFO itself and writes into a stream it
+//! handed memlogd (one copy), rather than handing memlogd the FIFO: a FIFO memlogd reads
+//! would be read by nobody once memlogd dies, and the service would block on it; with the
+//! supervisor as the one reader, a memlogd that dies or stalls is left for the log file
+//! at once, and a new supervisor hands memlogd fresh streams for the same FIFOs.
+//!
+//! Draining never waits for anything but the pipe and, within a bound, memlogd: a write
+//! to the file that fails (a full disk) drops that output and says so once, so the
+//! service is never stopped by its logs. Readers (`service logs`) read the files and
+//! memlogd's query socket, never the pipe.
 
-use crate::logs;
+use crate::logs::{self, Memlogd, Sink};
 use crate::oci_runtime::ContainerStdio;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
@@ -37,7 +44,8 @@ pub struct Output {
     fifos: [PathBuf; 2],
     pub out_log: PathBuf,
     pub err_log: PathBuf,
-    reopen: Arc<AtomicBool>,
+    /// Launches so far: a drain that sees a new one looks at memlogd again.
+    launches: Arc<AtomicU64>,
     /// Asks each drain to empty its pipe now and say when it has.
     flush: Vec<mpsc::UnboundedSender<oneshot::Sender<()>>>,
 }
@@ -69,34 +77,45 @@ fn open_fifo(path: &Path, nonblock: bool) -> io::Result<File> {
 
 impl Output {
     /// Makes (or finds again) the FIFOs of service `name` and starts draining them into
-    /// `LOGDIR/NAME.out.log` and `LOGDIR/NAME.log`. Must run inside the tokio runtime.
-    pub fn open(state_dir: &Path, log_dir: &Path, name: &str) -> io::Result<Output> {
+    /// memlogd (`NAME.out`, `NAME`) or `LOGDIR/NAME.out.log` and `LOGDIR/NAME.log`. Must run
+    /// inside the tokio runtime.
+    pub fn open(
+        state_dir: &Path,
+        log_dir: &Path,
+        memlogd: &Memlogd,
+        name: &str,
+    ) -> io::Result<Output> {
         let dir = io_dir(state_dir);
         std::fs::create_dir_all(&dir)?;
-        let (out_log, err_log) = logs::log_paths(log_dir, "", name);
+        let streams = logs::stream_names(name);
+        let [out_log, err_log] = streams.clone().map(|s| logs::file_of(log_dir, &s));
         let fifos = [
             dir.join(format!("{name}.out")),
             dir.join(format!("{name}.err")),
         ];
-        let reopen = Arc::new(AtomicBool::new(false));
+        let launches = Arc::new(AtomicU64::new(0));
         let mut flush = Vec::new();
-        for (fifo, log) in fifos.iter().zip([&out_log, &err_log]) {
+        for ((fifo, log), stream) in fifos.iter().zip([&out_log, &err_log]).zip(&streams) {
             make_fifo(fifo)?;
             let f = open_fifo(fifo, true)?;
             let _ = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-            let drain = Drain {
-                name: name.to_string(),
-                log_path: log.clone(),
-                log: logs::open_log(log).ok(),
-                failing: None,
-                reopen: reopen.clone(),
-            };
-            if drain.log.is_none() {
+            let sink = Sink::open(memlogd, log_dir, name, stream).unwrap_or_else(|e| {
                 log::warn!(
-                    "{name}: cannot open {}; its output is dropped",
+                    "{name}: cannot open {}: {e}; its output is dropped",
                     log.display()
                 );
+                Sink::unopened(memlogd, log_dir, name, stream)
+            });
+            if sink.to_memlogd() {
+                // There even while memlogd has the output: `logs` opens it, and `logs -f`
+                // follows what falls back to it.
+                let _ = logs::open_log(log);
             }
+            let drain = Drain {
+                sink,
+                launches: launches.clone(),
+                seen: 0,
+            };
             // SAFETY: the File owns a valid descriptor for as long as the AsyncFd holds it.
             let fd = unsafe { AsyncFd::register_with_interest(f, Interest::READABLE) }
                 .map_err(io::Error::from)?;
@@ -108,7 +127,7 @@ impl Output {
             fifos,
             out_log,
             err_log,
-            reopen,
+            launches,
             flush,
         })
     }
@@ -122,14 +141,15 @@ impl Output {
         })
     }
 
-    /// Opens the log files again before the next write (a new run of the service writes
-    /// to the files that are there now, if someone moved the old ones away).
+    /// A new launch: before its next write, each stream looks for memlogd again, or opens
+    /// its log file again (a new run of the service writes to the file that is there now,
+    /// if someone moved the old one away).
     pub fn reopen_logs(&self) {
-        self.reopen.store(true, Ordering::Relaxed);
+        self.launches.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Returns once what the service wrote so far is in its log files (its last words
-    /// before a stop are there when the stop is reported).
+    /// Returns once what the service wrote so far is in memlogd or its log files (its
+    /// last words before a stop are there when the stop is reported).
     pub async fn flush(&self) {
         let mut acks = Vec::new();
         for f in &self.flush {
@@ -151,13 +171,32 @@ impl Output {
     }
 }
 
+/// memlogd's names of service `name`'s streams and a connection to memlogd's query
+/// socket, for `logs`; None when memlogd does not answer there.
+pub fn memlogd_query(memlogd: &Memlogd, name: &str) -> Option<([String; 2], OwnedFd)> {
+    match memlogd.query_connection() {
+        Ok(conn) => Some((logs::stream_names(name), conn)),
+        Err(e) => {
+            log::debug!("{name}: logs: {}", crate::error_chain(&e));
+            None
+        }
+    }
+}
+
 struct Drain {
-    name: String,
-    log_path: PathBuf,
-    log: Option<File>,
-    /// Since when writes fail (each failure episode is reported once).
-    failing: Option<Instant>,
-    reopen: Arc<AtomicBool>,
+    sink: Sink,
+    launches: Arc<AtomicU64>,
+    /// The launch this drain last looked at memlogd for.
+    seen: u64,
+}
+
+/// A descriptor owned elsewhere, registered with tokio only while it is waited on.
+struct Borrowed(RawFd);
+
+impl AsRawFd for Borrowed {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
 }
 
 impl Drain {
@@ -167,15 +206,23 @@ impl Drain {
         mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     ) {
         loop {
+            // memlogd is behind: nothing more is read until it has taken what waits, so
+            // the FIFO holds the rest and the service waits, as for a slow disk.
+            if self.sink.queued() > 0 {
+                self.wait_for_memlogd().await;
+                continue;
+            }
             let ready = tokio::select! {
                 biased;
                 Some(ack) = flush.recv() => {
                     // Bounded: a writer that never stops must not hold the flush forever.
                     for _ in 0..64 {
+                        self.wait_for_memlogd().await;
                         if self.drain(fd.get_ref()).is_err() {
                             break;
                         }
                     }
+                    self.wait_for_memlogd().await;
                     let _ = ack.send(());
                     continue;
                 }
@@ -185,10 +232,11 @@ impl Drain {
                 return;
             };
             match guard.try_io(|f| self.drain(f.get_ref())) {
-                // A full burst: more may be waiting; let the others run first.
+                // A full burst (or memlogd behind): more may be waiting; let the others
+                // run first.
                 Ok(Ok(())) => tokio::task::yield_now().await,
                 Ok(Err(e)) => {
-                    log::error!("{}: reading its output: {e}", self.name);
+                    log::error!("{}: reading its output: {e}", self.sink.owner());
                     return;
                 }
                 // Drained: readiness was cleared, wait for the next write.
@@ -197,12 +245,34 @@ impl Drain {
         }
     }
 
-    /// Reads until the pipe is empty (WouldBlock) or a burst is done, writing each chunk.
+    /// Until memlogd has taken what waits for it, or has stalled and the file took it.
+    async fn wait_for_memlogd(&mut self) {
+        while let Some(fd) = self.sink.waiting_on() {
+            let fd = Borrowed(fd.as_raw_fd());
+            // SAFETY: the sink owns the descriptor and is left alone until this AsyncFd is
+            // dropped, at the end of this match.
+            let room = match unsafe { AsyncFd::register_with_interest(fd, Interest::WRITABLE) } {
+                Ok(afd) => tokio::time::timeout(logs::sink::STALL, afd.writable())
+                    .await
+                    .is_ok(),
+                // Cannot be watched: treated as a stall, the file takes over.
+                Err(_) => false,
+            };
+            if room {
+                self.sink.push();
+            } else {
+                self.sink.stalled();
+            }
+        }
+    }
+
+    /// Reads until the pipe is empty (WouldBlock), a burst is done, or memlogd is behind,
+    /// writing each chunk.
     fn drain(&mut self, mut f: &File) -> io::Result<()> {
         // One buffer on the stack of the runtime thread, reused by every drain.
         let mut buf = [0u8; 16 * 1024];
         let mut done = 0;
-        while done < BURST {
+        while done < BURST && self.sink.queued() == 0 {
             let n = match f.read(&mut buf) {
                 Ok(0) => return Err(io::ErrorKind::WouldBlock.into()),
                 Ok(n) => n,
@@ -216,41 +286,11 @@ impl Drain {
     }
 
     fn write(&mut self, data: &[u8]) {
-        if self.reopen.swap(false, Ordering::Relaxed) || self.log.is_none() {
-            // Retried at most once a second while it fails.
-            if self.log.is_some()
-                || self
-                    .failing
-                    .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
-            {
-                self.log = logs::open_log(&self.log_path).ok();
-            }
+        let launches = self.launches.load(Ordering::Relaxed);
+        if launches != self.seen {
+            self.seen = launches;
+            self.sink.reconsider();
         }
-        let r = match &mut self.log {
-            Some(l) => l.write_all(data),
-            None => Err(io::ErrorKind::NotFound.into()),
-        };
-        match r {
-            Ok(()) => {
-                if let Some(since) = self.failing.take() {
-                    log::warn!(
-                        "{}: writing {} again (output since {:.0}s ago was lost)",
-                        self.name,
-                        self.log_path.display(),
-                        since.elapsed().as_secs_f64()
-                    );
-                }
-            }
-            Err(e) => {
-                if self.failing.is_none() {
-                    log::warn!(
-                        "{}: cannot write {}: {e}; dropping its output until writes work again",
-                        self.name,
-                        self.log_path.display()
-                    );
-                    self.failing = Some(Instant::now());
-                }
-            }
-        }
+        self.sink.write(data);
     }
 }

@@ -9,8 +9,10 @@
 //!
 //! `op` is `list`, `status`, `start`, `stop`, `restart` or `logs`; all but `list` take
 //! `name`. A `logs` response comes with two open file descriptors (SCM_RIGHTS): the
-//! service's stdout log, then its stderr log, read-only. A request in another version is
-//! answered with an error in version 1, so an old client learns why.
+//! service's stdout log, then its stderr log, read-only; and, when its `logs` names
+//! memlogd's two streams, a third: a connection to memlogd's query socket that the client
+//! asks itself. A request in another version is answered with an error in version 1, so
+//! an old client learns why.
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -153,6 +155,10 @@ pub struct ServiceInfo {
 pub struct LogFiles {
     pub stdout: PathBuf,
     pub stderr: PathBuf,
+    /// memlogd's names of the stdout and stderr streams, when a connection to memlogd
+    /// came along.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memlogd: Option<[String; 2]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 //! which also covers a socket whose mode was loosened or that was passed elsewhere), one
 //! request per connection (see protocol.rs).
 
+use super::output;
 use super::protocol::{LogFiles, MAX_REQUEST, Op, Response, ServiceInfo};
 use super::service::{self, Boot, Cmd, Handle, Sup};
 use crate::bundle;
@@ -210,13 +211,19 @@ async fn answer(sup: &Arc<Sup>, op: Op) -> (Response, Vec<OwnedFd>) {
         },
         Op::Logs(name) => {
             return match lookup(sup, &name).and_then(|h| open_logs(&h)) {
-                Ok((files, fds)) => (
-                    Response {
-                        logs: Some(files),
-                        ..Response::ok()
-                    },
-                    fds,
-                ),
+                Ok((mut files, mut fds)) => {
+                    if let Some((names, conn)) = output::memlogd_query(&sup.memlogd, &name) {
+                        files.memlogd = Some(names);
+                        fds.push(conn);
+                    }
+                    (
+                        Response {
+                            logs: Some(files),
+                            ..Response::ok()
+                        },
+                        fds,
+                    )
+                }
                 Err(e) => (Response::error(e), Vec::new()),
             };
         }
@@ -237,6 +244,7 @@ fn open_logs(h: &Handle) -> Result<(LogFiles, Vec<OwnedFd>), String> {
         LogFiles {
             stdout: h.out_log.clone(),
             stderr: h.err_log.clone(),
+            memlogd: None,
         },
         fds,
     ))

@@ -20,6 +20,7 @@ use super::record::{self, Persisted, Record};
 use super::settings::{self, Settings};
 use crate::bundle::Bundle;
 use crate::container::{self, Adopted, Ctx, Handover, Mode, Running};
+use crate::logs::Memlogd;
 use crate::oci_runtime::OciRuntime;
 use crate::reaper::{ExitStatus, Waiter};
 use crate::undo::UndoFailures;
@@ -39,17 +40,20 @@ pub struct Sup {
     /// The directory of service bundles.
     pub path: PathBuf,
     pub log_dir: PathBuf,
+    /// Where service output goes while memlogd runs.
+    pub memlogd: Memlogd,
     pub services: Mutex<BTreeMap<String, Handle>>,
     /// Orders starts, for "last started first" at shutdown.
     seq: AtomicU64,
 }
 
 impl Sup {
-    pub fn new(ctx: Ctx, path: PathBuf, log_dir: PathBuf) -> Sup {
+    pub fn new(ctx: Ctx, path: PathBuf, log_dir: PathBuf, memlogd: Memlogd) -> Sup {
         Sup {
             ctx,
             path,
             log_dir,
+            memlogd,
             services: Mutex::new(BTreeMap::new()),
             seq: AtomicU64::new(0),
         }
@@ -159,7 +163,7 @@ pub enum Boot {
 
 /// Starts the task of service `name` (bundle `dir`) and registers it.
 pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> std::io::Result<Handle> {
-    let output = Output::open(sup.state_dir(), &sup.log_dir, name)?;
+    let output = Output::open(sup.state_dir(), &sup.log_dir, &sup.memlogd, name)?;
     let (tx, rx) = mpsc::unbounded_channel();
     // Until the task has looked at it, the service is as its boot says: a client asking
     // right away must not read `stopped` for a container that is about to be adopted.

@@ -6,6 +6,7 @@
 pub mod census;
 #[allow(unused_imports)]
 pub use census::*;
+pub mod memlogd;
 pub mod supervisor;
 
 use serde_json::{Value, json};
@@ -194,9 +195,10 @@ impl TestEnv {
         self.write_config(bundle, c);
     }
 
-    /// lkinit with this test's runtime, runtime root and state dir.
+    /// lkinit with this test's runtime, runtime root, state dir and memlogd sockets.
     pub fn lkinit(&self) -> Command {
         let mut c = Command::new(LKINIT);
+        self.memlogd_env(&mut c);
         c.arg("--runtime")
             .arg(&self.runtime)
             .arg("--runtime-root")
@@ -204,6 +206,12 @@ impl TestEnv {
             .arg("--state-dir")
             .arg(&self.state_dir);
         c
+    }
+
+    /// Points lkinit (and what it starts) at this test's memlogd sockets, never the host's.
+    pub fn memlogd_env(&self, c: &mut Command) {
+        c.env("LKINIT_MEMLOGD_SOCKET", self.memlogd_socket())
+            .env("LKINIT_MEMLOGD_QUERY_SOCKET", self.memlogd_query_socket());
     }
 
     /// `lkinit onboot` over `path`, logs in this test's log dir.
@@ -648,6 +656,7 @@ pub fn crun_onboot(env: &TestEnv, path: &Path) -> Run {
 /// The command `crun_onboot` runs.
 pub fn crun_onboot_command(env: &TestEnv, path: &Path) -> Command {
     let mut c = Command::new("unshare");
+    env.memlogd_env(&mut c);
     c.args(["-m", "--propagation", "private", "sh", "-c"])
         .arg("umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$@\"")
         .arg("sh")

@@ -112,6 +112,7 @@ impl Supervisor {
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(LKINIT);
         c.args(self.cli.get_args()).args(args);
+        c.envs(self.cli.get_envs().filter_map(|(k, v)| Some((k, v?))));
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
         c
     }

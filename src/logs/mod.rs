@@ -1,25 +1,31 @@
-//! Container output: pipes drained into log files and, for onboot, onto lkinit's own stdout
-//! (the console, under PID 1).
+//! Container output: pipes drained into memlogd or log files ([`sink`] decides which)
+//! and, for onboot, onto lkinit's own stdout (the console, under PID 1).
 //!
 //! The runtime hands its stdio to the container, so a pipe that nobody drains would block
 //! the container, and a write end left open here would hide the end of the output. onboot
 //! runs one container at a time and has nothing else to do meanwhile, so the thread that
 //! waits for the container copies its output too, woken by poll: no thread per stream.
 
+pub mod memlogd;
+pub mod sink;
+
+pub use memlogd::Memlogd;
+pub use sink::{Sink, file_of, open_log, stream_names};
+
 use crate::oci_runtime::ContainerStdio;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The read ends of one container's output, each with its log file (same index).
+/// The read ends of one container's output, each with its sink (same index).
 pub struct Tee {
-    /// Pipes whose writers are not all gone yet, with the index of their log.
+    /// Pipes whose writers are not all gone yet, with the index of their sink.
     open: Vec<(usize, File)>,
-    logs: [File; 2],
+    sinks: [Sink; 2],
     echo: bool,
     /// Per stream, what has come since its last newline, held back from the console.
     pending: [Vec<u8>; 2],
@@ -110,10 +116,12 @@ impl Tee {
     /// Copies output until `exit` polls readable (the end of the process that ends the
     /// wait; without one, until every stream has ended) or `deadline` passes.
     pub fn pump(&mut self, exit: Option<BorrowedFd<'_>>, deadline: Option<Instant>) -> Pumped {
-        let (logs, echo, pending) = (&mut self.logs, self.echo, &mut self.pending);
+        let (sinks, echo, pending) = (&mut self.sinks, self.echo, &mut self.pending);
         pump_pipes(&mut self.open, exit, deadline, &mut self.buf, |i, data| {
-            // A full disk loses log lines, it must not stop the container.
-            let _ = logs[i].write_all(data);
+            sinks[i].write(data);
+            // memlogd behind: the container waits for it, as for a slow disk, within the
+            // sink's bound.
+            sinks[i].wait();
             if echo {
                 // Whole lines only: both streams share the console, and a read ends
                 // wherever the writer's write did, often inside a line.
@@ -135,13 +143,16 @@ impl Tee {
     /// After the end: copies what is still in flight until every stream has ended, or
     /// `grace` passed. A process that outlives the container (one left in the host's pid
     /// namespace) may hold a pipe open: a thread then goes on copying what it writes into
-    /// the log, so it is neither blocked on a full pipe nor killed by SIGPIPE.
+    /// its sinks, so it is neither blocked on a full pipe nor killed by SIGPIPE.
     pub fn finish(mut self, grace: Duration) {
         let drained = self.pump(None, Some(Instant::now() + grace)) == Pumped::Drained;
-        // A last line without its newline.
-        for p in &self.pending {
+        // A last line without its newline, ended here so that what is printed next (the
+        // bundle's report) starts a line of its own.
+        for p in &mut self.pending {
             if !p.is_empty() {
+                p.push(b'\n');
                 echo_out(p);
+                p.clear();
             }
         }
         if drained {
@@ -150,7 +161,7 @@ impl Tee {
         log::debug!("container output still open after the container ended; logging on");
         let Tee {
             mut open,
-            mut logs,
+            mut sinks,
             mut buf,
             ..
         } = self;
@@ -158,7 +169,8 @@ impl Tee {
             .name("log".into())
             .spawn(move || {
                 pump_pipes(&mut open, None, None, &mut buf, |i, data| {
-                    let _ = logs[i].write_all(data);
+                    sinks[i].write(data);
+                    sinks[i].wait();
                 });
             });
         if let Err(e) = spawned {
@@ -173,29 +185,23 @@ fn echo_out(data: &[u8]) {
     let _ = out.flush();
 }
 
-/// Opens a log file for appending (logs accumulate across runs and restarts).
-pub fn open_log(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
-}
-
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
 }
 
-/// Names of a container's two log files: `PREFIXNAME.out.log` (stdout) and `PREFIXNAME.log`
-/// (stderr), as LinuxKit names them.
-pub fn log_paths(dir: &Path, prefix: &str, name: &str) -> (PathBuf, PathBuf) {
-    (
-        dir.join(format!("{prefix}{name}.out.log")),
-        dir.join(format!("{prefix}{name}.log")),
-    )
-}
-
-/// Pipes for a container's stdout and stderr, each to be drained (by [`Tee::pump`]) into its
-/// log file, and onto our stdout when `echo`.
-pub fn tee(out_log: &Path, err_log: &Path, echo: bool) -> io::Result<(ContainerStdio, Tee)> {
-    let out_file = open_log(out_log)?;
-    let err_file = open_log(err_log)?;
+/// Pipes for `owner`'s stdout and stderr, each to be drained (by [`Tee::pump`]) into its
+/// sink (memlogd's `BASE.out` and `BASE`, or `DIR/BASE.out.log` and `DIR/BASE.log`), and
+/// onto our stdout when `echo`.
+pub fn tee(
+    memlogd: &Memlogd,
+    dir: &Path,
+    owner: &str,
+    base: &str,
+    echo: bool,
+) -> io::Result<(ContainerStdio, Tee)> {
+    let [out_name, err_name] = stream_names(base);
+    let out = Sink::open(memlogd, dir, owner, &out_name)?;
+    let err = Sink::open(memlogd, dir, owner, &err_name)?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     Ok((
@@ -205,7 +211,7 @@ pub fn tee(out_log: &Path, err_log: &Path, echo: bool) -> io::Result<(ContainerS
         },
         Tee {
             open: vec![(0, File::from(out_r)), (1, File::from(err_r))],
-            logs: [out_file, err_file],
+            sinks: [out, err],
             pending: [Vec::new(), Vec::new()],
             echo,
             buf: vec![0u8; 16 * 1024],
