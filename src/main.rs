@@ -69,6 +69,7 @@ fn main() {
             );
             onboot::run(&ctx, &opts)
         }
+        Some(Command::Volumes(a)) => lkinit::volumes::run(&a.path),
         Some(Command::Exec { ns, name, cmd }) => nsenter::exec(&ctx, name, ns.as_deref(), cmd),
         Some(Command::Mount { name, src, dst }) => nsenter::mount(&ctx, name, src, dst),
         Some(Command::Umount { name, dst }) => nsenter::umount(&ctx, name, dst),

@@ -93,7 +93,7 @@ fn mkdir(path: &Path, undo: &mut Undo) -> Result<(), RootfsError> {
 /// mount points lkinit makes inside a bundle are mounted on through this descriptor, so a
 /// symlink there (Bundle::open refuses one; this covers a swap since) never takes a mount
 /// out of the bundle.
-fn open_mount_point(path: &Path) -> Result<OwnedFd, RootfsError> {
+pub(crate) fn open_mount_point(path: &Path) -> Result<OwnedFd, RootfsError> {
     nix::fcntl::open(
         path,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
@@ -107,7 +107,7 @@ fn open_mount_point(path: &Path) -> Result<OwnedFd, RootfsError> {
 
 /// Mounts `source` on the directory `target` (through `open_mount_point`); a `source` of
 /// None binds the target onto itself.
-fn do_mount(
+pub(crate) fn do_mount(
     what: &'static str,
     source: Option<&str>,
     target: &Path,
