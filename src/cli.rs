@@ -55,6 +55,14 @@ pub struct Global {
     /// lkinit's own state: pid files, generated configs, runtime logs
     #[arg(long, global = true, value_name = "DIR", default_value = "/run/lkinit")]
     pub state_dir: PathBuf,
+    /// Run the OCI runtime with --debug and keep its JSON logs in STATE_DIR/runtime-logs
+    /// (PID 1 sets it for onboot and onshutdown on `linuxkit.runc_debug=1`)
+    #[arg(long, global = true)]
+    pub runtime_debug: bool,
+    /// Copy the OCI runtime's own log messages onto stderr (PID 1 sets it for onboot and
+    /// onshutdown on `linuxkit.runc_console=1`)
+    #[arg(long, global = true)]
+    pub runtime_log_console: bool,
 }
 
 /// `onboot` and `onshutdown`.
