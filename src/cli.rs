@@ -95,7 +95,7 @@ pub struct InitArgs {
 #[derive(Args, Debug, Clone)]
 pub struct VolumesArgs {
     /// Directory of volumes, each NAME/{lower,merged[,tmp]} as `linuxkit build` writes them
-    #[arg(long, value_name = "DIR", default_value = "/containers/volumes")]
+    #[arg(long, value_name = "DIR", default_value = crate::volumes::DEFAULT_DIR)]
     pub path: PathBuf,
 }
 

@@ -24,6 +24,9 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// Where `linuxkit build` puts the volumes.
+pub const DEFAULT_DIR: &str = "/containers/volumes";
+
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
     #[error("{path} is missing")]

@@ -342,8 +342,13 @@ impl Init<'_> {
         }
     }
 
-    /// `lkinit volumes` as a child, bounded like a hook.
+    /// `lkinit volumes` as a child, bounded like a hook; not started for an image without
+    /// volumes (a process less on every boot).
     fn volumes(&mut self, limit: Duration) {
+        if std::fs::symlink_metadata(crate::volumes::DEFAULT_DIR).is_err() {
+            log::debug!("no {}", crate::volumes::DEFAULT_DIR);
+            return;
+        }
         let Some(c) = self.spawn("volumes", &["volumes"]) else {
             return;
         };
