@@ -7,9 +7,12 @@
 # `cmdline`, the kernel parameters the image needs (`lkinit.runtime=crun` with crun), as
 # LinuxKit writes NAME-cmdline: boot with `-append "... $(cat OUT/cmdline)"`.
 #
-# Usage: scripts/build-image.sh [--lkinit BIN] [--containers DIR] [--out DIR] [--cache DIR]
+# Usage: scripts/build-image.sh [--lkinit BIN] [--containers DIR] [--extra DIR] [--out DIR]
+#                               [--cache DIR]
 #   --lkinit      lkinit binary (default: cargo build --release, target/release/lkinit)
 #   --containers  directory with onboot/ services/ onshutdown/ (default: examples)
+#   --extra       a tree copied over the image's root last (e.g. etc/init.d hooks,
+#                 containers/volumes); symlinks are copied as they are
 #   --out         where vmlinuz and initrd.img go (default: target/image)
 #   --cache       downloaded kernel package, unpacked (default: target/image-cache)
 # Environment: RUNTIME (crun or runc; default crun when it is installed: a C program, it
@@ -20,11 +23,12 @@
 # the kernel's modules are compressed.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
-lkinit= containers=$here/examples out=$here/target/image cache=$here/target/image-cache
+lkinit= containers=$here/examples extra= out=$here/target/image cache=$here/target/image-cache
 while [ $# -gt 0 ]; do
     case $1 in
     --lkinit) lkinit=$2; shift 2 ;;
     --containers) containers=$2; shift 2 ;;
+    --extra) extra=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --cache) cache=$2; shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
@@ -169,6 +173,12 @@ done
 find "$root/containers" -path '*/bin/busybox' -type f | while read -r f; do
     cmp -s "$f" "$root/bin/busybox" && ln -f "$root/bin/busybox" "$f"
 done
+
+# --- what the caller adds ------------------------------------------------------------------
+if [ -n "$extra" ]; then
+    [ -d "$extra" ] || { log "--extra $extra is not a directory"; exit 1; }
+    cp -a "$extra/." "$root/"
+fi
 
 # --- kernel and initramfs ------------------------------------------------------------------
 cp "$kdir/vmlinuz" "$out/vmlinuz"

@@ -12,7 +12,9 @@ lkinit is one binary that boots a LinuxKit-style image: as PID 1 it mounts the e
 filesystems, runs the onboot bundles one after another, then supervises the services.
 
 It acts on the name it is called by: `onboot`, `onshutdown`, `init`, or `service` (the \
-service CLI). Called as `lkinit`, the first word names the command.
+service CLI); as LinuxKit's `service` does, a name that contains `volumes`, `onboot`, \
+`onshutdown` or `containerd` (`/etc/init.d/010-onboot`) runs that step (`containerd`: the \
+supervisor, `system-init`). Called as `lkinit`, the first word names the command.
 
 A bundle is a directory NAME/ with config.json (OCI runtime spec), rootfs/ (or lower/ for \
 a writable overlay root) and an optional runtime.json or runtime.yml (mkdir, mounts, \
@@ -72,6 +74,14 @@ pub struct Global {
         default_value = crate::logs::memlogd::DEFAULT_QUERY_SOCKET
     )]
     pub memlogd_query_socket: PathBuf,
+    /// Run the OCI runtime with --debug and keep its JSON logs in STATE_DIR/runtime-logs
+    /// (PID 1 sets it for onboot and onshutdown on `linuxkit.runc_debug=1`)
+    #[arg(long, global = true)]
+    pub runtime_debug: bool,
+    /// Copy the OCI runtime's own log messages onto stderr (PID 1 sets it for onboot and
+    /// onshutdown on `linuxkit.runc_console=1`)
+    #[arg(long, global = true)]
+    pub runtime_log_console: bool,
 }
 
 impl Global {
@@ -111,6 +121,14 @@ pub struct InitArgs {
     pub kernel_args: Vec<String>,
 }
 
+/// `volumes`.
+#[derive(Args, Debug, Clone)]
+pub struct VolumesArgs {
+    /// Directory of volumes, each NAME/{lower,merged[,tmp]} as `linuxkit build` writes them
+    #[arg(long, value_name = "DIR", default_value = crate::volumes::DEFAULT_DIR)]
+    pub path: PathBuf,
+}
+
 /// `system-init`.
 #[derive(Args, Debug, Clone)]
 pub struct SupervisorArgs {
@@ -130,6 +148,10 @@ pub enum Command {
     Onboot(RunnerArgs),
     /// Like onboot, for /containers/onshutdown (run at shutdown)
     Onshutdown(RunnerArgs),
+    /// Prepare every volume of --path on its merged/: with tmp/, a writable overlay of
+    /// lower/ (upper and work on a tmpfs); without, a read-only bind of lower/. Exit status:
+    /// 0 if every volume is ready, 1 otherwise
+    Volumes(VolumesArgs),
     /// Be the system's init (PID 1): early mounts, modules, onboot, the supervisor, ordered
     /// shutdown on SIGUSR2 (poweroff), SIGTERM or SIGINT (reboot), SIGUSR1 (halt)
     Init(InitArgs),
@@ -190,8 +212,24 @@ pub enum Command {
     UsernsHold,
 }
 
+/// The command a LinuxKit link name stands for: LinuxKit's `service` acts on a name that
+/// contains one of these words (`/etc/init.d/005-volumes`, `010-onboot`, `020-containerd`,
+/// `/etc/shutdown.d/010-onshutdown`), tried in this order.
+pub fn link_command(base: &str) -> Option<&'static str> {
+    [
+        ("volumes", "volumes"),
+        ("onboot", "onboot"),
+        ("onshutdown", "onshutdown"),
+        ("containerd", "system-init"),
+    ]
+    .into_iter()
+    .find(|(word, _)| base.contains(word))
+    .map(|(_, command)| command)
+}
+
 /// Rewrites argv for the multi-call names: `onboot ARGS` is `lkinit onboot ARGS`, `service
-/// ARGS` is `lkinit ARGS`, and `init` (or PID 1 with no command) is `lkinit init`.
+/// ARGS` is `lkinit ARGS`, `init` (or PID 1 with no command) is `lkinit init`, and a LinuxKit
+/// link name (see [`link_command`]) is its command.
 pub fn normalize_args(mut argv: Vec<OsString>, is_pid1: bool) -> Vec<OsString> {
     if argv.is_empty() {
         argv.push("lkinit".into());
@@ -201,17 +239,25 @@ pub fn normalize_args(mut argv: Vec<OsString>, is_pid1: bool) -> Vec<OsString> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     match base.as_str() {
-        "onboot" | "onshutdown" | "init" => {
-            argv.insert(1, base.into());
+        "service" => argv[0] = "service".into(),
+        "init" => {
+            argv.insert(1, "init".into());
             argv[0] = "lkinit".into();
         }
-        "service" => argv[0] = "service".into(),
-        _ => {
+        "lkinit" => {
             // The kernel starts init with no arguments (or with ones meant for it).
             if is_pid1 && argv.len() == 1 {
                 argv.push("init".into());
             }
         }
+        _ => match link_command(&base) {
+            Some(command) => {
+                argv.insert(1, command.into());
+                argv[0] = "lkinit".into();
+            }
+            None if is_pid1 && argv.len() == 1 => argv.push("init".into()),
+            None => {}
+        },
     }
     argv
 }
@@ -243,6 +289,71 @@ mod tests {
         assert_eq!(norm(&["lkinit"], true), ["lkinit", "init"]);
         assert_eq!(norm(&["lkinit", "list"], true), ["lkinit", "list"]);
         assert_eq!(norm(&["./lkinit"], false), ["./lkinit"]);
+        assert_eq!(
+            norm(&["/usr/bin/lkinit", "list"], false),
+            ["/usr/bin/lkinit", "list"]
+        );
+    }
+
+    /// LinuxKit's packages link `/usr/bin/service` into /etc/init.d and /etc/shutdown.d
+    /// under names that contain the step.
+    #[test]
+    fn linuxkit_link_names() {
+        assert_eq!(
+            norm(&["/etc/init.d/005-volumes"], false),
+            ["lkinit", "volumes"]
+        );
+        assert_eq!(
+            norm(&["/etc/init.d/010-onboot"], false),
+            ["lkinit", "onboot"]
+        );
+        assert_eq!(
+            norm(&["/etc/shutdown.d/010-onshutdown"], false),
+            ["lkinit", "onshutdown"]
+        );
+        assert_eq!(
+            norm(&["/etc/init.d/020-containerd"], false),
+            ["lkinit", "system-init"]
+        );
+        // Options still follow the name.
+        assert_eq!(
+            norm(&["010-onboot", "--timeout", "3"], false),
+            ["lkinit", "onboot", "--timeout", "3"]
+        );
+        assert_eq!(
+            norm(&["volumes", "--path", "/v"], false),
+            ["lkinit", "volumes", "--path", "/v"]
+        );
+        // LinuxKit's order when a name holds two words.
+        assert_eq!(link_command("volumes-onboot"), Some("volumes"));
+        assert_eq!(link_command("onboot-containerd"), Some("onboot"));
+        assert_eq!(link_command("runc"), None);
+        assert_eq!(link_command("lkinit"), None);
+        // Every command a link names parses, with the options PID 1 or a user adds.
+        for name in [
+            "005-volumes",
+            "010-onboot",
+            "010-onshutdown",
+            "020-containerd",
+        ] {
+            let argv = normalize_args(vec![OsString::from(name)], false);
+            let c = Cli::try_parse_from(argv).unwrap();
+            assert!(
+                matches!(
+                    c.command,
+                    Some(
+                        Command::Volumes(_)
+                            | Command::Onboot(_)
+                            | Command::Onshutdown(_)
+                            | Command::SystemInit(_)
+                    )
+                ),
+                "{name}: {:?}",
+                c.command
+            );
+        }
+        // An unrelated name at PID 1 still boots.
+        assert_eq!(norm(&["/sbin/myinit"], true), ["/sbin/myinit", "init"]);
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod safefile;
 pub mod supervisor;
 pub mod undo;
 pub mod userns;
+pub mod volumes;
 
 /// An error and all its causes on one line, joined by `: ` (console lines are read one at a
 /// time; causes below the line get lost).

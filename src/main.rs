@@ -53,7 +53,10 @@ fn main() {
         || std::env::var_os(pid1::UPTIME_ENV).is_some();
     init_logging(&cli.global, uptime);
     let g = &cli.global;
-    let ctx = Ctx::new(&g.runtime, g.runtime_root.clone(), g.state_dir.clone());
+    let mut ctx = Ctx::new(&g.runtime, g.runtime_root.clone(), g.state_dir.clone());
+    ctx.runtime.debug = g.runtime_debug;
+    ctx.runtime.log_to_console = g.runtime_log_console;
+    let ctx = ctx;
     let code = match &cli.command {
         Some(Command::Onboot(a)) | Some(Command::Onshutdown(a)) => {
             let phase = match cli.command {
@@ -70,6 +73,7 @@ fn main() {
             );
             onboot::run(&ctx, &opts)
         }
+        Some(Command::Volumes(a)) => lkinit::volumes::run(&a.path),
         Some(Command::Exec { ns, name, cmd }) => nsenter::exec(&ctx, name, ns.as_deref(), cmd),
         Some(Command::Mount { name, src, dst }) => nsenter::mount(&ctx, name, src, dst),
         Some(Command::Umount { name, dst }) => nsenter::umount(&ctx, name, dst),

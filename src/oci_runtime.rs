@@ -103,6 +103,12 @@ pub struct OciRuntime {
     pub log_dir: PathBuf,
     /// Where each runtime command in flight is noted (see [`OciRuntime::note_calls_in`]).
     calls_dir: Option<PathBuf>,
+    /// `--debug` to the runtime; its JSON logs are kept instead of removed (LinuxKit's
+    /// `linuxkit.runc_debug=1`).
+    pub debug: bool,
+    /// The runtime's log messages are copied onto lkinit's stderr (LinuxKit's
+    /// `linuxkit.runc_console=1`).
+    pub log_to_console: bool,
 }
 
 /// A running runtime command's note: a file named by its pid, holding its start time.
@@ -161,6 +167,23 @@ impl RuntimeProcess {
     }
 }
 
+/// Every message of a runtime's JSON log as (level, message); a line that is not JSON is
+/// its own message.
+fn runtime_log_messages(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(
+            |line| match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(v) => {
+                    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("");
+                    (field("level").to_string(), field("msg").to_string())
+                }
+                Err(_) => (String::new(), line.to_string()),
+            },
+        )
+        .collect()
+}
+
 /// The last error the runtime logged, if any.
 fn runtime_log_error(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
@@ -183,6 +206,8 @@ impl OciRuntime {
             root,
             log_dir,
             calls_dir: None,
+            debug: false,
+            log_to_console: false,
         }
     }
 
@@ -268,6 +293,9 @@ impl OciRuntime {
         ] {
             cmd.env_remove(var);
         }
+        if self.debug {
+            cmd.arg("--debug");
+        }
         if let Some(root) = &self.root {
             cmd.arg("--root").arg(root);
         }
@@ -301,7 +329,7 @@ impl OciRuntime {
         drop(note);
         let logged = runtime_log_error(&log);
         // Short calls leave nothing behind: what matters is in the error.
-        let _ = std::fs::remove_file(&log);
+        self.release_log(name, op, &log);
         if status.success() {
             return Ok(out);
         }
@@ -346,7 +374,7 @@ impl OciRuntime {
                 None => {
                     reaper::kill_tree(p.waiter.pid());
                     p.waiter.wait();
-                    let _ = std::fs::remove_file(&p.log);
+                    self.release_log(name, "create", &p.log);
                     if let Err(e) = self.delete(name, true) {
                         log::debug!("{name}: {}", crate::error_chain(&e));
                     }
@@ -360,7 +388,7 @@ impl OciRuntime {
         };
         let r = p.result(st);
         // A short call leaves nothing behind: what matters is in the error.
-        let _ = std::fs::remove_file(&p.log);
+        self.release_log(name, "create", &p.log);
         r?;
         read_pid_file(pid_file)
     }
@@ -501,7 +529,23 @@ impl OciRuntime {
     /// their own as they end).
     pub fn forget_logs(&self, name: &str) {
         for op in ["create", "run"] {
-            let _ = std::fs::remove_file(self.log_path(name, op));
+            self.release_log(name, op, &self.log_path(name, op));
+        }
+    }
+
+    /// A runtime call's log once it is done with: its messages onto stderr when asked, then
+    /// removed, unless debugging keeps it for reading.
+    fn release_log(&self, name: &str, op: &str, log: &Path) {
+        if self.log_to_console
+            && let Ok(text) = std::fs::read_to_string(log)
+        {
+            for (level, msg) in runtime_log_messages(&text) {
+                let sep = if level.is_empty() { "" } else { ": " };
+                log::info!("{name}: {} {op}: {level}{sep}{msg}", self.bin);
+            }
+        }
+        if !self.debug {
+            let _ = std::fs::remove_file(log);
         }
     }
 }
@@ -625,5 +669,17 @@ mod tests {
         );
         std::fs::write(&p, "{\"level\":\"info\",\"msg\":\"fine\"}\n").unwrap();
         assert_eq!(runtime_log_error(&p), None);
+    }
+
+    #[test]
+    fn log_messages_for_the_console() {
+        let text = "{\"level\":\"debug\",\"msg\":\"nsexec started\"}\n\nplain text\n";
+        assert_eq!(
+            runtime_log_messages(text),
+            [
+                ("debug".to_string(), "nsexec started".to_string()),
+                (String::new(), "plain text".to_string())
+            ]
+        );
     }
 }

@@ -1,15 +1,16 @@
 //! `lkinit init`: the system's PID 1.
 //!
 //! Boot: leave the initramfs (see switch_root.rs), mount the early file systems, set a
-//! default PATH, the hostname and Ctrl-Alt-Del as a signal, start the reaper, load the
-//! kernel modules the image lists, bring up loopback, then run `onboot` and start the
-//! service supervisor (`system-init`), each as a child process of this binary so that a bug
-//! in either can never take PID 1 down. Then wait for a signal; the supervisor is started
-//! again if it dies.
+//! default PATH, the limits, Ctrl-Alt-Del as a signal, start the reaper, load the kernel
+//! modules the image lists, set the hostname, bring up loopback, then run `/etc/init.d`
+//! with lkinit's steps in their places (see hooks.rs): prepare the volumes, run `onboot`
+//! and start the service supervisor (`system-init`), each as a child process of this binary
+//! so that a bug in either can never take PID 1 down. Then wait for a signal; the
+//! supervisor is started again if it dies.
 //!
-//! Shutdown: `onshutdown`, the supervisor stopped (it stops the services, last started
-//! first), then SIGTERM to every process left, a grace period, SIGKILL, sync, unmount,
-//! reboot(2).
+//! Shutdown: `/etc/shutdown.d` with `onshutdown` in its place, the supervisor stopped (it
+//! stops the services, last started first), then SIGTERM to every process left, a grace
+//! period, SIGKILL, sync, unmount, reboot(2).
 //!
 //! PID 1 never exits (the kernel panics when it does): a fatal error is said on the console
 //! and the machine powers off, and so does a panic.
@@ -17,10 +18,15 @@
 //! Signals: SIGCHLD is blocked from main's first line and taken by the reaper thread; the
 //! shutdown signals are blocked here before any thread starts and read from a signalfd.
 
+mod cmdline;
 mod early;
+mod hooks;
 mod kmod;
+mod rc;
 mod shutdown;
 mod switch_root;
+
+use cmdline::KernelOptions;
 
 pub use shutdown::{Action, action_for};
 
@@ -131,13 +137,14 @@ pub fn run(g: &Global) -> ! {
     }
     log::info!("lkinit {} is PID 1", env!("CARGO_PKG_VERSION"));
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    if let Err(e) = early::mount_all(&cmdline) {
+    let kopts = KernelOptions::parse(&cmdline);
+    if let Err(e) = early::mount_all(kopts.cgroup_v1) {
         ensure_console();
         fatal(&format!("early mounts: {}", crate::error_chain(&e)));
     }
     ensure_console();
     log::info!("early mounts: {}", early::summary(&early::read_mountinfo()));
-    let g = &with_cmdline(g, &cmdline);
+    let g = &with_runtime(g, &kopts);
     // SAFETY (set_var): no thread has been started yet.
     unsafe {
         if std::env::var_os("PATH").is_none() {
@@ -145,7 +152,15 @@ pub fn run(g: &Global) -> ! {
         }
         std::env::set_var(UPTIME_ENV, "1");
     }
-    set_hostname();
+    // Before any child: every process inherits them.
+    for e in rc::set_limits() {
+        log::error!("{}", crate::error_chain(&e));
+    }
+    match rc::resolv_conf(Path::new("/")) {
+        Ok(Some(f)) => log::debug!("made {} for /etc/resolv.conf", f.display()),
+        Ok(None) => {}
+        Err(e) => log::error!("/etc/resolv.conf: {}", crate::error_chain(&e)),
+    }
     // Ctrl-Alt-Del becomes a SIGINT to us (an orderly reboot) instead of an instant one.
     if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
         log::warn!("cannot turn Ctrl-Alt-Del into a signal: {e}");
@@ -158,6 +173,8 @@ pub fn run(g: &Global) -> ! {
     reaper::global();
 
     load_modules();
+    // After the modules: eth0's driver may be one of them.
+    rc::set_hostname();
     if let Err(e) = loopback_up() {
         log::error!("loopback: {e}");
     }
@@ -166,30 +183,24 @@ pub fn run(g: &Global) -> ! {
         g,
         sigfd,
         pending: None,
+        hook_limit: kopts.hook_timeout,
+        runner_flags: kopts.runner_flags(g.quiet),
     };
-    init.onboot();
+    let supervisor = init.run_phase(hooks::Phase::Boot);
     if let Some(req) = init.pending {
-        log::info!("not starting the supervisor: {req} was asked during onboot");
-        init.shutdown(req, None);
+        init.shutdown(req, supervisor);
     }
-    init.main_loop()
+    init.main_loop(supervisor)
 }
 
-/// The kernel command line's `lkinit.runtime=BIN` (the last one) picks the OCI runtime
-/// of onboot, the supervisor and onshutdown: an image that ships crun says so next to its
-/// kernel, as LinuxKit images carry their command line.
-pub fn cmdline_runtime(cmdline: &str) -> Option<&str> {
-    cmdline
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("lkinit.runtime="))
-        .rfind(|v| !v.is_empty())
-}
-
-fn with_cmdline(g: &Global, cmdline: &str) -> Global {
+/// The kernel command line's `lkinit.runtime=BIN` picks the OCI runtime of onboot, the
+/// supervisor and onshutdown: an image that ships crun says so next to its kernel, as
+/// LinuxKit images carry their command line.
+fn with_runtime(g: &Global, kopts: &KernelOptions) -> Global {
     let mut g = g.clone();
-    if let Some(rt) = cmdline_runtime(cmdline) {
+    if let Some(rt) = &kopts.runtime {
         log::info!("OCI runtime: {rt} (lkinit.runtime on the kernel command line)");
-        g.runtime = rt.to_string();
+        g.runtime = rt.clone();
     }
     g
 }
@@ -212,20 +223,6 @@ fn ensure_console() {
             // SAFETY: dup2 onto the standard descriptors, which nothing else owns yet.
             unsafe { libc::dup2(f.as_raw_fd(), fd) };
         }
-    }
-}
-
-fn set_hostname() {
-    let Ok(text) = std::fs::read_to_string("/etc/hostname") else {
-        return;
-    };
-    let name = text.lines().next().unwrap_or("").trim();
-    if name.is_empty() {
-        return;
-    }
-    match nix::unistd::sethostname(name) {
-        Ok(()) => log::info!("hostname: {name}"),
-        Err(e) => log::error!("hostname `{name}` from /etc/hostname: {e}"),
     }
 }
 
@@ -327,6 +324,10 @@ struct Init<'a> {
     sigfd: SignalFd,
     /// A shutdown asked for while PID 1 could not act on it yet.
     pending: Option<Request>,
+    /// The bound of each hook, when the kernel command line gives one.
+    hook_limit: Option<Duration>,
+    /// Options of onboot and onshutdown from the kernel command line.
+    runner_flags: Vec<&'static str>,
 }
 
 impl Init<'_> {
@@ -347,6 +348,8 @@ impl Init<'_> {
         }
         c.arg("--sock").arg(&g.sock);
         c.arg("--state-dir").arg(&g.state_dir);
+        c.arg("--memlogd-socket").arg(&g.memlogd_socket);
+        c.arg("--memlogd-query-socket").arg(&g.memlogd_query_socket);
         c.args(args);
         // Output goes to the console; nothing reads it.
         c.stdin(Stdio::null());
@@ -464,7 +467,9 @@ impl Init<'_> {
     /// bundles prepare the system and are not cut half way); asked again, onboot is stopped.
     fn onboot(&mut self) {
         log::info!("onboot: starting");
-        let Some(child) = self.spawn("onboot", &["onboot"]) else {
+        let mut args = vec!["onboot"];
+        args.extend(&self.runner_flags);
+        let Some(child) = self.spawn("onboot", &args) else {
             return;
         };
         loop {
@@ -505,10 +510,14 @@ impl Init<'_> {
         Some(c)
     }
 
-    fn main_loop(mut self) -> ! {
-        let mut supervisor = self.start_supervisor();
+    /// Keeps the supervisor running (started again after a delay if it exits, or could not
+    /// start) until a shutdown is asked for.
+    fn main_loop(mut self, mut supervisor: Option<Child>) -> ! {
         let mut delay = RESTART_FIRST;
-        let mut restart_at: Option<Instant> = None;
+        let mut restart_at: Option<Instant> = supervisor.is_none().then(|| {
+            log::error!("no supervisor runs; starting one in {}s", delay.as_secs());
+            Instant::now() + delay
+        });
         loop {
             let timeout = restart_at.map(|t| t.saturating_duration_since(Instant::now()));
             match self.wait(supervisor.as_ref(), timeout) {
@@ -541,35 +550,43 @@ impl Init<'_> {
         }
     }
 
-    /// The ordered shutdown. Further requests are noted and ignored.
-    fn shutdown(&mut self, req: Request, supervisor: Option<Child>) -> ! {
-        log::info!("shutting down to {}", req.action.as_str());
+    /// onshutdown, bounded in all by ONSHUTDOWN_LIMIT.
+    fn onshutdown(&mut self) {
         log::info!("onshutdown: starting");
-        if let Some(c) = self.spawn("onshutdown", &["onshutdown"]) {
-            let deadline = Instant::now() + ONSHUTDOWN_LIMIT;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self.wait(Some(&c), Some(left)) {
-                    Event::Exited(st) => {
-                        log::info!(
-                            "onshutdown: finished in {} ms: {st}",
-                            c.started.elapsed().as_millis()
-                        );
-                        break;
-                    }
-                    Event::Signal(r) => log::info!("{r}: already shutting down"),
-                    Event::Timeout => {
-                        log::error!(
-                            "onshutdown: still running after {}s, stopping it",
-                            ONSHUTDOWN_LIMIT.as_secs()
-                        );
-                        let st = self.stop(&c, Duration::from_secs(2));
-                        log::info!("onshutdown: stopped: {st}");
-                        break;
-                    }
+        let mut args = vec!["onshutdown"];
+        args.extend(&self.runner_flags);
+        let Some(c) = self.spawn("onshutdown", &args) else {
+            return;
+        };
+        let deadline = Instant::now() + ONSHUTDOWN_LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.wait(Some(&c), Some(left)) {
+                Event::Exited(st) => {
+                    log::info!(
+                        "onshutdown: finished in {} ms: {st}",
+                        c.started.elapsed().as_millis()
+                    );
+                    return;
+                }
+                Event::Signal(r) => log::info!("{r}: already shutting down"),
+                Event::Timeout => {
+                    log::error!(
+                        "onshutdown: still running after {}s, stopping it",
+                        ONSHUTDOWN_LIMIT.as_secs()
+                    );
+                    let st = self.stop(&c, Duration::from_secs(2));
+                    log::info!("onshutdown: stopped: {st}");
+                    return;
                 }
             }
         }
+    }
+
+    /// The ordered shutdown. Further requests are noted and ignored.
+    fn shutdown(&mut self, req: Request, supervisor: Option<Child>) -> ! {
+        log::info!("shutting down to {}", req.action.as_str());
+        self.run_phase(hooks::Phase::Shutdown);
         if let Some(s) = supervisor {
             if let Some(st) = s.waiter.try_status() {
                 log::info!("supervisor had exited: {st}");
@@ -586,22 +603,6 @@ impl Init<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn runtime_from_the_kernel_command_line() {
-        assert_eq!(cmdline_runtime("console=ttyS0 quiet"), None);
-        assert_eq!(
-            cmdline_runtime("console=ttyS0 lkinit.runtime=crun quiet"),
-            Some("crun")
-        );
-        // The last one wins, as the kernel's own parameters do; an empty value says nothing.
-        assert_eq!(
-            cmdline_runtime("lkinit.runtime=crun lkinit.runtime=/usr/bin/runc"),
-            Some("/usr/bin/runc")
-        );
-        assert_eq!(cmdline_runtime("lkinit.runtime="), None);
-        assert_eq!(cmdline_runtime("xlkinit.runtime=crun"), None);
-    }
 
     #[test]
     fn uptime_prefix_looks_like_the_kernels() {

@@ -19,6 +19,7 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::unistd::{Gid, Uid, chown};
 use oci_spec::runtime::LinuxIdMapping;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,9 +94,20 @@ fn mkdir(path: &Path, undo: &mut Undo) -> Result<(), RootfsError> {
     Ok(())
 }
 
+/// The directory `path` as a mount point: see [`paths::open_no_follow_dir`].
+pub(crate) fn open_mount_point(path: &Path) -> Result<OwnedFd, RootfsError> {
+    paths::open_no_follow_dir(path).map_err(|e| match e {
+        PathError::Open { path, source } => RootfsError::MountPoint { path, source },
+        other => RootfsError::Create {
+            path: path.to_path_buf(),
+            source: other,
+        },
+    })
+}
+
 /// Mounts `source` on the directory `target` (through a descriptor, see
 /// [`paths::open_no_follow_dir`]); a `source` of None binds the target onto itself.
-fn do_mount(
+pub(crate) fn do_mount(
     what: &'static str,
     source: Option<&str>,
     target: &Path,
@@ -104,13 +116,7 @@ fn do_mount(
     data: Option<&str>,
     undo: &mut Undo,
 ) -> Result<(), RootfsError> {
-    let fd = paths::open_no_follow_dir(target).map_err(|e| match e {
-        PathError::Open { path, source } => RootfsError::MountPoint { path, source },
-        other => RootfsError::Create {
-            path: target.to_path_buf(),
-            source: other,
-        },
-    })?;
+    let fd = open_mount_point(target)?;
     let at = paths::fd_path(&fd);
     let source = source.map(Path::new).unwrap_or(&at);
     mount(Some(source), &at, fstype, flags, data).map_err(|source| RootfsError::Mount {

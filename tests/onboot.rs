@@ -27,6 +27,31 @@ fn runs_a_bundle_and_logs_its_output() {
     assert!(env.containers().is_empty(), "{:?}", env.containers());
 }
 
+/// LinuxKit's `linuxkit.runc_debug=1` and `linuxkit.runc_console=1`, which PID 1 turns into
+/// these options: the runtime runs with `--debug`, its messages reach the console (stderr),
+/// and its JSON log stays for reading. Without them the log goes and stderr has none.
+#[test]
+fn runtime_debug_and_its_messages_on_the_console() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    env.bundle(&ob, "dbg", &["true"]);
+    let r = env.onboot(&ob, &["--runtime-debug", "--runtime-log-console"]);
+    assert_eq!(r.line("dbg"), "dbg: exit code 0");
+    assert!(
+        r.stderr.contains("lkinit: dbg: runc run: debug: "),
+        "no runtime debug line on stderr"
+    );
+    let kept = env.state_dir.join("runtime-logs/dbg.run.json");
+    let log = std::fs::read_to_string(&kept).unwrap();
+    assert!(log.contains("\"level\":\"debug\""), "{log}");
+
+    std::fs::remove_file(&kept).unwrap();
+    let r = env.onboot(&ob, &[]);
+    assert_eq!(r.line("dbg"), "dbg: exit code 0");
+    assert!(!r.stderr.contains("runc run"), "{}", r.stderr);
+    assert!(!kept.exists());
+}
+
 /// Far more than a pipe holds (64 KiB) on stdout and stderr at once, interleaved: both are
 /// drained as they fill, so neither the container nor lkinit blocks, and nothing is lost
 /// or mixed between the two logs.

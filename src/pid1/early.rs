@@ -52,50 +52,17 @@ fn m(target: &str, fstype: &str, flags: MsFlags, data: &str, need: Need) -> Earl
     }
 }
 
-/// What the kernel command line asks of cgroups: v2 (one unified hierarchy) unless
-/// `linuxkit.unified_cgroup_hierarchy=0` (LinuxKit's switch) or
-/// `systemd.unified_cgroup_hierarchy=0` asks for v1. The last word that says wins.
-pub fn wants_cgroup_v1(cmdline: &str) -> bool {
-    let mut v1 = false;
-    for word in cmdline.split_whitespace() {
-        if let Some((key, value)) = word.split_once('=')
-            && matches!(
-                key,
-                "linuxkit.unified_cgroup_hierarchy" | "systemd.unified_cgroup_hierarchy"
-            )
-        {
-            v1 = matches!(value, "0" | "false" | "no" | "off");
-        }
-    }
-    v1
-}
-
-/// The v1 controllers the kernel has enabled, from `/proc/cgroups`, grouped the way hosts
-/// usually co-mount them (`cpu,cpuacct` and `net_cls,net_prio` share a hierarchy).
-pub fn v1_hierarchies(proc_cgroups: &str) -> Vec<Vec<String>> {
-    let enabled: Vec<String> = proc_cgroups
+/// The v1 controllers the kernel has enabled, from `/proc/cgroups`: one hierarchy each, as
+/// LinuxKit mounts them.
+pub fn v1_controllers(proc_cgroups: &str) -> Vec<String> {
+    proc_cgroups
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             (f.len() >= 4 && f[3] == "1").then(|| f[0].to_string())
         })
-        .collect();
-    let mut out: Vec<Vec<String>> = Vec::new();
-    let mut taken = std::collections::HashSet::new();
-    for pair in [["cpu", "cpuacct"], ["net_cls", "net_prio"]] {
-        if pair.iter().all(|c| enabled.iter().any(|e| e == c)) {
-            out.push(pair.iter().map(|s| s.to_string()).collect());
-            taken.extend(pair.iter().map(|s| s.to_string()));
-        }
-    }
-    for c in enabled {
-        if !taken.contains(&c) {
-            out.push(vec![c]);
-        }
-    }
-    out.sort();
-    out
+        .collect()
 }
 
 const NOSUID: MsFlags = MsFlags::MS_NOSUID;
@@ -146,7 +113,8 @@ pub fn table() -> Vec<EarlyMount> {
     ]
 }
 
-/// cgroup2 on `/sys/fs/cgroup`, or a tmpfs there with one v1 hierarchy per controller group.
+/// cgroup2 on `/sys/fs/cgroup`, or a tmpfs there with one v1 hierarchy per controller and
+/// the `name=systemd` one (many programs assume it), as LinuxKit's rc.init mounts them.
 pub fn cgroup_mounts(v1: bool, proc_cgroups: &str) -> Vec<EarlyMount> {
     let kernfs = NOSUID | NODEV | NOEXEC;
     if !v1 {
@@ -159,16 +127,22 @@ pub fn cgroup_mounts(v1: bool, proc_cgroups: &str) -> Vec<EarlyMount> {
         "mode=0755",
         Need::Expected,
     )];
-    for h in v1_hierarchies(proc_cgroups) {
-        let joined = h.join(",");
+    for c in v1_controllers(proc_cgroups) {
         v.push(m(
-            &format!("/sys/fs/cgroup/{joined}"),
+            &format!("/sys/fs/cgroup/{c}"),
             "cgroup",
             kernfs,
-            &joined,
+            &c,
             Need::Expected,
         ));
     }
+    v.push(m(
+        "/sys/fs/cgroup/systemd",
+        "cgroup",
+        kernfs,
+        "none,name=systemd",
+        Need::Expected,
+    ));
     v
 }
 
@@ -229,24 +203,28 @@ fn mount_list(list: &[EarlyMount], current: &mut Vec<MountEntry>) -> Result<(), 
 
 /// Mounts everything; an essential mount that fails is returned (the caller powers off),
 /// the other failures are reported and the boot goes on.
-pub fn mount_all(cmdline: &str) -> Result<(), EarlyError> {
+pub fn mount_all(cgroup_v1: bool) -> Result<(), EarlyError> {
     let mut current = read_mountinfo();
     let (base, optional): (Vec<_>, Vec<_>) =
         table().into_iter().partition(|e| e.need != Need::Optional);
     mount_list(&base, &mut current)?;
     // /proc is there now, so the kernel's controllers can be read.
     let proc_cgroups = std::fs::read_to_string("/proc/cgroups").unwrap_or_default();
-    mount_list(
-        &cgroup_mounts(wants_cgroup_v1(cmdline), &proc_cgroups),
-        &mut current,
-    )?;
+    mount_list(&cgroup_mounts(cgroup_v1, &proc_cgroups), &mut current)?;
+    if cgroup_v1 {
+        // Limits of a parent cgroup then hold for its children, as on cgroup2.
+        let knob = "/sys/fs/cgroup/memory/memory.use_hierarchy";
+        if let Err(e) = std::fs::write(knob, "1") {
+            log::warn!("cannot write 1 to {knob}: {e}");
+        }
+    }
     mount_list(&optional, &mut current)?;
     after_mounts();
     Ok(())
 }
 
 /// Fix-ups that belong with the mounts: the pty multiplexer of the new devpts instance, the
-/// usual /var layout, the standard /dev links, and a shared root.
+/// standard /dev links, the usual /var layout, and a shared root.
 fn after_mounts() {
     // A devtmpfs ptmx would open the initial devpts instance, not ours.
     if Path::new("/dev/pts/ptmx").exists() {
@@ -258,18 +236,15 @@ fn after_mounts() {
         ("/dev/stdin", "/proc/self/fd/0"),
         ("/dev/stdout", "/proc/self/fd/1"),
         ("/dev/stderr", "/proc/self/fd/2"),
-        ("/var/run", "/run"),
     ] {
         if std::fs::symlink_metadata(link).is_err() {
             let _ = std::os::unix::fs::symlink(target, link);
         }
     }
-    for d in ["/var/log", "/var/lib", "/run/lkinit"] {
-        let _ = std::fs::create_dir_all(d);
+    let _ = std::fs::create_dir_all("/run/lkinit");
+    for e in super::rc::var_layout(Path::new("/")) {
+        log::warn!("/var: {e}");
     }
-    let _ = std::fs::create_dir_all("/var/tmp");
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions("/var/tmp", std::fs::Permissions::from_mode(0o1777));
     // Mounts made later under / (by onboot containers, say) propagate to the containers
     // that bind them, as on LinuxKit.
     if let Err(e) = mount(
@@ -303,41 +278,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cgroup_version_from_the_command_line() {
-        assert!(!wants_cgroup_v1("console=ttyS0 quiet"));
-        assert!(wants_cgroup_v1(
-            "console=ttyS0 linuxkit.unified_cgroup_hierarchy=0"
-        ));
-        assert!(wants_cgroup_v1("systemd.unified_cgroup_hierarchy=false"));
-        assert!(!wants_cgroup_v1("linuxkit.unified_cgroup_hierarchy=1"));
-        // The last word wins, as the kernel's own parameters do.
-        assert!(!wants_cgroup_v1(
-            "linuxkit.unified_cgroup_hierarchy=0 linuxkit.unified_cgroup_hierarchy=1"
-        ));
-        assert!(!wants_cgroup_v1("xlinuxkit.unified_cgroup_hierarchy=0"));
-    }
-
-    #[test]
     fn v1_hierarchies_from_proc_cgroups() {
         let text = "#subsys_name\thierarchy\tnum_cgroups\tenabled\n\
                     cpuset\t0\t1\t1\ncpu\t0\t1\t1\ncpuacct\t0\t1\t1\nblkio\t0\t1\t0\n\
-                    memory\t0\t1\t1\nnet_cls\t0\t1\t1\nnet_prio\t0\t1\t1\npids\t0\t1\t1\n";
-        let h = v1_hierarchies(text);
-        let names: Vec<String> = h.iter().map(|g| g.join(",")).collect();
+                    memory\t0\t1\t1\npids\t0\t1\t1\n";
         assert_eq!(
-            names,
-            [
-                "cpu,cpuacct",
-                "cpuset",
-                "memory",
-                "net_cls,net_prio",
-                "pids"
-            ]
+            v1_controllers(text),
+            ["cpuset", "cpu", "cpuacct", "memory", "pids"]
         );
         let mounts = cgroup_mounts(true, text);
-        assert_eq!(mounts[0].fstype, "tmpfs");
-        assert_eq!(mounts[1].target, "/sys/fs/cgroup/cpu,cpuacct");
-        assert_eq!(mounts[1].data, "cpu,cpuacct");
+        let targets: Vec<(&str, &str, &str)> = mounts
+            .iter()
+            .map(|e| (e.target.as_str(), e.fstype.as_str(), e.data.as_str()))
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                ("/sys/fs/cgroup", "tmpfs", "mode=0755"),
+                ("/sys/fs/cgroup/cpuset", "cgroup", "cpuset"),
+                ("/sys/fs/cgroup/cpu", "cgroup", "cpu"),
+                ("/sys/fs/cgroup/cpuacct", "cgroup", "cpuacct"),
+                ("/sys/fs/cgroup/memory", "cgroup", "memory"),
+                ("/sys/fs/cgroup/pids", "cgroup", "pids"),
+                ("/sys/fs/cgroup/systemd", "cgroup", "none,name=systemd"),
+            ]
+        );
         let v2 = cgroup_mounts(false, text);
         assert_eq!(v2.len(), 1);
         assert_eq!(v2[0].fstype, "cgroup2");
