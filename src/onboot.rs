@@ -184,11 +184,8 @@ pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
             return 1;
         }
     };
-    if let Err(e) = std::fs::create_dir_all(&opts.log_dir) {
-        log::error!(
-            "cannot create the log directory {}: {e}",
-            opts.log_dir.display()
-        );
+    if let Err(e) = crate::safefile::ensure_private_dir(&opts.log_dir) {
+        log::error!("log directory: {}", crate::error_chain(&e));
         return 1;
     }
     if opts.link_var_log {

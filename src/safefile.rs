@@ -91,6 +91,13 @@ fn open_regular(path: &Path, flags: OFlag, mode: Mode) -> Result<File, FileError
         Errno::ELOOP => FileError::Symlink {
             path: path.to_path_buf(),
         },
+        // A FIFO nobody reads (a write-only, non-blocking open), or a device without its
+        // driver: either way not a file.
+        Errno::ENXIO => FileError::NotRegular {
+            path: path.to_path_buf(),
+            kind: nix::sys::stat::lstat(path)
+                .map_or("not a regular file", |st| kind_of(st.st_mode)),
+        },
         source => FileError::Open {
             path: path.to_path_buf(),
             source,
@@ -133,12 +140,17 @@ pub fn read_config(path: &Path, limit: u64) -> Result<Option<String>, FileError>
     Ok(Some(text))
 }
 
-/// Opens a log file for appending, creating it (mode 0640) if needed.
+/// Opens a regular file for reading (a log handed to a reader).
+pub fn open_read(path: &Path) -> Result<File, FileError> {
+    open_regular(path, OFlag::O_RDONLY, Mode::empty())
+}
+
+/// Opens a log file for appending, creating it (mode 0644, as LinuxKit does) if needed.
 pub fn open_append(path: &Path) -> Result<File, FileError> {
     open_regular(
         path,
         OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT,
-        Mode::from_bits_truncate(0o640),
+        Mode::from_bits_truncate(0o644),
     )
 }
 

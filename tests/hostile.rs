@@ -503,3 +503,151 @@ fn a_service_with_a_fifo_for_a_config_file_fails_at_once() {
     }
     assert_eq!(env.containers(), vec!["fine".to_string()]);
 }
+
+/// A service that can see its log directory swaps its log for a symlink to a host file and
+/// crashes: the supervisor, restarting it, must not append the service's output to that
+/// file (nor create it).
+#[test]
+fn a_service_cannot_turn_its_log_into_a_write_to_a_host_file() {
+    let env = TestEnv::new();
+    let dir = env.bundles_dir("services");
+    let secret = env.dir.join("secret");
+    std::fs::create_dir_all(&secret).unwrap();
+    let target = secret.join("target");
+    std::fs::write(&target, "kept\n").unwrap();
+    let missing = secret.join("missing");
+    let script = format!(
+        "if [ ! -L /hostlog/esc.out.log ]; then rm -f /hostlog/esc.out.log /hostlog/esc.log; \
+         ln -s {} /hostlog/esc.out.log; ln -s {} /hostlog/esc.log; exit 1; fi; \
+         echo ATTACKER-KEY; echo ATTACKER-KEY >&2; exec sleep 1000",
+        target.display(),
+        missing.display()
+    );
+    let b = env.bundle(&dir, "esc", &["sh", "-c", &script]);
+    std::fs::create_dir_all(&env.log_dir).unwrap();
+    let log_dir = env.log_dir.clone();
+    env.edit_config(&b, |c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/hostlog", "type": "bind", "source": log_dir, "options": ["rbind", "rw"]
+        }));
+    });
+    std::fs::write(b.join("service.json"), r#"{"restartDelay": 0.1}"#).unwrap();
+    let sup = env.system_init(&dir);
+    sup.wait_status("esc", "restarted after swapping its logs", |s| {
+        s.restarts >= 1 && s.state == "running"
+    });
+    // Its output goes nowhere rather than through the links.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "kept\n");
+    assert!(!missing.exists(), "a file was created through the link");
+    assert!(
+        sup.log().contains("is a symlink"),
+        "the supervisor says why the log is not written: {}",
+        sup.log()
+    );
+}
+
+/// The same for onboot: a container that leaves a symlink where the next bundle's log
+/// goes cannot make onboot write through it.
+#[test]
+fn onboot_never_writes_a_log_through_a_symlink() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    let target = env.dir.join("target");
+    std::fs::write(&target, "kept\n").unwrap();
+    std::fs::create_dir_all(&env.log_dir).unwrap();
+    let log_dir = env.log_dir.clone();
+    let b = env.bundle(
+        &ob,
+        "1-plant",
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "ln -s {} /hostlog/onboot.2-victim.out.log",
+                target.display()
+            ),
+        ],
+    );
+    env.edit_config(&b, |c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/hostlog", "type": "bind", "source": log_dir, "options": ["rbind", "rw"]
+        }));
+    });
+    env.bundle(&ob, "2-victim", &["echo", "ATTACKER-KEY"]);
+    let fifo = env.log_dir.join("onboot.3-fifo.log");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    env.bundle(&ob, "3-fifo", &["echo", "x"]);
+    env.bundle(&ob, "4-next", &["echo", "next ran"]);
+    let r = Run::within(
+        env.onboot_command(&ob, &["--timeout", "5"]),
+        std::time::Duration::from_secs(120),
+    );
+    assert_eq!(r.line("1-plant"), "1-plant: exit code 0");
+    let line = r.line("2-victim");
+    assert!(line.contains("is a symlink"), "{line}");
+    assert!(
+        r.line("3-fifo").contains("is a FIFO, not a regular file"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.line("4-next"), "4-next: exit code 0");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "kept\n");
+}
+
+/// A FIFO where a service's log file should be: `logs` answers at once with the reason,
+/// and the supervisor goes on answering everyone else.
+#[test]
+fn a_fifo_for_a_service_log_hangs_nothing() {
+    let env = TestEnv::new();
+    let dir = env.bundles_dir("services");
+    env.bundle(&dir, "svc", &["sh", "-c", "echo up; exec sleep 1000"]);
+    let sup = env.system_init(&dir);
+    sup.wait_running("svc");
+    let log = env.log_dir.join("svc.out.log");
+    std::fs::remove_file(&log).unwrap();
+    nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut c = env.cli();
+    c.args(["logs", "svc"]);
+    let r = Run::within(c, std::time::Duration::from_secs(30));
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("is a FIFO, not a regular file"),
+        "{}",
+        r.stderr
+    );
+    let mut c = env.cli();
+    c.arg("list");
+    let r = Run::within(c, std::time::Duration::from_secs(30));
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("svc"), "{}", r.stdout);
+    // The service is killed and restarted: its new run's output is not stuck on the FIFO.
+    let pid = sup.status("svc").pid.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    sup.wait_status("svc", "running again", |s| {
+        s.state == "running" && s.pid.is_some_and(|p| p != pid)
+    });
+}
+
+/// A log directory others may write in is refused with the reason, before anything runs.
+#[test]
+fn a_log_directory_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    env.bundle(&ob, "1-never", &["echo", "ran"]);
+    std::fs::create_dir_all(&env.log_dir).unwrap();
+    std::fs::set_permissions(&env.log_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let r = env.onboot(&ob, &[]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("is writable by others (mode 0777"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stdout.contains("ran"), "{}", r.stdout);
+}

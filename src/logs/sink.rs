@@ -31,12 +31,11 @@ pub fn file_of(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.log"))
 }
 
-/// Opens a log file for appending (logs accumulate across runs and restarts).
+/// Opens a log file for appending (logs accumulate across runs and restarts), never
+/// through a symlink or into a FIFO (see [`crate::safefile`]): a container that can see the
+/// log directory could otherwise turn lkinit's next write into one to any host file.
 pub fn open_log(path: &Path) -> io::Result<File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    crate::safefile::open_append(path).map_err(io::Error::other)
 }
 
 enum To {
@@ -119,11 +118,28 @@ impl Sink {
         match self.try_memlogd() {
             Some(fd) => self.to = To::Memlogd(fd),
             None => {
-                if let To::File(f) = &mut self.to
-                    && f.is_some()
-                {
-                    *f = open_log(&self.path).ok();
+                if let To::File(Some(_)) = &self.to {
+                    self.to = To::File(self.open_file());
                 }
+            }
+        }
+    }
+
+    /// The log file opened again; when it cannot be, says why (once until it can) and
+    /// starts dropping the output.
+    fn open_file(&mut self) -> Option<File> {
+        match open_log(&self.path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                if self.failing.is_none() {
+                    log::warn!(
+                        "{}: {}; dropping its output until the file can be written",
+                        self.owner,
+                        crate::error_chain(&e)
+                    );
+                    self.failing = Some(Instant::now());
+                }
+                None
             }
         }
     }
@@ -237,21 +253,22 @@ impl Sink {
         if data.is_empty() {
             return;
         }
-        let To::File(file) = &mut self.to else {
-            return;
-        };
         // Retried at most once a second while it fails.
-        if file.is_none()
+        if matches!(self.to, To::File(None))
             && self
                 .failing
                 .is_none_or(|t| t.elapsed() > Duration::from_secs(1))
         {
-            *file = open_log(&self.path).ok();
+            let opened = self.open_file();
+            self.to = To::File(opened);
         }
-        let r = match file {
-            Some(f) => f.write_all(data),
-            None => Err(io::ErrorKind::NotFound.into()),
+        let To::File(file) = &mut self.to else {
+            return;
         };
+        let Some(f) = file else {
+            return;
+        };
+        let r = f.write_all(data);
         match r {
             Ok(()) => {
                 if let Some(since) = self.failing.take() {

@@ -132,11 +132,8 @@ async fn supervise(mut ctx: Ctx, args: SupervisorArgs, sock: PathBuf, memlogd: M
             return 1;
         }
     };
-    if let Err(e) = std::fs::create_dir_all(&args.log_dir) {
-        log::error!(
-            "cannot create the log directory {}: {e}",
-            args.log_dir.display()
-        );
+    if let Err(e) = crate::safefile::ensure_private_dir(&args.log_dir) {
+        log::error!("log directory: {}", crate::error_chain(&e));
         return 1;
     }
     // A terminal hanging up must not take the supervisor down; a handler (not SIG_IGN)

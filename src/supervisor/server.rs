@@ -234,10 +234,11 @@ async fn answer(sup: &Arc<Sup>, op: Op) -> (Response, Vec<OwnedFd>) {
 /// The service's two log files, opened read-only for the client: it reads (and follows)
 /// them itself, so a slow reader costs the supervisor nothing.
 fn open_logs(h: &Handle) -> Result<(LogFiles, Vec<OwnedFd>), String> {
+    // Not through a symlink, and never waiting on a FIFO put where the file was.
     let open = |p: &PathBuf| {
-        std::fs::File::open(p)
+        crate::safefile::open_read(p)
             .map(OwnedFd::from)
-            .map_err(|e| format!("cannot open {}: {e}", p.display()))
+            .map_err(|e| crate::error_chain(&e))
     };
     let fds = vec![open(&h.out_log)?, open(&h.err_log)?];
     Ok((
