@@ -227,6 +227,47 @@ pub fn link_command(base: &str) -> Option<&'static str> {
     .map(|(_, command)| command)
 }
 
+impl Command {
+    /// The word that names the command, for messages.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Command::Onboot(_) => "onboot",
+            Command::Onshutdown(_) => "onshutdown",
+            Command::Init(_) => "init",
+            Command::SystemInit(_) => "system-init",
+            Command::Volumes(_) => "volumes",
+            Command::Exec { .. } => "exec",
+            Command::Mount { .. } => "mount",
+            Command::Umount { .. } => "umount",
+            Command::List => "list",
+            Command::Status { .. } => "status",
+            Command::Start { .. } => "start",
+            Command::Stop { .. } => "stop",
+            Command::Restart { .. } => "restart",
+            Command::Logs { .. } => "logs",
+            Command::NsenterHelper { .. } => "nsenter-helper",
+            Command::UsernsHold => "userns-hold",
+        }
+    }
+
+    /// Whether the command acts on the system itself (mounts, namespaces, the OCI runtime
+    /// as root). The service CLI's commands only talk to the supervisor, whose socket says
+    /// who may.
+    pub fn needs_root(&self) -> bool {
+        matches!(
+            self,
+            Command::Onboot(_)
+                | Command::Onshutdown(_)
+                | Command::Init(_)
+                | Command::SystemInit(_)
+                | Command::Volumes(_)
+                | Command::Exec { .. }
+                | Command::Mount { .. }
+                | Command::Umount { .. }
+        )
+    }
+}
+
 /// Rewrites argv for the multi-call names: `onboot ARGS` is `lkinit onboot ARGS`, `service
 /// ARGS` is `lkinit ARGS`, `init` (or PID 1 with no command) is `lkinit init`, and a LinuxKit
 /// link name (see [`link_command`]) is its command.
@@ -248,6 +289,10 @@ pub fn normalize_args(mut argv: Vec<OsString>, is_pid1: bool) -> Vec<OsString> {
             // The kernel starts init with no arguments (or with ones meant for it).
             if is_pid1 && argv.len() == 1 {
                 argv.push("init".into());
+            }
+            // `lkinit service ARGS` is `service ARGS`, as the help says.
+            if argv.get(1).is_some_and(|w| w == "service") {
+                argv.remove(1);
             }
         }
         _ => match link_command(&base) {
@@ -287,6 +332,11 @@ mod tests {
             ["service", "list"]
         );
         assert_eq!(norm(&["lkinit"], true), ["lkinit", "init"]);
+        assert_eq!(
+            norm(&["/usr/bin/lkinit", "service", "list"], false),
+            ["/usr/bin/lkinit", "list"]
+        );
+        assert_eq!(norm(&["lkinit", "service"], false), ["lkinit"]);
         assert_eq!(norm(&["lkinit", "list"], true), ["lkinit", "list"]);
         assert_eq!(norm(&["./lkinit"], false), ["./lkinit"]);
         assert_eq!(

@@ -52,6 +52,19 @@ fn main() {
     let uptime = matches!(cli.command, Some(Command::Init(_)))
         || std::env::var_os(pid1::UPTIME_ENV).is_some();
     init_logging(&cli.global, uptime);
+    if let Some(c) = &cli.command
+        && c.needs_root()
+        && !nix::unistd::geteuid().is_root()
+    {
+        // Said once, up front, instead of the first EPERM deep inside.
+        log::error!(
+            "`{}` needs root: it mounts file systems, makes namespaces and runs the OCI \
+             runtime; run it as root (e.g. `sudo lkinit {}`)",
+            c.word(),
+            c.word()
+        );
+        std::process::exit(1);
+    }
     let g = &cli.global;
     let mut ctx = Ctx::new(&g.runtime, g.runtime_root.clone(), g.state_dir.clone());
     ctx.runtime.debug = g.runtime_debug;

@@ -56,6 +56,8 @@ pub struct Options {
     pub log_dir: PathBuf,
     /// Link `/var/log/PHASE` to the log directory (done when the default is used).
     pub link_var_log: bool,
+    /// The path was given (a missing one is then a mistake, not an image without onboot).
+    pub path_given: bool,
     pub timeout: Option<Duration>,
     /// Report failures only.
     pub quiet: bool,
@@ -74,6 +76,7 @@ impl Options {
     ) -> Options {
         Options {
             phase,
+            path_given: path.is_some(),
             path: path.unwrap_or_else(|| phase.default_path()),
             link_var_log: log_dir.is_none(),
             log_dir: log_dir.unwrap_or_else(|| phase.default_log_dir()),
@@ -167,6 +170,14 @@ fn link_var_log(opts: &Options) {
 pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
     let list = match entries(&opts.path) {
         Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && opts.path_given => {
+            log::error!(
+                "{}: --path {} does not exist",
+                opts.phase.name(),
+                opts.path.display()
+            );
+            return 1;
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             log::info!(
                 "{}: {} does not exist, nothing to run",
@@ -184,6 +195,17 @@ pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
             return 1;
         }
     };
+    if opts.path.join("config.json").exists() {
+        log::error!(
+            "{}: {} is a bundle, not a directory of bundles: give its parent (--path {})",
+            opts.phase.name(),
+            opts.path.display(),
+            opts.path
+                .parent()
+                .map_or_else(|| "/".into(), |p| p.display().to_string())
+        );
+        return 1;
+    }
     if let Err(e) = crate::safefile::ensure_private_dir(&opts.log_dir) {
         log::error!("log directory: {}", crate::error_chain(&e));
         return 1;

@@ -480,12 +480,37 @@ fn what_a_runtime_killed_in_create_left_is_cleared() {
     assert!(!is_mounted(&copy) && !state.exists());
 }
 
+/// An image without onboot bundles has no /containers/onboot, and PID 1's onboot says
+/// nothing of it; a path the user typed is another matter: a typo must not pass as "nothing
+/// to run". A bundle given where its parent was meant says so.
 #[test]
-fn missing_directory_is_not_an_error() {
+fn a_given_path_that_is_missing_or_a_bundle_is_an_error() {
     let env = TestEnv::new();
-    let r = env.onboot(&env.dir.join("does-not-exist"), &[]);
-    assert_eq!(r.code, 0);
+    let missing = env.dir.join("onbot");
+    let r = env.onboot(&missing, &[]);
+    assert_eq!(r.code, 1);
     assert!(r.stdout.is_empty());
+    assert!(
+        r.stderr.contains(&format!(
+            "onboot: --path {} does not exist",
+            missing.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    let ob = env.bundles_dir("onboot");
+    let b = env.bundle(&ob, "one", &["true"]);
+    let r = env.onboot(&b, &[]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(&format!(
+            "onboot: {} is a bundle, not a directory of bundles: give its parent (--path {})",
+            b.display(),
+            ob.display()
+        )),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

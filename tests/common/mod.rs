@@ -97,6 +97,17 @@ pub fn config(args: &[&str], cgroups_path: &str) -> Value {
     })
 }
 
+/// These tests mount, make namespaces and links and run runc for real: as another user
+/// each would fail on its first EPERM. One clear message instead.
+pub fn require_root() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!(
+            "this test needs root (it mounts, makes namespaces and runs the OCI runtime): \
+             run the tests as root, e.g. `sudo -E cargo test`"
+        );
+    }
+}
+
 /// One test's world. Dropping it removes what the test made.
 pub struct TestEnv {
     _tmp: tempfile::TempDir,
@@ -122,6 +133,7 @@ impl TestEnv {
     }
 
     pub fn with_runtime(runtime: &str) -> TestEnv {
+        require_root();
         let tmp = tempfile::Builder::new()
             .prefix("lkinit-test")
             .tempdir()
