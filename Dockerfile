@@ -15,7 +15,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
 COPY scripts/init-layout.sh scripts/init-layout.sh
-RUN cargo build --release --locked && scripts/init-layout.sh target/release/lkinit /out
+RUN cargo build --release --locked && scripts/init-layout.sh target/release/lkinit /out \
+    && cargo run --release --locked --features docs --bin lkinit-docs -- /out/usr/share
 
 FROM scratch
 ENTRYPOINT []

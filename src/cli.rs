@@ -98,7 +98,8 @@ impl Global {
 #[derive(Args, Debug, Clone)]
 pub struct RunnerArgs {
     /// Directory of bundles, run in name order [default: /containers/onboot or
-    /// /containers/onshutdown]; a missing directory is not an error
+    /// /containers/onshutdown, where a missing directory means nothing to run; a given one
+    /// must exist]
     #[arg(long, value_name = "DIR")]
     pub path: Option<PathBuf>,
     /// Where onboot.NAME.out.log (stdout) and onboot.NAME.log (stderr) go when memlogd is

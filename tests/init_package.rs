@@ -217,3 +217,54 @@ fn final_stage_builds_from_the_binary() {
     buildah(&["rm", &ctr]);
     buildah(&["rmi", "--all", "--force"]);
 }
+
+/// The man pages and completions the image installs come from the command line
+/// definitions: one page per command, completions that know the commands.
+#[test]
+fn man_pages_and_completions_are_generated_from_the_cli() {
+    let out = tempfile::tempdir().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .current_dir(repo())
+        .args([
+            "run",
+            "--quiet",
+            "--locked",
+            "--features",
+            "docs",
+            "--bin",
+            "lkinit-docs",
+            "--",
+        ])
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(st.success(), "lkinit-docs: {st}");
+    let man = out.path().join("man/man1");
+    for page in [
+        "lkinit",
+        "lkinit-onboot",
+        "lkinit-system-init",
+        "lkinit-exec",
+        "lkinit-volumes",
+    ] {
+        let text = std::fs::read_to_string(man.join(format!("{page}.1")))
+            .unwrap_or_else(|e| panic!("{page}.1: {e}"));
+        assert!(text.contains(".TH"), "{page}.1 is not a man page");
+    }
+    assert!(
+        !man.join("lkinit-nsenter-helper.1").exists(),
+        "hidden commands get no page"
+    );
+    let bash =
+        std::fs::read_to_string(out.path().join("bash-completion/completions/lkinit")).unwrap();
+    for word in ["onboot", "system-init", "--runtime-root"] {
+        assert!(bash.contains(word), "bash completion lacks {word}");
+    }
+    assert!(out.path().join("zsh/site-functions/_lkinit").is_file());
+    assert!(
+        out.path()
+            .join("fish/vendor_completions.d/lkinit.fish")
+            .is_file()
+    );
+}
