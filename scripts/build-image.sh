@@ -55,38 +55,9 @@ fi
 [ -x "$lkinit" ] || { log "no lkinit binary at $lkinit"; exit 1; }
 
 # --- the kernel: Debian's linux-image-amd64, downloaded once into the cache ---------------
-mkdir -p "$cache"
-cache=$(cd "$cache" && pwd)
-kdir=$cache/kernel
-(
-    # Several builds may share the cache.
-    flock 9
-    if [ ! -f "$kdir/release" ]; then
-        cd "$cache"
-        download() {
-            apt-get download "$1" >/dev/null 2>&1 || {
-                log "apt-get download $1 failed; updating the package lists"
-                apt-get update -qq && apt-get download "$1" >/dev/null
-            }
-        }
-        download linux-image-amd64
-        meta=$(ls -t linux-image-amd64_*.deb | head -n1)
-        # The meta package depends on the versioned one, e.g. linux-image-6.1.0-56-amd64.
-        pkg=$(dpkg-deb -f "$meta" Depends | tr ',' '\n' | sed -n 's/^ *\(linux-image-[0-9][^ ]*\).*/\1/p' | head -n1)
-        [ -n "$pkg" ] || { log "cannot tell the kernel package from $meta"; exit 1; }
-        download "$pkg"
-        rm -rf "$kdir.tmp" && mkdir -p "$kdir.tmp"
-        dpkg-deb -x "$(ls -t "${pkg}"_*.deb | head -n1)" "$kdir.tmp"
-        release=$(ls "$kdir.tmp/lib/modules" | head -n1)
-        # The package leaves modules.dep to its postinst.
-        depmod -b "$kdir.tmp" "$release"
-        cp "$kdir.tmp/boot/vmlinuz-$release" "$kdir.tmp/vmlinuz"
-        echo "$release" >"$kdir.tmp/release"
-        rm -rf "$kdir" && mv "$kdir.tmp" "$kdir"
-        log "kernel $release unpacked in $kdir"
-    fi
-) 9>"$cache/.lock"
-release=$(cat "$kdir/release")
+. "$here/scripts/lib/debian-kernel.sh"
+debian_kernel "$cache"
+kdir=$KERNEL_DIR release=$KERNEL_RELEASE
 
 # --- the root file system ------------------------------------------------------------------
 mkdir -p "$out"
@@ -128,32 +99,15 @@ echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
 printf 'root:x:0:\ntty:x:5:\n' >"$root/etc/group"
 mknod -m 600 "$root/dev/console" c 5 1 2>/dev/null || log "cannot make dev/console (not root?)"
 
-# --- kernel modules: those of $MODULES and their dependencies, uncompressed ----------------
-# Debian's 6.1 kernel ships them uncompressed and cannot decompress in the kernel (no
-# CONFIG_MODULE_DECOMPRESS); a compressed module is unpacked here.
-mdir=$root/lib/modules/$release
-mkdir -p "$mdir"
+# --- kernel modules: those of $MODULES and their dependencies ------------------------------
 : >"$root/etc/modules"
-echo "$MODULES" | tr ';' '\n' | while read -r name params; do
+names=$(echo "$MODULES" | tr ';' '\n' | while read -r name params; do
     [ -n "$name" ] || continue
     echo "$name${params:+ $params}" >>"$root/etc/modules"
-    modprobe -d "$kdir" -S "$release" --show-depends "$name" | while read -r kind path _; do
-        [ "$kind" = insmod ] || continue
-        rel=${path#"$kdir/lib/modules/$release/"}
-        dest=$mdir/$rel
-        mkdir -p "$(dirname "$dest")"
-        case $rel in
-        *.ko.xz) xz -dc "$path" >"${dest%.xz}" ;;
-        *.ko.zst) zstd -qdc "$path" >"${dest%.zst}" ;;
-        *.ko.gz) gzip -dc "$path" >"${dest%.gz}" ;;
-        *) cp "$path" "$dest" ;;
-        esac
-    done
-done
-for f in modules.builtin modules.builtin.modinfo modules.order; do
-    cp "$kdir/lib/modules/$release/$f" "$mdir/" 2>/dev/null || true
-done
-depmod -b "$root" "$release"
+    echo "$name"
+done)
+# shellcheck disable=SC2086 # one word per module name
+kernel_modules "$kdir" "$release" "$root" $names
 
 # --- the bundles ---------------------------------------------------------------------------
 for phase in onboot services onshutdown; do

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::io::Read;
+use common::qemu::{count, find, line_with};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const LKINIT: &str = env!("CARGO_BIN_EXE_lkinit");
 
@@ -35,32 +34,6 @@ fn ensure_tools() {
 fn sh(cmd: &mut Command) {
     let st = cmd.status().expect("runs");
     assert!(st.success(), "{cmd:?}: {st}");
-}
-
-/// QEMU, killed when the test ends however it ends.
-struct Vm(Child);
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Where `needle` first appears in `hay` at or after `from`; fails the test with the console
-/// otherwise.
-fn find(console: &str, needle: &str, from: usize) -> usize {
-    match console[from..].find(needle) {
-        Some(i) => from + i,
-        None => panic!("`{needle}` missing (after byte {from}) on the console"),
-    }
-}
-
-fn line_with<'a>(console: &'a str, needle: &str) -> &'a str {
-    console
-        .lines()
-        .find(|l| l.contains(needle))
-        .unwrap_or_else(|| panic!("no line with `{needle}` on the console"))
 }
 
 /// Copies the example bundles of `phases` (all of a phase, or the named ones) into
@@ -108,60 +81,14 @@ fn build_image(
 /// (the machine powered off); its console. Fails the test if QEMU still runs after
 /// BOOT_LIMIT or exits with an error.
 fn boot(image: &std::path::Path, append: &str) -> String {
-    let mut child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-m", "512M", "-smp", "1", "-nographic"])
-        .args(["-no-reboot", "-nic", "none", "-kernel"])
-        .arg(image.join("vmlinuz"))
-        .arg("-initrd")
-        .arg(image.join("initrd.img"))
-        .arg("-append")
-        .arg(append)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("qemu-system-x86_64 starts");
-    let out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let mut vm = Vm(child);
-    let console = Arc::new(Mutex::new(Vec::new()));
-    let reader = {
-        let console = console.clone();
-        std::thread::spawn(move || {
-            let mut out = out;
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                console.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        })
-    };
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = vm.0.try_wait().unwrap() {
-            break Some(st);
-        }
-        if start.elapsed() > BOOT_LIMIT {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    if status.is_none() {
-        // Ends QEMU so the reader sees the end of its output.
-        let _ = vm.0.kill();
-    }
-    let _ = reader.join();
-    let mut qemu_err = String::new();
-    let _ = err.read_to_string(&mut qemu_err);
-    let console = String::from_utf8_lossy(&console.lock().unwrap()).into_owned();
-    eprintln!(
-        "--- console ({:.1}s)\n{console}\n--- qemu stderr\n{qemu_err}",
-        start.elapsed().as_secs_f64()
+    let boot = common::qemu::boot(
+        &image.join("vmlinuz"),
+        &image.join("initrd.img"),
+        append,
+        BOOT_LIMIT,
     );
-    let status = status.unwrap_or_else(|| panic!("the VM still ran after {BOOT_LIMIT:?}"));
-    assert!(status.success(), "qemu: {status}");
+    boot.assert_ended();
+    let console = boot.console;
     // No panic, no fatal error of PID 1.
     assert!(!console.contains("Kernel panic"));
     assert!(!console.contains("fatal:"), "PID 1 reported a fatal error");
@@ -281,10 +208,6 @@ fn script(path: &std::path::Path, body: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn count(console: &str, needle: &str) -> usize {
-    console.matches(needle).count()
 }
 
 /// LinuxKit's boot contract: `/etc/init.d` at boot and `/etc/shutdown.d` at shutdown, in

@@ -7,6 +7,7 @@ pub mod census;
 #[allow(unused_imports)]
 pub use census::*;
 pub mod memlogd;
+pub mod qemu;
 pub mod supervisor;
 
 use serde_json::{Value, json};
