@@ -260,7 +260,7 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
     {
         Ok(t) => t,
         Err(e) => {
-            return Outcome::Failed(format!("logs: {}: {e}", opts.log_dir.display()));
+            return Outcome::Failed(format!("logs: {}", crate::error_chain(&e)));
         }
     };
     let deadline = opts.timeout.map(Deadline::after);

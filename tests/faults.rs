@@ -410,8 +410,8 @@ fn a_log_file_that_cannot_be_opened_fails_that_bundle_only() {
     assert_eq!(
         r.line("1-nolog"),
         format!(
-            "1-nolog: error: logs: {}: Is a directory (os error 21)",
-            env.log_dir.display()
+            "1-nolog: error: logs: cannot open {}: Is a directory (os error 21)",
+            env.log_dir.join("onboot.1-nolog.log").display()
         )
     );
     assert_eq!(r.line("2-next"), "2-next: exit code 0");
