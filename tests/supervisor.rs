@@ -350,7 +350,7 @@ fn a_full_log_disk_does_not_stop_the_service() {
         &log_dir,
         Some("tmpfs"),
         nix::mount::MsFlags::empty(),
-        Some("size=64k"),
+        Some("size=64k,mode=0755"),
     )
     .unwrap();
     env.track_mount(&log_dir);
