@@ -4,9 +4,12 @@
 # Usage: examples/build-rootfs.sh [DIR...]   (default: every bundle under examples/)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-busybox=$(command -v busybox || true)
-[ -n "$busybox" ] && "$busybox" --list >/dev/null 2>&1 || {
-    echo "busybox is needed: apt-get install busybox-static" >&2; exit 1; }
+. "$here/../scripts/lib/require.sh"
+require busybox
+require_check
+busybox=$(command -v busybox)
+"$busybox" --list >/dev/null 2>&1 || {
+    say "$busybox cannot list its applets: busybox-static's busybox is needed"; exit 1; }
 [ $# -gt 0 ] || set -- "$here"/onboot/* "$here"/services/* "$here"/onshutdown/*
 
 for b in "$@"; do

@@ -5,6 +5,12 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
+. scripts/lib/require.sh
+require_root "lkinit mounts, makes links and runs containers"
+require runc busybox ip
+require_cargo
+require_check
+say "building lkinit (cargo build --release; a few minutes the first time)..."
 cargo build --release --quiet
 "$here/build-rootfs.sh" "$here"/onboot/*
 # A boot starts with no veth left from the boot before (/run and the namespaces bound in it

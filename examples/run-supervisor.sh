@@ -7,6 +7,12 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
+. scripts/lib/require.sh
+require_root "lkinit mounts and runs containers"
+require runc busybox
+require_cargo
+require_check
+say "building lkinit (cargo build --release; a few minutes the first time)..."
 cargo build --release --quiet
 "$here/build-rootfs.sh" "$here"/supervisor/*
 log=${LOG_DIR:-/tmp/lkinit-examples/log}

@@ -18,7 +18,13 @@ N=${1:-50}
 ROUNDS=${2:-5}
 UP_ROUNDS=${UP_ROUNDS:-3}
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/scripts/lib/require.sh"
+require_root "it runs containers and a supervisor"
+require runc busybox python3 bc
+[ -n "${LKINIT:-}" ] || require_cargo
+require_check
 if [ -z "${LKINIT:-}" ]; then
+    say "building lkinit (cargo build --release; a few minutes the first time)..."
     (cd "$here" && cargo build --release --quiet)
     LKINIT=$here/target/release/lkinit
 fi

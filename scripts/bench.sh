@@ -43,6 +43,19 @@ while [ $# -gt 0 ]; do
 done
 want() { case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
+# Everything the parts asked for need, named at once before anything runs. crun and perf
+# are optional: without them their rows are left out.
+. "$here/scripts/lib/require.sh"
+require_root "it mounts a tmpfs and runs containers"
+require runc busybox python3 bc
+want net && require ip
+want onboot || want net && require unshare
+[ -n "${LKINIT:-}" ] || require_cargo
+want services && require_also "$here/scripts/bench-services.sh"
+want vm && require_also "$here/scripts/build-image.sh" --lkinit "${LKINIT:-$here/target/release/lkinit}" &&
+    require qemu-system-x86_64
+require_check
+
 work=$(mktemp -d /tmp/lkinit-bench.XXXXXX)
 chmod 755 "$work"
 mount -t tmpfs -o mode=755 lkinit-bench "$work"
@@ -56,6 +69,7 @@ cleanup() {
 trap cleanup EXIT
 
 if [ -z "${LKINIT:-}" ]; then
+    echo "building lkinit (cargo build --release; a few minutes the first time)..." >&2
     cargo build --release --quiet --manifest-path "$here/Cargo.toml"
     LKINIT=$here/target/release/lkinit
 fi

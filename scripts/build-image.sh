@@ -19,8 +19,9 @@
 # starts containers several times faster than runc, most of all under emulation), MODULES
 # (one /etc/modules line each, `;`-separated), COMPRESS (none, gzip, zstd: the initramfs;
 # default none, fastest to unpack under emulation), HOSTNAME_IN_IMAGE.
-# Needs (Debian): apt, dpkg, kmod, cpio, busybox-static, crun or runc; xz-utils/zstd when
-# the kernel's modules are compressed.
+# Needs (Debian): apt, dpkg, kmod, cpio, busybox-static, crun or runc, and the Rust
+# toolchain unless --lkinit; xz-utils/zstd when the kernel's modules are compressed. All of
+# it is checked first (scripts/lib/require.sh).
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 lkinit= containers=$here/examples extra= out=$here/target/image cache=$here/target/image-cache
@@ -36,19 +37,28 @@ while [ $# -gt 0 ]; do
 done
 MODULES=${MODULES:-"overlay;veth;dummy numdummies=0;bridge"}
 COMPRESS=${COMPRESS:-none}
-log() { echo "build-image: $*" >&2; }
-need() { command -v "$1" >/dev/null 2>&1 || { log "$1 is needed ($2)"; exit 1; }; }
-need apt-get apt; need dpkg-deb dpkg; need depmod kmod; need modprobe kmod; need cpio cpio
-need busybox busybox-static
+. "$here/scripts/lib/require.sh"
+log() { say "$@"; }
 if [ -z "${RUNTIME:-}" ]; then
     if command -v crun >/dev/null 2>&1; then RUNTIME=crun; else RUNTIME=runc; fi
 fi
 case $RUNTIME in
-crun|runc) need "$RUNTIME" "$RUNTIME" ;;
+crun|runc) ;;
 *) log "RUNTIME must be crun or runc"; exit 2 ;;
 esac
+case $COMPRESS in
+none) filter=cat ;;
+gzip) filter="gzip -1" ;;
+zstd) filter="zstd -q -3"; require zstd ;;
+*) log "COMPRESS must be none, gzip or zstd"; exit 2 ;;
+esac
+require depmod modprobe cpio busybox flock "$RUNTIME"
+[ -n "$lkinit" ] || require_cargo
+[ -z "$extra" ] || [ -d "$extra" ] || require_note "--extra $extra: not a directory"
+require_check
 
 if [ -z "$lkinit" ]; then
+    log "building lkinit (cargo build --release; a few minutes the first time)..."
     (cd "$here" && cargo build --release --quiet)
     lkinit=$here/target/release/lkinit
 fi
@@ -60,6 +70,7 @@ debian_kernel "$cache"
 kdir=$KERNEL_DIR release=$KERNEL_RELEASE
 
 # --- the root file system ------------------------------------------------------------------
+log "building the initramfs (busybox, $RUNTIME, lkinit, kernel modules, the bundles of $containers)..."
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 root=$out/rootfs
@@ -129,19 +140,10 @@ find "$root/containers" -path '*/bin/busybox' -type f | while read -r f; do
 done
 
 # --- what the caller adds ------------------------------------------------------------------
-if [ -n "$extra" ]; then
-    [ -d "$extra" ] || { log "--extra $extra is not a directory"; exit 1; }
-    cp -a "$extra/." "$root/"
-fi
+[ -z "$extra" ] || cp -a "$extra/." "$root/"
 
 # --- kernel and initramfs ------------------------------------------------------------------
 cp "$kdir/vmlinuz" "$out/vmlinuz"
-case $COMPRESS in
-none) filter=cat ;;
-gzip) filter="gzip -1" ;;
-zstd) filter="zstd -q -3" ;;
-*) log "COMPRESS must be none, gzip or zstd"; exit 2 ;;
-esac
 (cd "$root" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet) | $filter >"$out/initrd.img"
 # runc is lkinit's default; any other runtime is named on the kernel command line.
 if [ "$RUNTIME" = runc ]; then : >"$out/cmdline"; else echo "lkinit.runtime=$RUNTIME" >"$out/cmdline"; fi

@@ -24,7 +24,8 @@
 # Environment: LINUXKIT (the linuxkit CLI; default `linuxkit` from PATH), LINUXKIT_TOOLS
 # (where memlogd, logread and logwrite are; default the directory of the linuxkit CLI),
 # MODULES (space-separated module names for kernel.tar; default overlay veth dummy bridge).
-# Needs (Debian): busybox-static, runc, kmod, apt, dpkg, tar, gzip, coreutils, util-linux.
+# Needs (Debian): busybox-static, runc, kmod, binutils, and the Rust toolchain unless
+# --lkinit; checked first, with the linuxkit CLI and memlogd (scripts/lib/require.sh).
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 cache=$here/target/linuxkit/cache lkinit= kcache=$here/target/image-cache
@@ -37,33 +38,31 @@ while [ $# -gt 0 ]; do
     esac
 done
 MODULES=${MODULES:-overlay veth dummy bridge}
-log() { echo "linuxkit-cache: $*" >&2; }
+. "$here/scripts/lib/require.sh"
+log() { say "$@"; }
 
 linuxkit=${LINUXKIT:-linuxkit}
-missing=
-lack() { missing="$missing
-  $1"; }
 command -v "$linuxkit" >/dev/null 2>&1 ||
-    lack "$linuxkit: the linuxkit CLI (set LINUXKIT=/path/to/linuxkit or put it on PATH)"
-for need in busybox:busybox-static runc:runc depmod:kmod modprobe:kmod apt-get:apt \
-    dpkg-deb:dpkg tar:tar gzip:gzip sha256sum:coreutils flock:util-linux ldd:libc-bin \
-    strip:binutils; do
-    command -v "${need%%:*}" >/dev/null 2>&1 || lack "${need%%:*} (Debian package ${need#*:})"
-done
-[ -n "$lkinit" ] || command -v cargo >/dev/null 2>&1 || lack "cargo (or --lkinit BIN)"
+    require_note "$linuxkit: the linuxkit CLI (set LINUXKIT=/path/to/linuxkit or put it on PATH)"
+require busybox runc depmod modprobe flock strip
+if [ -n "$lkinit" ]; then
+    [ -x "$lkinit" ] || require_note "--lkinit $lkinit: not an executable file"
+else
+    require_cargo
+fi
 tools=${LINUXKIT_TOOLS:-}
 if [ -z "$tools" ] && command -v "$linuxkit" >/dev/null 2>&1; then
     tools=$(dirname "$(command -v "$linuxkit")")
 fi
 for t in memlogd logread logwrite; do
     [ -x "$tools/$t" ] ||
-        lack "$t: LinuxKit's pkg/memlogd, looked for in ${tools:-nowhere} (set LINUXKIT_TOOLS)"
+        require_note "$t: LinuxKit's pkg/memlogd, looked for in ${tools:-nowhere} (set LINUXKIT_TOOLS)"
 done
-[ -z "$missing" ] || { log "missing:$missing"; exit 1; }
+require_check
 linuxkit=$(command -v "$linuxkit")
 
 if [ -z "$lkinit" ]; then
-    log "building lkinit (cargo build --release)"
+    log "building lkinit (cargo build --release; a few minutes the first time)..."
     (cd "$here" && cargo build --release --quiet)
     lkinit=$here/target/release/lkinit
 fi
@@ -104,11 +103,11 @@ fresh() {
 import() {
     name=$1 key=$2 root=$3
     shift 3
+    log "$name: packing it and importing it into the cache..."
     "$here/scripts/lib/oci-archive.sh" "$@" "$root" "$name" "$work/image.tar" 2>/dev/null
     "$linuxkit" cache import --cache "$cache" "$work/image.tar" >/dev/null
     rm -f "$work/image.tar"
     echo "$key" >"$(keyfile "$name")"
-    log "$name imported"
 }
 
 # --- local/busybox:1 -------------------------------------------------------------------------

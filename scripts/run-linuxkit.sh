@@ -26,27 +26,26 @@ while [ $# -gt 0 ]; do
 done
 [ $# -eq 1 ] || { echo "usage: $0 [--lkinit BIN] [--cache DIR] [--out DIR] FILE.yml" >&2; exit 2; }
 yml=$1
-log() { echo "run-linuxkit: $*" >&2; }
+. "$here/scripts/lib/require.sh"
+log() { say "$@"; }
 name=$(basename "$yml" .yml)
 out=${out:-$here/target/linuxkit/$name}
 
+# Everything the cache, the build and the boot need, named at once.
+require qemu-system-x86_64
+[ -f "$yml" ] || require_note "$yml: no such file"
+if [ -z "${NO_BUILD:-}" ]; then
+    # The cache script checks the linuxkit CLI too.
+    require_also "$here/scripts/linuxkit-cache.sh" --cache "$cache" ${lkinit:+--lkinit "$lkinit"}
+fi
+require_check
 linuxkit=${LINUXKIT:-linuxkit}
-missing=
-command -v "$linuxkit" >/dev/null 2>&1 ||
-    missing="$missing
-  $linuxkit: the linuxkit CLI (set LINUXKIT=/path/to/linuxkit or put it on PATH)"
-command -v qemu-system-x86_64 >/dev/null 2>&1 ||
-    missing="$missing
-  qemu-system-x86_64 (Debian package qemu-system-x86)"
-[ -f "$yml" ] || missing="$missing
-  $yml: no such file"
-[ -z "$missing" ] || { log "missing:$missing"; exit 1; }
 
 if [ -z "${NO_BUILD:-}" ]; then
-    log "filling the linuxkit cache $cache"
+    log "filling the linuxkit cache $cache (only what changed is rebuilt)..."
     "$here/scripts/linuxkit-cache.sh" --cache "$cache" ${lkinit:+--lkinit "$lkinit"}
     mkdir -p "$out"
-    log "linuxkit build $yml into $out"
+    log "linuxkit build $yml into $out..."
     "$linuxkit" build --cache "$cache" --no-sbom --format kernel+initrd --dir "$out" \
         --name "$name" "$yml"
 fi
@@ -62,7 +61,7 @@ case " $cmdline " in
 *" console=ttyS0"*) ;;
 *) cmdline="$cmdline console=ttyS0" ;;
 esac
-log "booting $name under QEMU (TCG); Ctrl-A X quits"
+log "booting $name under QEMU (TCG, no KVM); Ctrl-A X quits"
 exec qemu-system-x86_64 -accel tcg -m "${MEM:-512M}" -smp 1 -nographic -no-reboot -nic none \
     -kernel "$out/$name-kernel" -initrd "$out/$name-initrd.img" \
     -append "$cmdline panic=-1 ${APPEND:-}"

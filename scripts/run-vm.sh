@@ -5,12 +5,22 @@
 # Environment: NO_BUILD=1 boots the last image; IMAGE (default target/image), MEM (default
 # 512M), APPEND (more kernel parameters; the image's own, IMAGE/cmdline, come first);
 # RUNTIME (crun or runc, see build-image.sh).
+# Everything the build and the boot need is checked first and named at once.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 image=${IMAGE:-$here/target/image}
+. "$here/scripts/lib/require.sh"
+require qemu-system-x86_64
+if [ -n "${NO_BUILD:-}" ]; then
+    for f in vmlinuz initrd.img; do
+        [ -f "$image/$f" ] || require_note "$image/$f: no image to boot (run without NO_BUILD=1 first)"
+    done
+else
+    require_also "$here/scripts/build-image.sh" --out "$image" "$@"
+fi
+require_check
 [ -n "${NO_BUILD:-}" ] || "$here/scripts/build-image.sh" --out "$image" "$@"
-command -v qemu-system-x86_64 >/dev/null 2>&1 || {
-    echo "run-vm: qemu-system-x86_64 is needed: apt-get install qemu-system-x86" >&2; exit 1; }
+say "booting under QEMU (TCG, no KVM): the kernel takes a few seconds before its first line; Ctrl-A X quits"
 # -no-reboot: a reboot ends QEMU too; panic=-1: a kernel panic reboots at once, so a failed
 # boot never hangs.
 exec qemu-system-x86_64 -accel tcg -m "${MEM:-512M}" -smp 1 -nographic -no-reboot -nic none \

@@ -17,6 +17,12 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 n=${1:-1000}
 cycles=${2:-1000}
+# What the two test files and the peak-RSS part need, named at once before anything runs.
+. "$here/scripts/lib/require.sh"
+require_root "the tests it runs mount, make links and run containers"
+require runc busybox ip unshare nsenter bc /usr/bin/time
+require_cargo
+require_check
 work=$(mktemp -d /tmp/lkinit-stress.XXXXXX)
 chmod 755 "$work"
 # shellcheck source=lib/cleanup.sh

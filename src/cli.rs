@@ -160,7 +160,7 @@ pub enum Command {
     /// the ones that die, answer the service CLI on --sock
     ///
     /// Each bundle may carry a service.json or service.yml with its restart policy, backoff,
-    /// crash-loop limit, stop grace period and start order (see the README). SIGTERM or
+    /// crash-loop limit, stop grace period and start order (see docs/services.md). SIGTERM or
     /// SIGINT stops every service, last started first, and exits 0. Killed and started
     /// again with the same --state-dir, it adopts the services that still run.
     SystemInit(SupervisorArgs),

@@ -1,5 +1,5 @@
 //! lkinit: init and service supervisor for immutable Linux images whose userland is a set of
-//! OCI containers. See README.md for the architecture.
+//! OCI containers. See docs/architecture.md for the architecture.
 
 // Errors carry the bundle, path and field that a console line needs; they are rare, so
 // their size on the error path does not matter.

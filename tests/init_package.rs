@@ -172,7 +172,7 @@ fn dockerfiles_and_build_yml_agree() {
 
 #[test]
 fn final_stage_builds_from_the_binary() {
-    ensure_installed(&[("buildah", "buildah")]);
+    ensure_installed(&["buildah"]);
     let env = TestEnv::new();
     let ctx = env.dir.join("ctx");
     layout(&ctx.join("out"));

@@ -62,12 +62,12 @@ fn linuxkit_cli(test: &str) -> Option<PathBuf> {
 /// What the cache images, the builds and the boots need.
 fn ensure_tools() {
     common::ensure_installed(&[
-        ("qemu-system-x86_64", "qemu-system-x86"),
-        ("busybox", "busybox-static"),
-        ("runc", "runc"),
-        ("depmod", "kmod"),
-        ("strip", "binutils"),
-        ("unshare", "util-linux"),
+        "qemu-system-x86_64",
+        "busybox",
+        "runc",
+        "depmod",
+        "strip",
+        "unshare",
     ]);
 }
 

@@ -22,12 +22,12 @@ fn repo() -> PathBuf {
 /// What the image build and the boot need.
 fn ensure_tools() {
     common::ensure_installed(&[
-        ("qemu-system-x86_64", "qemu-system-x86"),
-        ("cpio", "cpio"),
-        ("depmod", "kmod"),
-        ("busybox", "busybox-static"),
-        ("crun", "crun"),
-        ("strip", "binutils"),
+        "qemu-system-x86_64",
+        "cpio",
+        "depmod",
+        "busybox",
+        "crun",
+        "strip",
     ]);
 }
 

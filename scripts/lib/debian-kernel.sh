@@ -5,6 +5,10 @@
 # on) into CACHE once and unpacks it into CACHE/kernel: vmlinuz, release (e.g.
 # 6.1.0-57-amd64) and lib/modules/RELEASE with modules.dep. Sets KERNEL_DIR and
 # KERNEL_RELEASE. Several builds may share CACHE: the first downloads, the others wait.
+# Its lines go through the script's `say` (scripts/lib/require.sh) when there is one.
+_dk_say() {
+    if command -v say >/dev/null 2>&1; then say "$@"; else echo "debian-kernel: $*" >&2; fi
+}
 debian_kernel() {
     mkdir -p "$1"
     _dk_cache=$(cd "$1" && pwd)
@@ -17,17 +21,17 @@ debian_kernel() {
         _dk_download() {
             ls "$1"_*.deb >/dev/null 2>&1 && return 0
             apt-get download "$1" >/dev/null 2>&1 || {
-                echo "debian-kernel: apt-get download $1 failed; updating the package lists" >&2
+                _dk_say "apt-get download $1 failed; updating the package lists"
                 apt-get update -qq && apt-get download "$1" >/dev/null
             }
         }
-        echo "debian-kernel: getting Debian's kernel package into $_dk_cache" >&2
+        _dk_say "downloading Debian's kernel (linux-image-amd64, about 70 MB) into $_dk_cache, once..."
         _dk_download linux-image-amd64
         meta=$(ls -t linux-image-amd64_*.deb | head -n1)
         # The meta package depends on the versioned one, e.g. linux-image-6.1.0-56-amd64.
         pkg=$(dpkg-deb -f "$meta" Depends | tr ',' '\n' |
             sed -n 's/^ *\(linux-image-[0-9][^ ]*\).*/\1/p' | head -n1)
-        [ -n "$pkg" ] || { echo "debian-kernel: cannot tell the kernel package from $meta" >&2; exit 1; }
+        [ -n "$pkg" ] || { _dk_say "cannot tell the kernel package from $meta"; exit 1; }
         _dk_download "$pkg"
         rm -rf "$KERNEL_DIR.tmp" && mkdir -p "$KERNEL_DIR.tmp"
         dpkg-deb -x "$(ls -t "${pkg}"_*.deb | head -n1)" "$KERNEL_DIR.tmp"
@@ -37,7 +41,7 @@ debian_kernel() {
         cp "$KERNEL_DIR.tmp/boot/vmlinuz-$release" "$KERNEL_DIR.tmp/vmlinuz"
         echo "$release" >"$KERNEL_DIR.tmp/release"
         rm -rf "$KERNEL_DIR" && mv "$KERNEL_DIR.tmp" "$KERNEL_DIR"
-        echo "debian-kernel: kernel $release unpacked in $KERNEL_DIR" >&2
+        _dk_say "kernel $release unpacked in $KERNEL_DIR"
     ) 9>"$_dk_cache/.lock"
     KERNEL_RELEASE=$(cat "$KERNEL_DIR/release")
 }
@@ -53,7 +57,7 @@ kernel_modules() {
     mkdir -p "$_km_dest"
     for _km_name in "$@"; do
         _km_deps=$(modprobe -d "$_km_kdir" -S "$_km_release" --show-depends "$_km_name") || {
-            echo "debian-kernel: no module $_km_name in kernel $_km_release" >&2
+            _dk_say "no module $_km_name in kernel $_km_release"
             return 1
         }
         echo "$_km_deps" |

@@ -7,6 +7,7 @@ pub mod census;
 #[allow(unused_imports)]
 pub use census::*;
 pub mod memlogd;
+pub mod packages;
 pub mod qemu;
 pub mod supervisor;
 
@@ -631,15 +632,20 @@ pub fn have(cmd: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Installs the Debian package of each command missing from PATH (`(command, package)`),
-/// as CI starts from a bare machine: first from the package lists there are, then after
-/// `apt-get update`.
-pub fn ensure_installed(wanted: &[(&str, &str)]) {
-    let missing: Vec<&str> = wanted
-        .iter()
-        .filter(|(cmd, _)| !have(cmd))
-        .map(|(_, pkg)| *pkg)
-        .collect();
+/// Installs the Debian package of each command missing from PATH, as CI starts from a
+/// bare machine: first from the package lists there are, then after `apt-get update`. The
+/// packages come from `scripts/debian-packages.txt`, which must list every command asked
+/// for here (tests/setup.rs checks the calls).
+pub fn ensure_installed(commands: &[&str]) {
+    let list = packages::packages();
+    let mut missing: Vec<String> = Vec::new();
+    for cmd in commands.iter().filter(|c| !have(c)) {
+        let pkg = packages::package_of(&list, cmd)
+            .unwrap_or_else(|| panic!("`{cmd}` is not in {}", packages::list_path().display()));
+        if !missing.contains(&pkg) {
+            missing.push(pkg);
+        }
+    }
     if missing.is_empty() {
         return;
     }
