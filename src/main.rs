@@ -83,6 +83,7 @@ fn main() {
                 a.timeout.map(Duration::from_secs),
                 g.quiet,
                 g.memlogd(),
+                a.log_policy(),
             );
             onboot::run(&ctx, &opts)
         }

@@ -63,6 +63,8 @@ pub struct Options {
     pub quiet: bool,
     /// Output goes there when it is running (looked at for each bundle), else to log files.
     pub memlogd: Memlogd,
+    /// How the log files are kept.
+    pub log_policy: logs::Policy,
 }
 
 impl Options {
@@ -73,6 +75,7 @@ impl Options {
         timeout: Option<Duration>,
         quiet: bool,
         memlogd: Memlogd,
+        log_policy: logs::Policy,
     ) -> Options {
         Options {
             phase,
@@ -83,6 +86,7 @@ impl Options {
             timeout,
             quiet,
             memlogd,
+            log_policy,
         }
     }
 }
@@ -256,8 +260,15 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
         Err(e) => return Outcome::Failed(crate::error_chain(&e)),
     };
     let base = format!("{}.{}", opts.phase.log_prefix(), bundle.name);
-    let (stdio, mut tee) = match logs::tee(&opts.memlogd, &opts.log_dir, &bundle.name, &base, true)
-    {
+    let tee = logs::tee(
+        &opts.memlogd,
+        &opts.log_dir,
+        &bundle.name,
+        &base,
+        true,
+        opts.log_policy,
+    );
+    let (stdio, mut tee) = match tee {
         Ok(t) => t,
         Err(e) => {
             return Outcome::Failed(format!("logs: {}: {e}", opts.log_dir.display()));
