@@ -107,9 +107,10 @@ pub struct RunnerArgs {
     /// /run/log/shutdown, linked from /var/log/onboot or /var/log/shutdown]
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
-    /// Kill a bundle that runs longer than SECS, report it as timed out and go on [default:
-    /// no limit]
-    #[arg(long, value_name = "SECS")]
+    /// Kill a bundle that runs longer than SECS, report it as timed out and go on; 0: no
+    /// limit. A bundle's config.json annotation `lkinit.timeout` wins for that bundle
+    /// [default: no limit]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=crate::bundle::MAX_TIMEOUT_SECS))]
     pub timeout: Option<u64>,
     /// Rotate a log file when it reaches SIZE (bytes, or with k, m or g: 512k, 8m), at a
     /// line boundary

@@ -58,6 +58,7 @@ pub struct Options {
     pub link_var_log: bool,
     /// The path was given (a missing one is then a mistake, not an image without onboot).
     pub path_given: bool,
+    /// The limit of a bundle without a `lkinit.timeout` annotation.
     pub timeout: Option<Duration>,
     /// Report failures only.
     pub quiet: bool,
@@ -274,7 +275,10 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
             return Outcome::Failed(format!("logs: {}: {e}", opts.log_dir.display()));
         }
     };
-    let deadline = opts.timeout.map(Deadline::after);
+    let deadline = bundle
+        .timeout()
+        .unwrap_or(opts.timeout)
+        .map(Deadline::after);
     let launched = container::launch_within(&bundle, ctx, &stdio, Mode::Foreground, deadline);
     // Our copies of the write ends: the output ends only when every copy is closed.
     drop(stdio);
