@@ -229,8 +229,11 @@ impl LogFile {
 
     /// Shifts the old files up one name, the full file to `.1`, and opens a fresh one.
     fn rotate(&mut self, policy: &Policy) -> Result<(), LogError> {
-        // A lower `keep` than before leaves older files behind: they go now.
-        for k in policy.keep + 1..=MAX_KEEP {
+        // The oldest kept goes before the shift, so that no rename replaces a file: ext4
+        // flushes a file renamed over another one (its guard for replace-by-rename), which
+        // made every rotation wait for 4 MiB to reach the disk. Older files that a lower
+        // `keep` than before left behind go too.
+        for k in policy.keep.max(1)..=MAX_KEEP {
             let _ = std::fs::remove_file(rotated(&self.path, k));
         }
         let kept = if policy.keep == 0 {
