@@ -354,7 +354,7 @@ mod tests {
                 "logs:\n  maxSize: 0\n",
                 "logs.maxSize",
                 2,
-                "not between 4096",
+                "0 bytes is not between 4k",
             ),
             (
                 "logs:\n  maxSize: -5\n",
@@ -378,6 +378,7 @@ mod tests {
             assert_eq!(e.field.as_deref(), Some(field), "{text}: {e}");
             assert_eq!(e.line, Some(line), "{text}: {e}");
             assert!(e.message.contains(msg), "{text}: {e}");
+            assert!(!e.message.starts_with("logs: "), "{text}: {e}");
             assert!(e.to_string().starts_with("b/service.yml: line "), "{e}");
         }
         let e = json("{\"logs\": {\n \"maxSize\": \"1t\"}}").unwrap_err();
