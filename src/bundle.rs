@@ -43,6 +43,12 @@ pub enum BundleError {
     )]
     RootfsSize { path: PathBuf, value: String },
     #[error(
+        "{path}: annotation `lkinit.timeout` is `{value}`: expected whole seconds up to {max} \
+         (0: no limit)",
+        max = MAX_TIMEOUT_SECS
+    )]
+    Timeout { path: PathBuf, value: String },
+    #[error(
         "{file}: mounts[{index}] mounts on the bundle's own {what}: such mounts prepare the root \
          filesystem and must come first, before every other mount"
     )]
@@ -69,6 +75,22 @@ pub struct RootOwner {
 
 /// config.json annotation: size of the tmpfs that holds a writable root's changes.
 pub const ROOTFS_SIZE_ANNOTATION: &str = "lkinit.rootfs-size";
+
+/// config.json annotation: the time limit of an onboot or onshutdown bundle, in seconds (0:
+/// none); it wins over `--timeout` and the kernel command line's `lkinit.onboot_timeout`.
+pub const TIMEOUT_ANNOTATION: &str = "lkinit.timeout";
+
+/// The longest time limit lkinit takes (30 days): longer is surely a unit mistake, and a
+/// deadline that far is as good as none.
+pub const MAX_TIMEOUT_SECS: u64 = 30 * 86_400;
+
+/// Whole seconds, 0 to [`MAX_TIMEOUT_SECS`].
+fn parse_timeout(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok().filter(|n| *n <= MAX_TIMEOUT_SECS)
+}
 
 #[derive(Debug)]
 pub struct Bundle {
@@ -258,6 +280,14 @@ impl Bundle {
                 value: size.to_string(),
             });
         }
+        if let Some(t) = bundle.annotation(TIMEOUT_ANNOTATION)
+            && parse_timeout(t).is_none()
+        {
+            return Err(BundleError::Timeout {
+                path: bundle.config_path.clone(),
+                value: printable_name(t),
+            });
+        }
         Ok(bundle)
     }
 
@@ -328,13 +358,24 @@ impl Bundle {
         Ok(Some(RootOwner { uid, gid }))
     }
 
-    /// The size of the writable layer's tmpfs from the `lkinit.rootfs-size` annotation.
-    pub fn tmpfs_size(&self) -> Option<&str> {
+    fn annotation(&self, key: &str) -> Option<&str> {
         self.spec
             .annotations()
             .as_ref()?
-            .get(ROOTFS_SIZE_ANNOTATION)
+            .get(key)
             .map(String::as_str)
+    }
+
+    /// The size of the writable layer's tmpfs from the `lkinit.rootfs-size` annotation.
+    pub fn tmpfs_size(&self) -> Option<&str> {
+        self.annotation(ROOTFS_SIZE_ANNOTATION)
+    }
+
+    /// The time limit its `lkinit.timeout` annotation gives (checked when the bundle was
+    /// opened): None without one, `Some(None)` for 0, no limit.
+    pub fn timeout(&self) -> Option<Option<std::time::Duration>> {
+        let secs = parse_timeout(self.annotation(TIMEOUT_ANNOTATION)?)?;
+        Some((secs > 0).then(|| std::time::Duration::from_secs(secs)))
     }
 
     /// The uid and gid mappings of the user namespace the container makes, if it makes one
@@ -420,6 +461,46 @@ mod tests {
             "", ".", "..", ".hidden", "-x", "_x", "a/b", "a b", "é", "a:b",
         ] {
             assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timeout_annotation() {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path().join("b");
+        std::fs::create_dir_all(b.join("rootfs")).unwrap();
+        let open = |v: Option<&str>| {
+            let mut c = serde_json::json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"}});
+            if let Some(v) = v {
+                c["annotations"] = serde_json::json!({ TIMEOUT_ANNOTATION: v });
+            }
+            std::fs::write(b.join("config.json"), c.to_string()).unwrap();
+            Bundle::open(&b)
+        };
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(open(None).unwrap().timeout(), None);
+        assert_eq!(open(Some("0")).unwrap().timeout(), Some(None));
+        assert_eq!(open(Some("90")).unwrap().timeout(), Some(Some(secs(90))));
+        assert_eq!(
+            open(Some("2592000")).unwrap().timeout(),
+            Some(Some(secs(MAX_TIMEOUT_SECS)))
+        );
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "10s",
+            "2592001",
+            "99999999999999999999",
+            "a\nb",
+        ] {
+            let e = open(Some(bad)).unwrap_err().to_string();
+            assert!(
+                e.contains("config.json: annotation `lkinit.timeout` is `")
+                    && e.contains("expected whole seconds"),
+                "{bad}: {e}"
+            );
+            assert!(!e.contains('\n'), "{e}");
         }
     }
 

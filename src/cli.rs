@@ -107,10 +107,29 @@ pub struct RunnerArgs {
     /// /run/log/shutdown, linked from /var/log/onboot or /var/log/shutdown]
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
-    /// Kill a bundle that runs longer than SECS, report it as timed out and go on [default:
-    /// no limit]
-    #[arg(long, value_name = "SECS")]
+    /// Kill a bundle that runs longer than SECS, report it as timed out and go on; 0: no
+    /// limit. A bundle's config.json annotation `lkinit.timeout` wins for that bundle
+    /// [default: no limit]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=crate::bundle::MAX_TIMEOUT_SECS))]
     pub timeout: Option<u64>,
+    /// Rotate a log file when it reaches SIZE (bytes, or with k, m or g: 512k, 8m), at a
+    /// line boundary
+    #[arg(long, value_name = "SIZE", default_value = "4m", value_parser = crate::logs::rotate::parse_size)]
+    pub log_max_size: u64,
+    /// Rotated log files kept (NAME.log.1 the newest), 0 to 9
+    #[arg(long, value_name = "N", default_value_t = crate::logs::rotate::DEFAULT_KEEP, value_parser = clap::value_parser!(u32).range(0..=crate::logs::rotate::MAX_KEEP as i64))]
+    pub log_keep: u32,
+}
+
+impl RunnerArgs {
+    /// How the bundles' log files are kept.
+    pub fn log_policy(&self) -> crate::logs::Policy {
+        crate::logs::Policy {
+            max_size: self.log_max_size,
+            keep: self.log_keep,
+            timestamps: false,
+        }
+    }
 }
 
 /// `init`.

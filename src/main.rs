@@ -80,9 +80,10 @@ fn main() {
                 phase,
                 a.path.clone(),
                 a.log_dir.clone(),
-                a.timeout.map(Duration::from_secs),
+                a.timeout.filter(|s| *s > 0).map(Duration::from_secs),
                 g.quiet,
                 g.memlogd(),
+                a.log_policy(),
             );
             onboot::run(&ctx, &opts)
         }

@@ -58,11 +58,14 @@ pub struct Options {
     pub link_var_log: bool,
     /// The path was given (a missing one is then a mistake, not an image without onboot).
     pub path_given: bool,
+    /// The limit of a bundle without a `lkinit.timeout` annotation.
     pub timeout: Option<Duration>,
     /// Report failures only.
     pub quiet: bool,
     /// Output goes there when it is running (looked at for each bundle), else to log files.
     pub memlogd: Memlogd,
+    /// How the log files are kept.
+    pub log_policy: logs::Policy,
 }
 
 impl Options {
@@ -73,6 +76,7 @@ impl Options {
         timeout: Option<Duration>,
         quiet: bool,
         memlogd: Memlogd,
+        log_policy: logs::Policy,
     ) -> Options {
         Options {
             phase,
@@ -83,6 +87,7 @@ impl Options {
             timeout,
             quiet,
             memlogd,
+            log_policy,
         }
     }
 }
@@ -256,14 +261,24 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
         Err(e) => return Outcome::Failed(crate::error_chain(&e)),
     };
     let base = format!("{}.{}", opts.phase.log_prefix(), bundle.name);
-    let (stdio, mut tee) = match logs::tee(&opts.memlogd, &opts.log_dir, &bundle.name, &base, true)
-    {
+    let tee = logs::tee(
+        &opts.memlogd,
+        &opts.log_dir,
+        &bundle.name,
+        &base,
+        true,
+        opts.log_policy,
+    );
+    let (stdio, mut tee) = match tee {
         Ok(t) => t,
         Err(e) => {
             return Outcome::Failed(format!("logs: {}", crate::error_chain(&e)));
         }
     };
-    let deadline = opts.timeout.map(Deadline::after);
+    let deadline = bundle
+        .timeout()
+        .unwrap_or(opts.timeout)
+        .map(Deadline::after);
     let launched = container::launch_within(&bundle, ctx, &stdio, Mode::Foreground, deadline);
     // Our copies of the write ends: the output ends only when every copy is closed.
     drop(stdio);

@@ -185,6 +185,8 @@ pub fn run(g: &Global) -> ! {
         pending: None,
         hook_limit: kopts.hook_timeout,
         runner_flags: kopts.runner_flags(g.quiet),
+        onboot_timeout: kopts.bundle_timeout(true),
+        onshutdown_timeout: kopts.bundle_timeout(false),
     };
     let supervisor = init.run_phase(hooks::Phase::Boot);
     if let Some(req) = init.pending {
@@ -328,6 +330,9 @@ struct Init<'a> {
     hook_limit: Option<Duration>,
     /// Options of onboot and onshutdown from the kernel command line.
     runner_flags: Vec<&'static str>,
+    /// The limit of each onboot, onshutdown bundle (`--timeout`); None: no limit.
+    onboot_timeout: Option<u64>,
+    onshutdown_timeout: Option<u64>,
 }
 
 impl Init<'_> {
@@ -469,6 +474,10 @@ impl Init<'_> {
         log::info!("onboot: starting");
         let mut args = vec!["onboot"];
         args.extend(&self.runner_flags);
+        let limit = self.onboot_timeout.map(|t| t.to_string());
+        if let Some(t) = &limit {
+            args.extend(["--timeout", t]);
+        }
         let Some(child) = self.spawn("onboot", &args) else {
             return;
         };
@@ -555,6 +564,10 @@ impl Init<'_> {
         log::info!("onshutdown: starting");
         let mut args = vec!["onshutdown"];
         args.extend(&self.runner_flags);
+        let limit = self.onshutdown_timeout.map(|t| t.to_string());
+        if let Some(t) = &limit {
+            args.extend(["--timeout", t]);
+        }
         let Some(c) = self.spawn("onshutdown", &args) else {
             return;
         };

@@ -235,11 +235,16 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(
         let location = inner.location();
         let mut message = inner.to_string();
         // The YAML parser prefixes its own path and appends the location: both are
-        // reported in their own slots.
-        if let Some(f) = &field
-            && let Some(rest) = message.strip_prefix(&format!("{f}: "))
-        {
-            message = rest.to_string();
+        // reported in their own slots. Its path stops at the parent of a value whose own
+        // check failed (`logs: ...` for `logs.maxSize`): any leading part of ours is it.
+        if let Some(f) = &field {
+            let cuts = f.match_indices(['.', '[']).map(|(i, _)| i).rev();
+            if let Some(rest) = std::iter::once(f.len())
+                .chain(cuts)
+                .find_map(|i| message.strip_prefix(&format!("{}: ", &f[..i])))
+            {
+                message = rest.to_string();
+            }
         }
         if let Some(loc) = &location {
             let suffix = format!(" at line {} column {}", loc.line(), loc.column());

@@ -140,10 +140,11 @@ pub fn open_read(path: &Path) -> Result<File, FileError> {
 }
 
 /// Opens a log file for appending, creating it (mode 0644, as LinuxKit does) if needed.
+/// Readable too: the writer looks at how the file ends to go on with a line left unfinished.
 pub fn open_append(path: &Path) -> Result<File, FileError> {
     open_regular(
         path,
-        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT,
+        OFlag::O_RDWR | OFlag::O_APPEND | OFlag::O_CREAT,
         Mode::from_bits_truncate(0o644),
     )
 }

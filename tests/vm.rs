@@ -215,7 +215,8 @@ fn script(path: &std::path::Path, body: &str) {
 /// (`010-onboot`, `020-containerd`, `010-onshutdown`), each once; a failing and a hanging
 /// hook reported and the boot going on; a hook's daemon left running; a volume ready before
 /// onboot; the /var layout, limits, resolv.conf of rc.init; and, from the kernel command
-/// line, cgroup v1 and the runtime's debug messages on the console.
+/// line, cgroup v1, the runtime's debug messages on the console and the onboot time limit
+/// (a bundle that never ends cut at it, one cut sooner by its annotation, the boot going on).
 #[test]
 fn linuxkit_hooks_steps_and_switches() {
     ensure_tools();
@@ -241,6 +242,22 @@ fn linuxkit_hooks_steps_and_switches() {
         serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     c["process"]["args"] = serde_json::json!(["/no/such/program"]);
     std::fs::write(&config, c.to_string()).unwrap();
+    // Bundles that never end: cut at lkinit.onboot_timeout, or sooner by their annotation.
+    for (name, annotation) in [("003-forever", None), ("004-annotated", Some("1"))] {
+        let b = containers.join("onboot").join(name);
+        sh(Command::new("cp")
+            .arg("-a")
+            .arg(containers.join("onboot/000-hello"))
+            .arg(&b));
+        let config = b.join("config.json");
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        c["process"]["args"] = serde_json::json!(["sleep", "100000"]);
+        if let Some(a) = annotation {
+            c["annotations"] = serde_json::json!({ "lkinit.timeout": a });
+        }
+        std::fs::write(&config, c.to_string()).unwrap();
+    }
     let extra = tmp.path().join("extra");
     let initd = extra.join("etc/init.d");
     let shutd = extra.join("etc/shutdown.d");
@@ -310,7 +327,7 @@ fn linuxkit_hooks_steps_and_switches() {
     let console = boot(
         &image,
         &format!(
-            "console=ttyS0 panic=-1 quiet {} lkinit.hook_timeout=3 \
+            "console=ttyS0 panic=-1 quiet {} lkinit.hook_timeout=3 lkinit.onboot_timeout=3 \
              linuxkit.unified_cgroup_hierarchy=0 linuxkit.runc_debug=1 linuxkit.runc_console=1",
             cmdline.trim()
         ),
@@ -359,6 +376,13 @@ fn linuxkit_hooks_steps_and_switches() {
     at = find(&console, "lkinit: onboot: starting", at);
     at = find(&console, "hello from hello", at);
     at = find(&console, "\n000-hello: exit code 0", at);
+    at = find(&console, "\n003-forever: timed out after 3s, killed: ", at);
+    at = find(
+        &console,
+        "\n004-annotated: timed out after 1s, killed: ",
+        at,
+    );
+    at = find(&console, "\n005-missing: ", at);
     at = find(&console, "lkinit: onboot: finished", at);
     at = find(
         &console,

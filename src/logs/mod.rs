@@ -6,10 +6,13 @@
 //! runs one container at a time and has nothing else to do meanwhile, so the thread that
 //! waits for the container copies its output too, woken by poll: no thread per stream.
 
+pub mod follow;
 pub mod memlogd;
+pub mod rotate;
 pub mod sink;
 
 pub use memlogd::Memlogd;
+pub use rotate::Policy;
 pub use sink::{Sink, file_of, open_log, stream_names};
 
 use crate::oci_runtime::ContainerStdio;
@@ -190,18 +193,19 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Pipes for `owner`'s stdout and stderr, each to be drained (by [`Tee::pump`]) into its
-/// sink (memlogd's `BASE.out` and `BASE`, or `DIR/BASE.out.log` and `DIR/BASE.log`), and
-/// onto our stdout when `echo`.
+/// sink (memlogd's `BASE.out` and `BASE`, or `DIR/BASE.out.log` and `DIR/BASE.log`, kept as
+/// `policy` says), and onto our stdout when `echo`.
 pub fn tee(
     memlogd: &Memlogd,
     dir: &Path,
     owner: &str,
     base: &str,
     echo: bool,
+    policy: Policy,
 ) -> io::Result<(ContainerStdio, Tee)> {
     let [out_name, err_name] = stream_names(base);
-    let out = Sink::open(memlogd, dir, owner, &out_name)?;
-    let err = Sink::open(memlogd, dir, owner, &err_name)?;
+    let out = Sink::open(memlogd, dir, owner, &out_name, policy)?;
+    let err = Sink::open(memlogd, dir, owner, &err_name, policy)?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     Ok((

@@ -1,6 +1,7 @@
 //! Where one stream of a container's output goes: memlogd when it is there and takes it,
-//! else the stream's log file. onboot and the supervisor both write through a [`Sink`],
-//! so this is the one place that decides between the two.
+//! else the stream's log file, capped and rotated as its [`Policy`] says (memlogd's ring
+//! bounds what it keeps by itself). onboot and the supervisor both write through a
+//! [`Sink`], so this is the one place that decides between the two.
 //!
 //! Writing never blocks and never loses output silently. memlogd may take less than it is
 //! given (it reads as fast as it keeps lines); the rest is queued here, and the caller
@@ -10,9 +11,10 @@
 //! for the file, with what was queued for it: said once, see [`Memlogd::note_failure`].
 
 use super::memlogd::{self, Memlogd, MemlogdError};
+use super::rotate::{LogError, LogFile, Policy};
 use nix::errno::Errno;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -41,7 +43,7 @@ pub fn open_log(path: &Path) -> io::Result<File> {
 enum To {
     Memlogd(OwnedFd),
     /// None while the file cannot be opened (retried, see `write_file`).
-    File(Option<File>),
+    File(Option<LogFile>),
 }
 
 pub struct Sink {
@@ -56,24 +58,38 @@ pub struct Sink {
     queued: Vec<u8>,
     /// Since when file writes fail (each failing episode is said once).
     failing: Option<Instant>,
+    /// How the log file is kept.
+    policy: Policy,
 }
 
 impl Sink {
     /// memlogd if it takes the stream `name` (of `owner`'s output), else the file
-    /// `DIR/NAME.log` (an error only if that cannot be opened).
-    pub fn open(memlogd: &Memlogd, dir: &Path, owner: &str, name: &str) -> io::Result<Sink> {
-        let mut s = Sink::unopened(memlogd, dir, owner, name);
+    /// `DIR/NAME.log`, kept as `policy` says (an error only if it cannot be opened).
+    pub fn open(
+        memlogd: &Memlogd,
+        dir: &Path,
+        owner: &str,
+        name: &str,
+        policy: Policy,
+    ) -> io::Result<Sink> {
+        let mut s = Sink::unopened(memlogd, dir, owner, name, policy);
         s.failing = None;
         match s.try_memlogd() {
             Some(fd) => s.to = To::Memlogd(fd),
-            None => s.to = To::File(Some(open_log(&s.path)?)),
+            None => s.to = To::File(Some(LogFile::open(&s.path).map_err(io::Error::other)?)),
         }
         Ok(s)
     }
 
     /// A file sink whose file could not be opened: output is dropped, and the file tried
     /// again at most once a second, until it opens.
-    pub fn unopened(memlogd: &Memlogd, dir: &Path, owner: &str, name: &str) -> Sink {
+    pub fn unopened(
+        memlogd: &Memlogd,
+        dir: &Path,
+        owner: &str,
+        name: &str,
+        policy: Policy,
+    ) -> Sink {
         Sink {
             owner: owner.to_string(),
             name: name.to_string(),
@@ -82,7 +98,13 @@ impl Sink {
             to: To::File(None),
             queued: Vec::new(),
             failing: Some(Instant::now()),
+            policy,
         }
+    }
+
+    /// From the next write on, the file is kept as `policy` says.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
     }
 
     pub fn owner(&self) -> &str {
@@ -127,8 +149,8 @@ impl Sink {
 
     /// The log file opened again; when it cannot be, says why (once until it can) and
     /// starts dropping the output.
-    fn open_file(&mut self) -> Option<File> {
-        match open_log(&self.path) {
+    fn open_file(&mut self) -> Option<LogFile> {
+        match LogFile::open(&self.path) {
             Ok(f) => Some(f),
             Err(e) => {
                 if self.failing.is_none() {
@@ -268,7 +290,11 @@ impl Sink {
         let Some(f) = file else {
             return;
         };
-        let r = f.write_all(data);
+        let r = f.write(data, &self.policy);
+        if let Err(LogError::Reopen { .. }) = &r {
+            // Retried as any file that cannot be opened.
+            *file = None;
+        }
         match r {
             Ok(()) => {
                 if let Some(since) = self.failing.take() {
@@ -283,9 +309,9 @@ impl Sink {
             Err(e) => {
                 if self.failing.is_none() {
                     log::warn!(
-                        "{}: cannot write {}: {e}; dropping its output until writes work again",
+                        "{}: {}; dropping its output until writes work again",
                         self.owner,
-                        self.path.display()
+                        crate::error_chain(&e)
                     );
                     self.failing = Some(Instant::now());
                 }
@@ -343,7 +369,7 @@ mod tests {
     fn without_memlogd_the_file() {
         let d = tempfile::tempdir().unwrap();
         let m = Memlogd::new(d.path().join("none.sock"), d.path().join("q.sock"));
-        let mut s = Sink::open(&m, d.path(), "web", "web.out").unwrap();
+        let mut s = Sink::open(&m, d.path(), "web", "web.out", Policy::default()).unwrap();
         assert!(!s.to_memlogd());
         s.write(b"a\n");
         s.write(b"b\n");
@@ -358,7 +384,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let m = Memlogd::new(d.path().join("log.sock"), d.path().join("q.sock"));
         let server = receiver(&m.log_socket);
-        let mut s = Sink::open(&m, d.path(), "web", "web.out").unwrap();
+        let mut s = Sink::open(&m, d.path(), "web", "web.out", Policy::default()).unwrap();
         assert!(s.to_memlogd());
         let (name, theirs) = receive(&server);
         assert_eq!(name, "web.out");
@@ -387,7 +413,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let m = Memlogd::new(d.path().join("log.sock"), d.path().join("q.sock"));
         let server = receiver(&m.log_socket);
-        let mut s = Sink::open(&m, d.path(), "svc", "svc").unwrap();
+        let mut s = Sink::open(&m, d.path(), "svc", "svc", Policy::default()).unwrap();
         let (_, mut theirs) = receive(&server);
         s.write(b"one\n");
         let mut got = [0u8; 4];
@@ -420,6 +446,6 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let m = Memlogd::new(d.path().join("none.sock"), d.path().join("q.sock"));
         std::fs::create_dir(d.path().join("x.log")).unwrap();
-        assert!(Sink::open(&m, d.path(), "x", "x").is_err());
+        assert!(Sink::open(&m, d.path(), "x", "x", Policy::default()).is_err());
     }
 }

@@ -20,7 +20,21 @@ pub struct KernelOptions {
     /// `lkinit.hook_timeout=SECS`: the bound of each `/etc/init.d` and `/etc/shutdown.d`
     /// entry, instead of the defaults.
     pub hook_timeout: Option<Duration>,
+    /// `lkinit.onboot_timeout=SECS`: the limit of each onboot bundle (0: none), instead of
+    /// [`DEFAULT_ONBOOT_TIMEOUT`].
+    pub onboot_timeout: Option<u64>,
 }
+
+/// The limit of each onboot bundle under PID 1. A bundle that hangs (a DHCP client that
+/// never gets a lease, a script waiting on a device that is not there) would otherwise stop
+/// the boot for good, with no service and no way in. Five minutes leaves room for slow
+/// work an onboot bundle does (formatting a disk, waiting for a network, all of it under
+/// emulation), and a bundle that needs longer says so in its `lkinit.timeout` annotation.
+pub const DEFAULT_ONBOOT_TIMEOUT: u64 = 300;
+
+/// The most an onshutdown bundle gets: half of what onshutdown gets in all, so one that
+/// hangs leaves time for the ones after it.
+pub const ONSHUTDOWN_BUNDLE_MAX: u64 = 30;
 
 /// The last value of `key=VALUE` words that `read` can read.
 fn last<T>(cmdline: &str, key: &str, read: impl Fn(&str) -> Option<T>) -> Option<T> {
@@ -61,6 +75,21 @@ impl KernelOptions {
                 v.parse::<u64>().ok().filter(|s| *s > 0)
             })
             .map(Duration::from_secs),
+            onboot_timeout: last(cmdline, "lkinit.onboot_timeout", |v| {
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|s| *s <= crate::bundle::MAX_TIMEOUT_SECS)
+            }),
+        }
+    }
+
+    /// The `--timeout` PID 1 gives onboot (`onboot`) or onshutdown; None: no limit.
+    pub fn bundle_timeout(&self, onboot: bool) -> Option<u64> {
+        let t = self.onboot_timeout.unwrap_or(DEFAULT_ONBOOT_TIMEOUT);
+        match t {
+            0 => None,
+            t if onboot => Some(t),
+            t => Some(t.min(ONSHUTDOWN_BUNDLE_MAX)),
         }
     }
 
@@ -152,6 +181,26 @@ mod tests {
         ];
         let c = <crate::cli::Cli as clap::Parser>::try_parse_from(argv).unwrap();
         assert!(c.global.runtime_debug && c.global.runtime_log_console && c.global.verbose);
+    }
+
+    #[test]
+    fn onboot_timeout() {
+        let t = |c: &str, onboot| KernelOptions::parse(c).bundle_timeout(onboot);
+        assert_eq!(t("quiet", true), Some(DEFAULT_ONBOOT_TIMEOUT));
+        assert_eq!(t("quiet", false), Some(ONSHUTDOWN_BUNDLE_MAX));
+        assert_eq!(t("lkinit.onboot_timeout=3", true), Some(3));
+        assert_eq!(t("lkinit.onboot_timeout=3", false), Some(3));
+        assert_eq!(t("lkinit.onboot_timeout=600", false), Some(30));
+        assert_eq!(t("lkinit.onboot_timeout=0", true), None);
+        assert_eq!(t("lkinit.onboot_timeout=0", false), None);
+        // Unreadable: the default.
+        assert_eq!(t("lkinit.onboot_timeout=soon", true), Some(300));
+        assert_eq!(t("lkinit.onboot_timeout=-1", true), Some(300));
+        assert_eq!(t("lkinit.onboot_timeout=99999999999", true), Some(300));
+        assert_eq!(
+            t("lkinit.onboot_timeout=0 lkinit.onboot_timeout=7", true),
+            Some(7)
+        );
     }
 
     #[test]

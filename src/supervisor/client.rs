@@ -4,12 +4,13 @@
 //! Exit status: 0 done (for `status`: running), 3 `status` of a service that is not
 //! running, 1 anything else (no supervisor, unknown service, refused, failed).
 
-use super::protocol::{Op, Response, ServiceInfo, State};
+use super::protocol::{LogFiles, MAX_FDS, Op, Response, ServiceInfo, State};
 use crate::cli::Command;
+use crate::logs::follow::Stream;
 use crate::logs::memlogd::{Entry, Query};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use std::fs::File;
-use std::io::{self, IoSliceMut, Read, Seek, SeekFrom, Write};
+use std::io::{self, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -67,7 +68,7 @@ pub fn run(sock: &Path, cmd: &Command) -> i32 {
         },
         Op::Logs(_) => {
             drop(out);
-            return logs(fds, r.logs.and_then(|l| l.memlogd), follow);
+            return logs(fds, r.logs, follow);
         }
     };
     i32::from(printed.is_err())
@@ -102,7 +103,7 @@ fn request(sock: &Path, op: &Op) -> Result<(Response, Vec<OwnedFd>), String> {
     let mut fds = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; MAX_FDS]);
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = recvmsg::<()>(
             s.as_raw_fd(),
@@ -225,12 +226,17 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 /// How long memlogd may take to send the next part of its dump.
 const MEMLOGD_PATIENCE: Duration = Duration::from_secs(10);
 
-/// Prints the stdout log on stdout and the stderr log on stderr, then what memlogd keeps
-/// of the two streams (`memlogd` names them; its connection is the third descriptor);
-/// with `follow`, keeps printing what is appended (and starts over if a file is
-/// truncated) and what memlogd is sent.
-fn logs(mut fds: Vec<OwnedFd>, memlogd: Option<[String; 2]>, follow: bool) -> i32 {
-    let want = 2 + usize::from(memlogd.is_some());
+/// Prints the stdout log on stdout and the stderr log on stderr, each with its rotated
+/// files first, then what memlogd keeps of the two streams (`files.memlogd` names them;
+/// its connection is the third descriptor); with `follow`, keeps printing what is
+/// appended (and starts over if a file is truncated, goes on with the new file after a
+/// rotation) and what memlogd is sent.
+fn logs(fds: Vec<OwnedFd>, files: Option<LogFiles>, follow: bool) -> i32 {
+    let Some(files) = files else {
+        log::error!("the supervisor sent no log files");
+        return 1;
+    };
+    let want = 2 + usize::from(files.memlogd.is_some()) + files.rotated[0] + files.rotated[1];
     if fds.len() != want {
         log::error!(
             "the supervisor sent {} log descriptor(s), not {want}",
@@ -238,24 +244,40 @@ fn logs(mut fds: Vec<OwnedFd>, memlogd: Option<[String; 2]>, follow: bool) -> i3
         );
         return 1;
     }
-    let mut query = match (memlogd, fds.len()) {
-        (Some(names), 3) => fds.pop().and_then(|conn| match Query::start(conn, follow) {
+    let mut fds = fds.into_iter().map(File::from);
+    let (Some(out), Some(err)) = (fds.next(), fds.next()) else {
+        return 1;
+    };
+    let conn = files.memlogd.as_ref().and_then(|_| fds.next());
+    let out_rotated: Vec<File> = fds.by_ref().take(files.rotated[0]).collect();
+    let err_rotated: Vec<File> = fds.collect();
+    let mut query = match (files.memlogd, conn) {
+        (Some(names), Some(conn)) => match Query::start(conn.into(), follow) {
             Ok(q) => Some((names, q)),
             Err(e) => {
                 log::warn!("cannot ask memlogd for the service's lines: {e}");
                 None
             }
-        }),
+        },
         _ => None,
     };
-    let mut files: Vec<File> = fds.into_iter().map(File::from).collect();
-    let mut pos = [0u64; 2];
+    let mut streams = [
+        Stream::new(out_rotated, out, &files.stdout),
+        Stream::new(err_rotated, err, &files.stderr),
+    ];
+    let pump = |s: &mut Stream, w: &mut dyn Write| {
+        let mut w = w;
+        if follow {
+            s.follow_rotation(&mut w)?;
+        }
+        s.copy_new(&mut w)
+    };
     loop {
-        for (i, f) in files.iter_mut().enumerate() {
+        for (i, s) in streams.iter_mut().enumerate() {
             let r = if i == 0 {
-                copy_new(f, &mut pos[i], &mut io::stdout().lock())
+                pump(s, &mut io::stdout().lock())
             } else {
-                copy_new(f, &mut pos[i], &mut io::stderr().lock())
+                pump(s, &mut io::stderr().lock())
             };
             if let Err(e) = r {
                 // Our reader went away (a closed pipe): that ends the job.
@@ -322,24 +344,6 @@ fn print_entry(names: &[String; 2], e: &Entry) -> io::Result<()> {
     } else {
         Ok(())
     }
-}
-
-fn copy_new(f: &mut File, pos: &mut u64, out: &mut impl Write) -> io::Result<()> {
-    let len = f.metadata()?.len();
-    if len < *pos {
-        *pos = 0;
-    }
-    f.seek(SeekFrom::Start(*pos))?;
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        out.write_all(&buf[..n])?;
-        *pos += n as u64;
-    }
-    out.flush()
 }
 
 #[cfg(test)]

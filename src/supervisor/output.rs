@@ -27,8 +27,8 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
@@ -46,8 +46,33 @@ pub struct Output {
     pub err_log: PathBuf,
     /// Launches so far: a drain that sees a new one looks at memlogd again.
     launches: Arc<AtomicU64>,
+    /// How the log files are kept (the service's settings, read at each start).
+    policy: LogPolicy,
     /// Asks each drain to empty its pipe now and say when it has.
     flush: Vec<mpsc::UnboundedSender<oneshot::Sender<()>>>,
+}
+
+/// The log policy the drains of one service apply; set from its settings before each
+/// launch, so the new run's first line is already written as they say.
+#[derive(Clone)]
+pub struct LogPolicy {
+    policy: Arc<Mutex<logs::Policy>>,
+    launches: Arc<AtomicU64>,
+}
+
+impl LogPolicy {
+    pub fn set(&self, p: logs::Policy) {
+        let mut cur = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+        if *cur != p {
+            *cur = p;
+            // The drains pick it up with the next launch they see.
+            self.launches.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self) -> logs::Policy {
+        *self.policy.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub fn io_dir(state_dir: &Path) -> PathBuf {
@@ -94,17 +119,22 @@ impl Output {
             dir.join(format!("{name}.err")),
         ];
         let launches = Arc::new(AtomicU64::new(0));
+        let policy = LogPolicy {
+            policy: Arc::new(Mutex::new(logs::Policy::default())),
+            launches: launches.clone(),
+        };
         let mut flush = Vec::new();
         for ((fifo, log), stream) in fifos.iter().zip([&out_log, &err_log]).zip(&streams) {
             make_fifo(fifo)?;
             let f = open_fifo(fifo, true)?;
             let _ = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
-            let sink = Sink::open(memlogd, log_dir, name, stream).unwrap_or_else(|e| {
+            let p = policy.get();
+            let sink = Sink::open(memlogd, log_dir, name, stream, p).unwrap_or_else(|e| {
                 log::warn!(
                     "{name}: cannot open {}: {e}; its output is dropped",
                     log.display()
                 );
-                Sink::unopened(memlogd, log_dir, name, stream)
+                Sink::unopened(memlogd, log_dir, name, stream, p)
             });
             if sink.to_memlogd() {
                 // There even while memlogd has the output: `logs` opens it, and `logs -f`
@@ -114,6 +144,7 @@ impl Output {
             let drain = Drain {
                 sink,
                 launches: launches.clone(),
+                policy: policy.clone(),
                 seen: 0,
             };
             // SAFETY: the File owns a valid descriptor for as long as the AsyncFd holds it.
@@ -128,8 +159,14 @@ impl Output {
             out_log,
             err_log,
             launches,
+            policy,
             flush,
         })
+    }
+
+    /// Where the service's settings set how its log files are kept.
+    pub fn log_policy(&self) -> LogPolicy {
+        self.policy.clone()
     }
 
     /// The container's stdout and stderr: the FIFOs, opened read-write and blocking (a
@@ -186,6 +223,7 @@ pub fn memlogd_query(memlogd: &Memlogd, name: &str) -> Option<([String; 2], Owne
 struct Drain {
     sink: Sink,
     launches: Arc<AtomicU64>,
+    policy: LogPolicy,
     /// The launch this drain last looked at memlogd for.
     seen: u64,
 }
@@ -289,6 +327,7 @@ impl Drain {
         let launches = self.launches.load(Ordering::Relaxed);
         if launches != self.seen {
             self.seen = launches;
+            self.sink.set_policy(self.policy.get());
             self.sink.reconsider();
         }
         self.sink.write(data);

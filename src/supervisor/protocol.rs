@@ -11,8 +11,9 @@
 //! `name`. A `logs` response comes with two open file descriptors (SCM_RIGHTS): the
 //! service's stdout log, then its stderr log, read-only; and, when its `logs` names
 //! memlogd's two streams, a third: a connection to memlogd's query socket that the client
-//! asks itself. A request in another version is answered with an error in version 1, so
-//! an old client learns why.
+//! asks itself; then the rotated files of stdout and of stderr, oldest first, as many as
+//! `logs.rotated` says. A request in another version is answered with an error in
+//! version 1, so an old client learns why.
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -21,6 +22,9 @@ pub const VERSION: u32 = 1;
 
 /// Longest request line the supervisor reads.
 pub const MAX_REQUEST: usize = 4096;
+
+/// The most descriptors a response carries: two logs with their rotated files, memlogd.
+pub const MAX_FDS: usize = 2 * (1 + crate::logs::rotate::MAX_KEEP as usize) + 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -159,6 +163,13 @@ pub struct LogFiles {
     /// came along.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memlogd: Option<[String; 2]>,
+    /// How many rotated files of stdout and of stderr came along.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rotated: [usize; 2],
+}
+
+fn is_zero(r: &[usize; 2]) -> bool {
+    *r == [0, 0]
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

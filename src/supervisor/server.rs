@@ -211,11 +211,12 @@ async fn answer(sup: &Arc<Sup>, op: Op) -> (Response, Vec<OwnedFd>) {
         },
         Op::Logs(name) => {
             return match lookup(sup, &name).and_then(|h| open_logs(&h)) {
-                Ok((mut files, mut fds)) => {
+                Ok((mut files, mut fds, rotated)) => {
                     if let Some((names, conn)) = output::memlogd_query(&sup.memlogd, &name) {
                         files.memlogd = Some(names);
                         fds.push(conn);
                     }
+                    fds.extend(rotated);
                     (
                         Response {
                             logs: Some(files),
@@ -232,8 +233,9 @@ async fn answer(sup: &Arc<Sup>, op: Op) -> (Response, Vec<OwnedFd>) {
 }
 
 /// The service's two log files, opened read-only for the client: it reads (and follows)
-/// them itself, so a slow reader costs the supervisor nothing.
-fn open_logs(h: &Handle) -> Result<(LogFiles, Vec<OwnedFd>), String> {
+/// them itself, so a slow reader costs the supervisor nothing. Their rotated files, oldest
+/// first, come last (after memlogd's connection, which the caller adds).
+fn open_logs(h: &Handle) -> Result<(LogFiles, Vec<OwnedFd>, Vec<OwnedFd>), String> {
     // Not through a symlink, and never waiting on a FIFO put where the file was.
     let open = |p: &PathBuf| {
         crate::safefile::open_read(p)
@@ -241,12 +243,16 @@ fn open_logs(h: &Handle) -> Result<(LogFiles, Vec<OwnedFd>), String> {
             .map_err(|e| crate::error_chain(&e))
     };
     let fds = vec![open(&h.out_log)?, open(&h.err_log)?];
+    let [out, err] = [&h.out_log, &h.err_log].map(|p| crate::logs::rotate::open_rotated(p));
+    let rotated = [out.len(), err.len()];
     Ok((
         LogFiles {
             stdout: h.out_log.clone(),
             stderr: h.err_log.clone(),
             memlogd: None,
+            rotated,
         },
         fds,
+        out.into_iter().chain(err).map(OwnedFd::from).collect(),
     ))
 }

@@ -426,6 +426,7 @@ impl Task {
     fn apply(&mut self, s: &Settings) {
         self.policy = Policy::from(s);
         self.grace = s.stop_grace;
+        self.output.log_policy().set(s.logs.policy());
     }
 
     async fn run(mut self, boot: Boot) {
@@ -883,9 +884,11 @@ impl Task {
         })?;
         self.output.reopen_logs();
         let (dir, name, ctx) = (self.dir.clone(), self.name.clone(), self.sup.ctx.clone());
+        let log_policy = self.output.log_policy();
         let (settings, mut running) = blocking(move || {
             let settings = settings::load(&dir, &name)
                 .map_err(|e| LaunchError::Config(crate::error_chain(&e)))?;
+            log_policy.set(settings.logs.policy());
             let bundle =
                 Bundle::open(&dir).map_err(|e| LaunchError::Config(crate::error_chain(&e)))?;
             let running = container::launch(&bundle, &ctx, &stdio, Mode::Detached)

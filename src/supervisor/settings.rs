@@ -10,9 +10,11 @@
 //! crashLoop: {restarts: 5, within: 60}   # a 6th exit within 60 s marks the service failed
 //! stopGrace: 10              # seconds between SIGTERM and SIGKILL
 //! after: [dhcpcd]            # at boot, start once these have started
+//! logs: {maxSize: 8m, keep: 3, timestamps: true}   # the log files (not memlogd's)
 //! ```
 
 use crate::bundle;
+use crate::logs::{self, rotate};
 use crate::runtime_config::{self, ConfigError};
 use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
@@ -50,6 +52,63 @@ impl Default for CrashLoop {
     }
 }
 
+/// How the service's log files are kept (memlogd bounds its own ring).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct LogSettings {
+    /// Rotated at the first line boundary at this size.
+    #[serde(deserialize_with = "size")]
+    pub max_size: u64,
+    /// Rotated files kept.
+    #[serde(deserialize_with = "keep")]
+    pub keep: u32,
+    /// Each line stamped with its RFC 3339 UTC time.
+    pub timestamps: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        let p = logs::Policy::default();
+        LogSettings {
+            max_size: p.max_size,
+            keep: p.keep,
+            timestamps: p.timestamps,
+        }
+    }
+}
+
+impl LogSettings {
+    pub fn policy(&self) -> logs::Policy {
+        logs::Policy {
+            max_size: self.max_size,
+            keep: self.keep,
+            timestamps: self.timestamps,
+        }
+    }
+}
+
+/// A size: bytes as a number, or a string such as `512k` or `8m`.
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    let r = match Size::deserialize(d).map_err(|_: D::Error| {
+        serde::de::Error::custom("expected a size: bytes, or a string such as \"512k\" or \"8m\"")
+    })? {
+        Size::Bytes(n) => rotate::check_size(n),
+        Size::Text(t) => rotate::parse_size(&t),
+    };
+    r.map_err(serde::de::Error::custom)
+}
+
+fn keep<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u64::deserialize(d)?;
+    rotate::check_keep(n).map_err(serde::de::Error::custom)
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Settings {
@@ -62,6 +121,7 @@ pub struct Settings {
     #[serde(deserialize_with = "seconds")]
     pub stop_grace: Duration,
     pub after: Vec<String>,
+    pub logs: LogSettings,
 }
 
 impl Default for Settings {
@@ -73,6 +133,7 @@ impl Default for Settings {
             crash_loop: CrashLoop::default(),
             stop_grace: Duration::from_secs(10),
             after: Vec::new(),
+            logs: LogSettings::default(),
         }
     }
 }
@@ -255,6 +316,74 @@ mod tests {
             let e = json(text).unwrap_err();
             assert_eq!(e.field.as_deref(), Some(field), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn log_settings() {
+        let d = json("{}").unwrap().logs;
+        assert_eq!(d.policy(), logs::Policy::default());
+        assert_eq!((d.max_size, d.keep, d.timestamps), (4 << 20, 2, false));
+        let y = yaml("logs:\n  maxSize: 512k\n  keep: 0\n  timestamps: true\n").unwrap();
+        assert_eq!(
+            (y.logs.max_size, y.logs.keep, y.logs.timestamps),
+            (512 << 10, 0, true)
+        );
+        assert_eq!(
+            json(r#"{"logs": {"maxSize": 65536}}"#)
+                .unwrap()
+                .logs
+                .max_size,
+            65536
+        );
+        assert_eq!(
+            json(r#"{"logs": {"maxSize": "8M"}}"#)
+                .unwrap()
+                .logs
+                .max_size,
+            8 << 20
+        );
+        // Impossible values name the file, the line and the field.
+        let cases = [
+            (
+                "logs:\n  maxSize: 8x\n",
+                "logs.maxSize",
+                2,
+                "`8x` is not a size",
+            ),
+            (
+                "logs:\n  maxSize: 0\n",
+                "logs.maxSize",
+                2,
+                "0 bytes is not between 4k",
+            ),
+            (
+                "logs:\n  maxSize: -5\n",
+                "logs.maxSize",
+                2,
+                "expected a size",
+            ),
+            (
+                "logs:\n  maxSize: 1.5\n",
+                "logs.maxSize",
+                2,
+                "expected a size",
+            ),
+            ("logs:\n  keep: 10\n", "logs.keep", 2, "between 0 and 9"),
+            ("logs:\n  keep: -1\n", "logs.keep", 2, ""),
+            ("logs:\n  timestamps: 1\n", "logs.timestamps", 2, ""),
+            ("logs:\n  rotate: true\n", "logs.rotate", 2, "unknown field"),
+        ];
+        for (text, field, line, msg) in cases {
+            let e = yaml(text).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{text}: {e}");
+            assert_eq!(e.line, Some(line), "{text}: {e}");
+            assert!(e.message.contains(msg), "{text}: {e}");
+            assert!(!e.message.starts_with("logs: "), "{text}: {e}");
+            assert!(e.to_string().starts_with("b/service.yml: line "), "{e}");
+        }
+        let e = json("{\"logs\": {\n \"maxSize\": \"1t\"}}").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("logs.maxSize"), "{e}");
+        assert_eq!(e.line, Some(2), "{e}");
     }
 
     #[test]
