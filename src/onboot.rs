@@ -229,6 +229,8 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
         }
     };
     let deadline = opts.timeout.map(Deadline::after);
+    // The timeout covers every runtime command of the bundle, its cleanup included.
+    let rt = &ctx.runtime.within(deadline);
     let launched = container::launch_within(&bundle, ctx, &stdio, Mode::Foreground, deadline);
     // Our copies of the write ends: the output ends only when every copy is closed.
     drop(stdio);
@@ -255,7 +257,7 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
         (Some(r), _) => r.map(Outcome::Exited),
         (None, None) => unreachable!("a wait without a deadline ends only with the container"),
         (None, Some(d)) => {
-            running.kill(&ctx.runtime);
+            running.kill(rt);
             match wait_for_end(&running, Some(Instant::now() + KILL_GRACE)) {
                 Some(r) => r.map(|s| Outcome::TimedOut(d.limit, s)),
                 None => {
@@ -274,7 +276,7 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
         }
     };
     tee.finish(OUTPUT_GRACE);
-    let undo = running.finish(&ctx.runtime);
+    let undo = running.finish(rt);
     let mut outcome = match result {
         Ok(o) => o,
         Err(e) => Outcome::Failed(e.report()),
