@@ -20,7 +20,7 @@ use super::record::{self, Persisted, Record};
 use super::settings::{self, Settings};
 use crate::bundle::Bundle;
 use crate::container::{self, Adopted, Ctx, Handover, Mode, Running};
-use crate::oci_runtime::OciRuntime;
+use crate::oci_runtime::{Cancel, OciRuntime};
 use crate::reaper::{ExitStatus, Waiter};
 use crate::undo::UndoFailures;
 use std::collections::BTreeMap;
@@ -211,6 +211,7 @@ pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> std::io::R
         policy: Policy::from(&Settings::default()),
         grace: Settings::default().stop_grace,
         restarts: 0,
+        deferred: None,
     };
     tokio::spawn(task.run(boot));
     Ok(handle)
@@ -333,6 +334,17 @@ enum LaunchError {
     Config(String),
     /// A step failed; it may work next time.
     Launch(String),
+    /// A step failed (the reason) and its rollback left something behind: starting again
+    /// on top of it would not help either.
+    Leftovers(String, UndoFailures),
+}
+
+impl LaunchError {
+    fn reason(&self) -> &str {
+        match self {
+            LaunchError::Config(r) | LaunchError::Launch(r) | LaunchError::Leftovers(r, _) => r,
+        }
+    }
 }
 
 struct Task {
@@ -346,7 +358,12 @@ struct Task {
     policy: Policy,
     grace: Duration,
     restarts: u32,
+    /// A command taken while a launch was being cut short, acted on once it is.
+    deferred: Option<Cmd>,
 }
+
+/// How long the init may take to end after SIGKILL before the stop goes on without it.
+const KILL_EXIT_WAIT: Duration = Duration::from_secs(5);
 
 fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
@@ -360,6 +377,14 @@ fn secs(d: Duration) -> String {
 impl Task {
     fn rt(&self) -> &OciRuntime {
         &self.sup.ctx.runtime
+    }
+
+    /// The next command: one deferred while a launch was cut short, then the queue's.
+    async fn recv(&mut self) -> Option<Cmd> {
+        match self.deferred.take() {
+            Some(c) => Some(c),
+            None => self.rx.recv().await,
+        }
     }
 
     fn set(&self, f: impl FnOnce(&mut Status)) {
@@ -481,24 +506,36 @@ impl Task {
                 let f =
                     blocking(move || container::clear_interrupted_launch(&rt, &name, &dir)).await;
                 if !f.is_empty() {
-                    log::warn!("{}: cleanup: {f}", self.name);
+                    self.fail_cleanup(&f);
+                    return Phase::Down;
                 }
                 self.start(None).await
             }
             Persisted::Running { container } => match self.take_over(container, since).await {
-                Some(inst) => Phase::Up(inst),
-                None => {
+                Ok(inst) => Phase::Up(inst),
+                Err(left) if !left.is_empty() => {
+                    self.fail_cleanup(&left);
+                    Phase::Down
+                }
+                Err(_) => {
                     let d = self.history.on_exit(&self.policy, Instant::now(), false);
                     self.decide(d)
                 }
             },
             Persisted::Stopping { container } => {
-                if let Some(mut inst) = self.take_over(container, since).await {
-                    log::info!(
-                        "{}: finishing the stop the last supervisor began",
-                        self.name
-                    );
-                    self.stop(&mut inst, None).await;
+                let left = match self.take_over(container, since).await {
+                    Ok(mut inst) => {
+                        log::info!(
+                            "{}: finishing the stop the last supervisor began",
+                            self.name
+                        );
+                        self.stop(&mut inst, None).await.1
+                    }
+                    Err(left) => left,
+                };
+                if !left.is_empty() {
+                    self.fail_cleanup(&left);
+                    return Phase::Down;
                 }
                 self.set_down(State::Stopped, None);
                 self.persist(Persisted::Stopped);
@@ -508,8 +545,13 @@ impl Task {
     }
 
     /// Takes over a container an earlier supervisor recorded; when it is gone (or not the
-    /// one recorded any more), clears what is left of it and returns None.
-    async fn take_over(&mut self, h: Handover, since: SystemTime) -> Option<Box<Instance>> {
+    /// one recorded any more), clears what is left of it and returns what that cleanup
+    /// could not undo.
+    async fn take_over(
+        &mut self,
+        h: Handover,
+        since: SystemTime,
+    ) -> Result<Box<Instance>, UndoFailures> {
         let rt = self.rt().clone();
         let adopted = blocking(move || container::adopt(&rt, h)).await;
         match adopted {
@@ -530,15 +572,16 @@ impl Task {
                         log::error!("{}: cannot watch pid {}: {e}", self.name, a.pid());
                         let rt = self.rt().clone();
                         let name = self.name.clone();
-                        blocking(move || Ctl::Adopted(Box::new(a)).retire(&rt, &name)).await;
-                        return None;
+                        return Err(
+                            blocking(move || Ctl::Adopted(Box::new(a)).retire(&rt, &name)).await,
+                        );
                     }
                 };
                 let pid = a.pid();
                 log::info!("{}: adopted, pid {pid}", self.name);
                 self.set_running(pid, since, true);
                 let handover = Some(a.handover().clone());
-                Some(Box::new(Instance {
+                Ok(Box::new(Instance {
                     pid,
                     ctl: Some(Ctl::Adopted(Box::new(a))),
                     exit: ExitWatch::PidFd(fd),
@@ -561,14 +604,11 @@ impl Task {
                     container::replay(&rt, &h.cleanup)
                 })
                 .await;
-                if !f.is_empty() {
-                    log::warn!("{}: cleanup: {f}", self.name);
-                }
                 self.set(|s| {
                     s.exit = None;
                     s.exit_unknown = true;
                 });
-                None
+                Err(f)
             }
         }
     }
@@ -585,7 +625,7 @@ impl Task {
         });
         let ev = tokio::select! {
             r = deps[0].changed() => Ok(r.is_err()),
-            cmd = self.rx.recv() => Err(cmd),
+            cmd = self.recv() => Err(cmd),
         };
         match ev {
             Ok(gone) => {
@@ -627,7 +667,7 @@ impl Task {
     }
 
     async fn down(&mut self) -> Phase {
-        match self.rx.recv().await {
+        match self.recv().await {
             None => Phase::Down,
             Some(Cmd::Start(r)) | Some(Cmd::Restart(r)) => self.start_afresh(r).await,
             Some(Cmd::Stop(r)) => {
@@ -645,7 +685,7 @@ impl Task {
         tokio::select! {
             // A command (a stop, the shutdown) wins over a restart that falls due with it.
             biased;
-            cmd = self.rx.recv() => match cmd {
+            cmd = self.recv() => match cmd {
                 None => Phase::Down,
                 Some(Cmd::Start(r)) | Some(Cmd::Restart(r)) => self.start_afresh(r).await,
                 Some(Cmd::Stop(r)) => {
@@ -671,7 +711,7 @@ impl Task {
         }
         let ev = tokio::select! {
             st = inst.exit.exited() => Ev::Exit(st),
-            cmd = self.rx.recv() => match cmd {
+            cmd = self.recv() => match cmd {
                 Some(cmd) => Ev::Cmd(cmd),
                 // No more commands can come: only the end is left to wait for.
                 None => Ev::Exit(inst.exit.exited().await),
@@ -683,11 +723,15 @@ impl Task {
                     Some(st) => log::warn!("{}: pid {} ended: {st}", self.name, inst.pid),
                     None => log::warn!("{}: pid {} ended", self.name, inst.pid),
                 }
-                self.retire(&mut inst).await;
+                let left = self.retire(&mut inst).await;
                 self.set(|s| {
                     s.exit = st;
                     s.exit_unknown = st.is_none();
                 });
+                if !left.is_empty() {
+                    self.fail_cleanup(&left);
+                    return Phase::Down;
+                }
                 let success = st.is_some_and(|s| s.success());
                 let d = self.history.on_exit(&self.policy, Instant::now(), success);
                 self.decide(d)
@@ -700,21 +744,32 @@ impl Task {
                 Phase::Up(inst)
             }
             Ev::Cmd(Cmd::Stop(r)) => {
-                let st = self.stop(&mut inst, None).await;
+                let (st, left) = self.stop(&mut inst, None).await;
                 self.history.reset();
+                if !left.is_empty() {
+                    let _ = r.send(Err(self.not_cleaned_up(st, &left)));
+                    return Phase::Down;
+                }
                 self.set_down(State::Stopped, None);
                 self.persist(Persisted::Stopped);
                 let _ = r.send(Ok(format!("{}: stopped, {}", self.name, exit_words(st))));
                 Phase::Down
             }
             Ev::Cmd(Cmd::Restart(r)) => {
-                self.stop(&mut inst, None).await;
+                let (st, left) = self.stop(&mut inst, None).await;
                 self.history.reset();
+                if !left.is_empty() {
+                    let _ = r.send(Err(self.not_cleaned_up(st, &left)));
+                    return Phase::Down;
+                }
                 self.restarts = 0;
                 self.start(Some(r)).await
             }
             Ev::Cmd(Cmd::Shutdown { signalled, done }) => {
-                self.stop(&mut inst, Some(signalled)).await;
+                let (_, left) = self.stop(&mut inst, Some(signalled)).await;
+                if !left.is_empty() {
+                    log::error!("{}: cleanup failed: {left}", self.name);
+                }
                 let (s, _) = oneshot::channel();
                 self.shut(s, done);
                 Phase::Down
@@ -722,12 +777,15 @@ impl Task {
         }
     }
 
-    /// SIGTERM, the grace period, SIGKILL; then nothing of it remains.
+    /// SIGTERM, the grace period, SIGKILL; then nothing of it remains, or what its cleanup
+    /// could not undo is returned. Every step after the grace is bounded (the runtime's
+    /// commands by their own limits, the waits here), so a stop ends within the grace and
+    /// a fixed margin whatever the container's hooks do.
     async fn stop(
         &mut self,
         inst: &mut Instance,
         signalled: Option<oneshot::Sender<()>>,
-    ) -> Option<ExitStatus> {
+    ) -> (Option<ExitStatus>, UndoFailures) {
         log::info!(
             "{}: stopping pid {} (SIGTERM, SIGKILL after {})",
             self.name,
@@ -757,7 +815,7 @@ impl Task {
                     secs(self.grace)
                 );
                 inst.with_ctl(&rt, |c, rt| c.kill(rt)).await;
-                match tokio::time::timeout(Duration::from_secs(10), inst.exit.exited()).await {
+                match tokio::time::timeout(KILL_EXIT_WAIT, inst.exit.exited()).await {
                     Ok(st) => st,
                     Err(_) => {
                         log::error!("{}: pid {} survives SIGKILL", self.name, inst.pid);
@@ -766,27 +824,50 @@ impl Task {
                 }
             }
         };
-        self.retire(inst).await;
+        let left = self.retire(inst).await;
         self.output.flush().await;
         self.set(|s| {
             s.exit = st;
             s.exit_unknown = st.is_none();
         });
-        log::info!("{}: stopped, {}", self.name, exit_words(st));
-        st
+        if left.is_empty() {
+            log::info!("{}: stopped, {}", self.name, exit_words(st));
+        }
+        (st, left)
     }
 
-    /// The end of a container: kill what is left, delete it, undo its preparation.
-    async fn retire(&mut self, inst: &mut Instance) {
+    /// The end of a container: kill what is left, delete it, undo its preparation; what
+    /// could not be undone is returned.
+    async fn retire(&mut self, inst: &mut Instance) -> UndoFailures {
         let Some(ctl) = inst.ctl.take() else {
-            return;
+            return UndoFailures::default();
         };
         let rt = self.rt().clone();
         let name = self.name.clone();
-        let f = blocking(move || ctl.retire(&rt, &name)).await;
-        if !f.is_empty() {
-            log::warn!("{}: cleanup: {f}", self.name);
-        }
+        blocking(move || ctl.retire(&rt, &name)).await
+    }
+
+    /// A container whose cleanup left something behind (a mount, the runtime's container):
+    /// the service is failed, never reported stopped nor started again on top of what is
+    /// left, and says what that is. Returns the reason.
+    fn fail_cleanup(&mut self, left: &UndoFailures) -> String {
+        let reason = format!("cleanup failed: {left}");
+        log::error!("{}: {reason}", self.name);
+        self.set_down(State::Failed, Some(reason.clone()));
+        self.persist(Persisted::Failed {
+            reason: reason.clone(),
+        });
+        reason
+    }
+
+    /// The answer to a stop whose cleanup failed (the service is failed then).
+    fn not_cleaned_up(&mut self, st: Option<ExitStatus>, left: &UndoFailures) -> String {
+        let reason = self.fail_cleanup(left);
+        format!(
+            "{}: its processes are gone ({}), but it is not stopped: {reason}",
+            self.name,
+            exit_words(st)
+        )
     }
 
     /// Acts on a restart decision.
@@ -824,7 +905,8 @@ impl Task {
     }
 
     /// Launches the container; a failure counts as an exit (or fails the service for good
-    /// when the bundle itself is wrong).
+    /// when the bundle itself is wrong). A stop, restart or shutdown that comes meanwhile
+    /// cuts the launch short (a hook may hold it up for as long as the runtime's bound).
     async fn start(&mut self, reply: Option<Reply>) -> Phase {
         self.set(|s| {
             s.state = State::Starting;
@@ -833,15 +915,63 @@ impl Task {
             s.pid = None;
             s.adopted = false;
         });
+        // Read first: a launch that fails follows them too (restart policy, backoff).
+        let (dir, name) = (self.dir.clone(), self.name.clone());
+        match blocking(move || settings::load(&dir, &name)).await {
+            Ok(s) => self.apply(&s),
+            Err(e) => {
+                return self.launch_failed(LaunchError::Config(crate::error_chain(&e)), reply);
+            }
+        }
         self.persist(Persisted::Launching);
-        match self.launch().await {
-            Ok(inst) => {
+        let cancel = Cancel::new();
+        let mut job = match self.launch_job(&cancel) {
+            Ok(j) => j,
+            Err(e) => return self.launch_failed(e, reply),
+        };
+        let mut interrupt = None;
+        let mut open = true;
+        let launched = loop {
+            tokio::select! {
+                r = &mut job => break r,
+                cmd = self.rx.recv(), if open && interrupt.is_none() => match cmd {
+                    None => open = false,
+                    Some(Cmd::Start(r)) => {
+                        let _ = r.send(Err(format!("{} is being started already", self.name)));
+                    }
+                    Some(cmd) => {
+                        log::info!("{}: cutting its start short", self.name);
+                        let c = cancel.clone();
+                        blocking(move || c.fire()).await;
+                        interrupt = Some(cmd);
+                    }
+                },
+            }
+        };
+        super::memory::after_work();
+        let launched = match launched {
+            Ok(r) => r,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        match (launched, interrupt) {
+            (Ok(running), interrupt) => {
+                let inst = self.running(running);
                 let msg = format!("{}: running, pid {}", self.name, inst.pid);
                 log::info!("{msg}");
                 let _ = reply.map(|r| r.send(Ok(msg)));
+                // Up before the command could cut it short: it is acted on as it would be
+                // a moment later.
+                self.deferred = interrupt;
                 Phase::Up(inst)
             }
-            Err(LaunchError::Config(reason)) => {
+            (Err(e), Some(cmd)) => self.launch_cut_short(e, reply, cmd),
+            (Err(e), None) => self.launch_failed(e, reply),
+        }
+    }
+
+    fn launch_failed(&mut self, e: LaunchError, reply: Option<Reply>) -> Phase {
+        match e {
+            LaunchError::Config(reason) | LaunchError::Leftovers(reason, _) => {
                 log::error!("{}: {reason}", self.name);
                 self.set_down(State::Failed, Some(reason.clone()));
                 self.persist(Persisted::Failed {
@@ -850,7 +980,7 @@ impl Task {
                 let _ = reply.map(|r| r.send(Err(format!("{}: {reason}", self.name))));
                 Phase::Down
             }
-            Err(LaunchError::Launch(reason)) => {
+            LaunchError::Launch(reason) => {
                 log::error!("{}: {reason}", self.name);
                 self.set(|s| {
                     s.exit = None;
@@ -870,7 +1000,48 @@ impl Task {
         }
     }
 
-    async fn launch(&mut self) -> Result<Box<Instance>, LaunchError> {
+    /// A launch cut short by `cmd` (a stop, restart or shutdown): nothing of it runs, and
+    /// the command is answered (or, for a restart, carried out).
+    fn launch_cut_short(&mut self, e: LaunchError, reply: Option<Reply>, cmd: Cmd) -> Phase {
+        let reason = e.reason();
+        log::info!("{}: its start was cut short: {reason}", self.name);
+        let _ = reply.map(|r| {
+            r.send(Err(format!(
+                "{}: its start was cut short: {reason}",
+                self.name
+            )))
+        });
+        self.history.reset();
+        if let LaunchError::Leftovers(_, left) = &e {
+            let leftover = self.fail_cleanup(left);
+            match cmd {
+                Cmd::Stop(r) | Cmd::Restart(r) | Cmd::Start(r) => {
+                    let _ = r.send(Err(format!("{}: it is not stopped: {leftover}", self.name)));
+                }
+                Cmd::Shutdown { signalled, done } => self.shut(signalled, done),
+            }
+            return Phase::Down;
+        }
+        self.set_down(State::Stopped, None);
+        self.persist(Persisted::Stopped);
+        match cmd {
+            Cmd::Stop(r) => {
+                let _ = r.send(Ok(format!(
+                    "{}: stopped (its start was cut short)",
+                    self.name
+                )));
+            }
+            Cmd::Shutdown { signalled, done } => self.shut(signalled, done),
+            restart @ (Cmd::Restart(_) | Cmd::Start(_)) => self.deferred = Some(restart),
+        }
+        Phase::Down
+    }
+
+    /// Starts the launch on a blocking thread; `cancel` cuts its runtime commands short.
+    fn launch_job(
+        &self,
+        cancel: &Cancel,
+    ) -> Result<tokio::task::JoinHandle<Result<Running, LaunchError>>, LaunchError> {
         let stdio = self.output.stdio().map_err(|e| {
             LaunchError::Launch(format!(
                 "cannot open its output FIFOs in {}: {e}",
@@ -878,18 +1049,26 @@ impl Task {
             ))
         })?;
         self.output.reopen_logs();
-        let (dir, name, ctx) = (self.dir.clone(), self.name.clone(), self.sup.ctx.clone());
-        let (settings, mut running) = blocking(move || {
-            let settings = settings::load(&dir, &name)
-                .map_err(|e| LaunchError::Config(crate::error_chain(&e)))?;
+        let dir = self.dir.clone();
+        let ctx = Ctx {
+            runtime: self.rt().cancelled_by(cancel),
+            ..self.sup.ctx.clone()
+        };
+        Ok(tokio::task::spawn_blocking(move || {
             let bundle =
                 Bundle::open(&dir).map_err(|e| LaunchError::Config(crate::error_chain(&e)))?;
-            let running = container::launch(&bundle, &ctx, &stdio, Mode::Detached)
-                .map_err(|e| LaunchError::Launch(e.report()))?;
-            Ok::<_, LaunchError>((settings, running))
-        })
-        .await?;
-        self.apply(&settings);
+            container::launch(&bundle, &ctx, &stdio, Mode::Detached).map_err(|e| {
+                if e.undo.is_empty() {
+                    LaunchError::Launch(e.report())
+                } else {
+                    LaunchError::Leftovers(e.report(), e.undo.clone())
+                }
+            })
+        }))
+    }
+
+    /// A launched container becomes the running instance.
+    fn running(&mut self, mut running: Running) -> Box<Instance> {
         let waiter = running.exit_waiter();
         let handover = running.handover();
         let pid = waiter.pid();
@@ -899,12 +1078,12 @@ impl Task {
             });
         }
         self.set_running(pid, SystemTime::now(), false);
-        Ok(Box::new(Instance {
+        Box::new(Instance {
             pid,
             ctl: Some(Ctl::Ours(Box::new(running))),
             exit: ExitWatch::Child(waiter),
             handover,
-        }))
+        })
     }
 }
 

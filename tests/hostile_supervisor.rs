@@ -1,0 +1,330 @@
+//! The supervisor against bundles, settings, names and neighbours that do not play by the
+//! rules: OCI hooks that never return, launches that fail under settings that say what to
+//! do then, a bundle renamed under a running service, names that collide, a socket path
+//! someone else took, and names and messages that would forge lines. Every wait is bounded
+//! (a hang fails the test, it does not stall it), and the census shows what is left.
+
+mod common;
+
+use common::supervisor::{Supervisor, alive};
+use common::*;
+use serde_json::json;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const POLITE: &str = "trap 'exit 0' TERM; echo up; while true; do sleep 0.1; done";
+
+/// A bound for anything that must not hang, generous for a loaded machine.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn settings(bundle: &Path, v: serde_json::Value) {
+    std::fs::write(bundle.join("service.json"), v.to_string()).unwrap();
+}
+
+/// A hook of `kind` that says it runs (`started` appears) and never returns. It works in
+/// the bundle dir, so the census sees it if it is left.
+fn never_returning_hook(env: &TestEnv, bundle: &Path, kind: &str, started: &Path) {
+    let script = format!(
+        "cd {} && touch {} && exec sleep 1000",
+        bundle.display(),
+        started.display()
+    );
+    env.edit_config(bundle, |c| {
+        c["hooks"] = json!({kind: [{"path": "/bin/sh", "args": ["sh", "-c", script]}]});
+    });
+}
+
+/// The CLI with `args`, killed and failing the test if it has not ended within `limit`.
+fn cli_within(env: &TestEnv, args: &[&str], limit: Duration) -> (Run, Duration) {
+    let mut c = env.cli();
+    c.args(args);
+    run_within(c, limit, &format!("service {}", args.join(" ")))
+}
+
+fn wait_for_file(p: &Path, what: &str) {
+    let end = Instant::now() + PATIENCE;
+    while !p.exists() {
+        assert!(
+            Instant::now() < end,
+            "{what}: {} never appeared",
+            p.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM to the supervisor; its exit code and how long it took. Fails the test past
+/// `limit`.
+fn terminate_within(sup: &mut Supervisor, limit: Duration) -> (i32, Duration) {
+    let begun = Instant::now();
+    let code = sup.terminate();
+    let took = begun.elapsed();
+    assert!(took < limit, "the supervisor took {took:?} to stop");
+    (code, took)
+}
+
+/// A service whose `createRuntime` hook never returns stays `starting` only until someone
+/// wants otherwise: `stop` cuts its start short at once (the runtime and the hook killed,
+/// the half-made container cleared), a new start hangs the same way, and SIGTERM to the
+/// supervisor cuts that one short too.
+fn a_hook_holding_the_start(runtime: &str) {
+    let env = TestEnv::with_runtime(runtime);
+    let dir = env.bundles_dir("services");
+    let started = env.dir.join("hook-started");
+    let b = env.rw_bundle(&dir, "hooked", &["sh", "-c", POLITE]);
+    write_runtime(
+        &b,
+        json!({"mounts": [{"type": "tmpfs", "source": "tmpfs", "destination": "scratch"}]}),
+    );
+    never_returning_hook(&env, &b, "createRuntime", &started);
+    env.bundle(&dir, "free", &["sh", "-c", POLITE]);
+    let census = env.census(&[]);
+    let mut sup = env.system_init(&dir);
+    let free = sup.wait_running("free").pid.unwrap();
+    wait_for_file(&started, "the hook");
+    assert_eq!(sup.status("hooked").state, "starting");
+
+    let (r, took) = cli_within(&env, &["stop", "hooked"], PATIENCE);
+    eprintln!("{runtime}: stop of a service held in a createRuntime hook took {took:?}");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "hooked: stopped (its start was cut short)\n");
+    let s = sup.status("hooked");
+    assert_eq!((s.state.as_str(), s.code), ("stopped", 3), "{s:?}");
+    // The hook, the runtime and what it had made are gone; the other service never noticed.
+    nothing_left_of(&env, &b);
+    assert_eq!(sup.status("free").pid, Some(free));
+
+    // Started again, it hangs again: a start meanwhile is refused, and SIGTERM ends it all.
+    std::fs::remove_file(&started).unwrap();
+    let mut c = env.cli();
+    c.args(["start", "hooked"]);
+    let starter = std::thread::spawn(move || run_within(c, PATIENCE, "service start hooked").0);
+    wait_for_file(&started, "the hook, again");
+    let (r, _) = cli_within(&env, &["start", "hooked"], PATIENCE);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("hooked is being started already"),
+        "{}",
+        r.stderr
+    );
+    let (code, took) = terminate_within(&mut sup, PATIENCE);
+    eprintln!("{runtime}: SIGTERM with a service held in a createRuntime hook took {took:?}");
+    assert_eq!(code, 0);
+    let r = starter.join().unwrap();
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("hooked: its start was cut short"),
+        "{}",
+        r.stderr
+    );
+    assert!(!alive(free));
+    let lock = env.state_dir.join("supervisor.lock");
+    env.assert_census_settles(&census, &[], &[&lock]);
+}
+
+/// Nothing of the service whose bundle is `b` is left while others run: no container, no
+/// mount in its bundle, no process of its hooks or its runtime, no pid file.
+fn nothing_left_of(env: &TestEnv, b: &Path) {
+    let name = b.file_name().unwrap().to_string_lossy().into_owned();
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let c = env.census(&[]);
+        let left: Vec<String> = c
+            .containers
+            .iter()
+            .filter(|n| **n == name)
+            .chain(c.mounts.iter().filter(|m| Path::new(m).starts_with(b)))
+            .chain(
+                c.processes
+                    .iter()
+                    .filter(|p| p.contains("sleep 1000") || p.contains(" create ")),
+            )
+            .chain(
+                c.state
+                    .iter()
+                    .filter(|f| f.ends_with(&format!("/{name}.pid"))),
+            )
+            .cloned()
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < end, "left of {name}: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_create_hook_that_never_returns_is_cut_short_by_stop_and_sigterm() {
+    a_hook_holding_the_start("runc");
+}
+
+#[test]
+fn a_create_hook_that_never_returns_is_cut_short_through_crun() {
+    a_hook_holding_the_start("crun");
+}
+
+/// A `poststop` hook that never returns holds `RUNTIME delete`: the delete is killed at its
+/// bound with the hook, what it left is cleared, and the stop says so (the hook's work was
+/// not done) instead of hanging in `stopping`.
+fn a_hook_holding_the_stop(runtime: &str) {
+    let env = TestEnv::with_runtime(runtime);
+    let dir = env.bundles_dir("services");
+    let started = env.dir.join("hook-started");
+    let b = env.bundle(&dir, "hooked", &["sh", "-c", POLITE]);
+    never_returning_hook(&env, &b, "poststop", &started);
+    settings(&b, json!({"stopGrace": 2}));
+    let census = env.census(&[]);
+    let mut sup = env.system_init(&dir);
+    sup.wait_running("hooked");
+    let (r, took) = cli_within(&env, &["stop", "hooked"], PATIENCE);
+    eprintln!("{runtime}: stop with a poststop hook that never returns took {took:?}");
+    assert!(started.exists(), "the poststop hook never ran");
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("hooked: its processes are gone (exit code 0), but it is not stopped")
+            && r.stderr.contains(&format!(
+                "`{runtime} delete` did not end within the timeout (10s) and was killed"
+            )),
+        "{}",
+        r.stderr
+    );
+    let s = sup.status("hooked");
+    assert_eq!(s.state, "failed", "{s:?}");
+    assert!(s.reason.starts_with("cleanup failed: "), "{s:?}");
+    // The grace (2 s, unused: the service ends on SIGTERM) plus the delete's bound (10 s),
+    // with room for a loaded machine.
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    // Started again, it runs (nothing of the last one is in the way) and stops the same.
+    let (r, _) = cli_within(&env, &["start", "hooked"], PATIENCE);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (code, took) = terminate_within(&mut sup, PATIENCE);
+    eprintln!("{runtime}: SIGTERM with a poststop hook that never returns took {took:?}");
+    assert_eq!(code, 0);
+    let lock = env.state_dir.join("supervisor.lock");
+    env.assert_census_settles(&census, &[], &[&lock]);
+}
+
+#[test]
+fn a_poststop_hook_that_never_returns_bounds_the_stop() {
+    a_hook_holding_the_stop("runc");
+}
+
+#[test]
+fn a_poststop_hook_that_never_returns_bounds_the_stop_through_crun() {
+    a_hook_holding_the_stop("crun");
+}
+
+/// A launch that fails follows the service's settings as an exit would: `restart: never`
+/// leaves it down, `restartDelay` is the delay before the next try, `crashLoop` counts the
+/// failed launches.
+#[test]
+fn a_failing_launch_follows_the_service_settings() {
+    let env = TestEnv::new();
+    let dir = env.bundles_dir("services");
+    let b = env.bundle(&dir, "never", &["/nonexistent"]);
+    std::fs::write(b.join("service.yml"), "restart: never\n").unwrap();
+    let b = env.bundle(&dir, "slow", &["/nonexistent"]);
+    std::fs::write(
+        b.join("service.yml"),
+        "restartDelay: 30\nmaxRestartDelay: 60\n",
+    )
+    .unwrap();
+    let b = env.bundle(&dir, "loop", &["/nonexistent"]);
+    settings(
+        &b,
+        json!({"restartDelay": 0.05, "crashLoop": {"restarts": 1, "within": 600}}),
+    );
+    let census = env.census(&[]);
+    let sup = env.system_init(&dir);
+    let s = sup.wait_status("never", "down", |s| s.state != "starting");
+    assert_eq!((s.state.as_str(), s.restarts), ("exited", 0), "{s:?}");
+    assert!(
+        s.reason.starts_with("create: ") && s.reason.contains("/nonexistent"),
+        "{s:?}"
+    );
+    let s = sup.wait_status("slow", "restarting", |s| s.state == "restarting");
+    assert!(s.reason.starts_with("restart 1 after 30s: "), "{s:?}");
+    let s = sup.wait_status("loop", "failed", |s| s.state == "failed");
+    assert!(
+        s.reason.starts_with("crash loop: 2 exits within 600s: ") && s.restarts == 1,
+        "{s:?}"
+    );
+    // The next try of `slow` is 30 s away: it is not tried again meanwhile (the defaults
+    // would have tried three more times by now).
+    std::thread::sleep(Duration::from_secs(4));
+    let s = sup.status("slow");
+    assert_eq!((s.state.as_str(), s.restarts), ("restarting", 1), "{s:?}");
+    assert_eq!(sup.status("never").state, "exited");
+    drop(sup);
+    let lock = env.state_dir.join("supervisor.lock");
+    env.assert_census_settles(&census, &[], &[&lock]);
+}
+
+/// A bundle renamed under its running service: the cleanup cannot unmount what it mounted
+/// by path. Whatever ends the service (a stop, a restart, a crash), it is never reported
+/// stopped nor started again on top of what is left: the caller hears what could not be
+/// undone, and the service is failed with the reason.
+#[test]
+fn a_cleanup_that_fails_is_reported_not_hidden() {
+    let env = TestEnv::new();
+    let dir = env.bundles_dir("services");
+    let names = ["by-stop", "by-restart", "by-crash"];
+    for n in names {
+        let b = env.rw_bundle(&dir, n, &["sh", "-c", POLITE]);
+        write_runtime(
+            &b,
+            json!({"mounts": [{"type": "tmpfs", "source": "tmpfs", "destination": "scratch"}]}),
+        );
+    }
+    let sup = env.system_init(&dir);
+    let mut pids = Vec::new();
+    for n in names {
+        pids.push(sup.wait_running(n).pid.unwrap());
+    }
+    let census = env.census(&[]);
+    let moved = env.dir.join("moved");
+    std::fs::create_dir(&moved).unwrap();
+    for n in names {
+        std::fs::rename(dir.join(n), moved.join(n)).unwrap();
+    }
+    let (r, _) = cli_within(&env, &["stop", "by-stop"], PATIENCE);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stderr.contains(
+            "by-stop: its processes are gone (exit code 0), but it is not stopped: cleanup failed: "
+        ) && r.stderr.contains("unmount"),
+        "{}",
+        r.stderr
+    );
+    let (r, _) = cli_within(&env, &["restart", "by-restart"], PATIENCE);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("by-restart: its processes are gone"),
+        "{}",
+        r.stderr
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pids[2]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for n in names {
+        let s = sup.wait_status(n, "failed", |s| s.state == "failed");
+        assert!(s.reason.starts_with("cleanup failed: "), "{n}: {s:?}");
+        assert!(s.reason.contains("unmount"), "{n}: {s:?}");
+        assert_eq!((s.code, s.restarts, s.pid), (3, 0, None), "{n}: {s:?}");
+    }
+    // Their processes and containers are gone; what is left is the mounts the status
+    // names, under the new name (the guard takes them down).
+    assert!(pids.iter().all(|p| !alive(*p)));
+    assert!(env.containers().is_empty(), "{:?}", env.containers());
+    let left = env.census(&[]).unkept_since(&census, &[&moved]);
+    assert!(left.is_empty(), "{left:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| is_mounted(&moved.join(n).join("rootfs")))
+    );
+}
