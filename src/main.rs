@@ -76,7 +76,7 @@ fn main() {
         Some(Command::UsernsHold) => lkinit::userns::hold(),
         Some(Command::SystemInit(a)) => supervisor::run(&ctx, a, &g.sock),
         Some(
-            c @ (Command::List
+            c @ (Command::List { .. }
             | Command::Status { .. }
             | Command::Start { .. }
             | Command::Stop { .. }

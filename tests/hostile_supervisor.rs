@@ -328,3 +328,132 @@ fn a_cleanup_that_fails_is_reported_not_hidden() {
             .all(|n| is_mounted(&moved.join(n).join("rootfs")))
     );
 }
+
+/// Out of descriptors (`ulimit -n 64` with 40 services): services fail to start, but the
+/// control socket stays reachable (a descriptor kept in reserve is given up for a client),
+/// and the log says each fault once in a while instead of once per try.
+#[test]
+fn out_of_descriptors_the_socket_still_answers_and_the_log_stays_quiet() {
+    let env = TestEnv::new();
+    let dir = env.bundles_dir("services");
+    let names: Vec<String> = (0..40).map(|i| format!("s{i:02}")).collect();
+    for n in &names {
+        env.bundle(&dir, n, &["sh", "-c", POLITE]);
+    }
+    let census = env.census(&[]);
+    let mut sup = env.system_init_under(&dir, &[], &["prlimit", "--nofile=64"]);
+    sup.wait_until("the socket", PATIENCE, || env.sock().exists().then_some(()));
+    // Every service settles one way or another (running, failed for want of descriptors).
+    let settled = |out: &str| {
+        let states: Vec<&str> = out
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .collect();
+        states.len() == names.len() && states.iter().all(|s| *s == "running" || *s == "failed")
+    };
+    let end = Instant::now() + Duration::from_secs(300);
+    let out = loop {
+        let (r, took) = cli_within(&env, &["list"], PATIENCE);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(took < Duration::from_secs(60), "list took {took:?}");
+        if settled(&r.stdout) {
+            break r.stdout;
+        }
+        assert!(
+            Instant::now() < end,
+            "never settled:\n{}\n{}",
+            r.stdout,
+            sup.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let failed = out.lines().filter(|l| l.contains(" failed ")).count();
+    eprintln!("under 64 descriptors: {failed} of 40 services failed");
+    // The supervisor ran out of descriptors meanwhile (else this test tests nothing).
+    assert!(failed > 0, "{out}");
+    // Served again and again: status, and list, while the services that run hold most of
+    // the descriptors.
+    for n in ["s00", "s39"] {
+        let (r, _) = cli_within(&env, &["status", n], PATIENCE);
+        assert!(r.code == 0 || r.code == 3, "{}", r.stderr);
+    }
+    let lines = |sup: &Supervisor| sup.log().lines().count();
+    let before = lines(&sup);
+    std::thread::sleep(Duration::from_secs(10));
+    for _ in 0..20 {
+        let (r, _) = cli_within(&env, &["list"], PATIENCE);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let grown = lines(&sup) - before;
+    eprintln!("the supervisor's log grew by {grown} lines in 10 s and 20 requests");
+    assert!(grown <= 20, "{}", sup.log());
+    let (code, _) = terminate_within(&mut sup, PATIENCE);
+    assert_eq!(code, 0);
+    let lock = env.state_dir.join("supervisor.lock");
+    env.assert_census_settles(&census, &[], &[&lock]);
+}
+
+/// A listener that takes connections and never answers, as a wedged supervisor would,
+/// and one whose queue is full: the CLI gives up at its timeout, naming the socket, on
+/// every command.
+#[test]
+fn the_cli_gives_up_on_a_supervisor_that_does_not_answer() {
+    let env = TestEnv::new();
+    let sock = env.dir.join("silent.sock");
+    let silent = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    for args in [
+        vec!["list"],
+        vec!["status", "x"],
+        vec!["stop", "x"],
+        vec!["start", "x"],
+        vec!["logs", "x"],
+    ] {
+        let mut c = env.lkinit();
+        c.arg("--sock")
+            .arg(&sock)
+            .args(&args)
+            .args(["--timeout", "1"]);
+        let (r, took) = run_within(c, PATIENCE, &format!("{args:?} on a silent socket"));
+        assert_eq!(r.code, 1);
+        assert!(
+            r.stderr.contains(&format!(
+                "no answer from the supervisor on {} within 1s",
+                sock.display()
+            )),
+            "{}",
+            r.stderr
+        );
+        assert!(took >= Duration::from_secs(1), "{took:?}");
+    }
+    drop(silent);
+
+    // A queue of one, taken: `connect` itself would wait.
+    let full = env.dir.join("full.sock");
+    let fd = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    nix::sys::socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &nix::sys::socket::UnixAddr::new(&full).unwrap(),
+    )
+    .unwrap();
+    nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::new(0).unwrap()).unwrap();
+    let _queued = std::os::unix::net::UnixStream::connect(&full).unwrap();
+    let mut c = env.lkinit();
+    c.arg("--sock").arg(&full).args(["list", "--timeout", "1"]);
+    let (r, _) = run_within(c, PATIENCE, "list on a full queue");
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(&format!(
+            "no answer from the supervisor on {}: its queue of connections stayed full",
+            full.display()
+        )),
+        "{}",
+        r.stderr
+    );
+}

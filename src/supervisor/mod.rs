@@ -16,6 +16,7 @@ pub mod record;
 pub mod server;
 pub mod service;
 pub mod settings;
+pub mod throttle;
 
 use crate::cli::SupervisorArgs;
 use crate::container::Ctx;
@@ -126,6 +127,7 @@ async fn supervise(mut ctx: Ctx, args: SupervisorArgs, sock: PathBuf) -> i32 {
             return 1;
         }
     };
+    let reserve = server::Reserve::take();
     if let Err(e) = std::fs::create_dir_all(&args.log_dir) {
         log::error!(
             "cannot create the log directory {}: {e}",
@@ -162,7 +164,7 @@ async fn supervise(mut ctx: Ctx, args: SupervisorArgs, sock: PathBuf) -> i32 {
     );
     tokio::spawn(report_started(statuses, begun));
     tokio::spawn(memory::trimmer());
-    let server = tokio::spawn(server::serve(listener, sup.clone()));
+    let server = tokio::spawn(server::serve(listener, sup.clone(), reserve));
 
     loop {
         tokio::select! {
@@ -211,15 +213,10 @@ fn start_all(sup: &Arc<Sup>) -> Vec<watch::Receiver<Status>> {
     }
 
     let mut statuses: BTreeMap<String, watch::Receiver<Status>> = BTreeMap::new();
-    let spawn =
-        |statuses: &mut BTreeMap<_, _>, name: &str, dir: PathBuf, boot: Boot| match service::spawn(
-            sup, name, dir, boot,
-        ) {
-            Ok(h) => {
-                statuses.insert(name.to_string(), h.status);
-            }
-            Err(e) => log::error!("{name}: cannot set up its output: {e}"),
-        };
+    let spawn = |statuses: &mut BTreeMap<_, _>, name: &str, dir: PathBuf, boot: Boot| {
+        let h = service::spawn(sup, name, dir, boot);
+        statuses.insert(name.to_string(), h.status);
+    };
     // Recorded services first: adopting what runs comes before starting anything new.
     for (name, r) in std::mem::take(&mut records) {
         let dir = found

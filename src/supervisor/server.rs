@@ -4,6 +4,7 @@
 
 use super::protocol::{LogFiles, MAX_REQUEST, Op, Response, ServiceInfo};
 use super::service::{self, Boot, Cmd, Handle, Sup};
+use super::throttle;
 use crate::bundle;
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use std::io::{self, IoSlice};
@@ -60,18 +61,89 @@ pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
     UnixListener::from_std(l).map_err(err)
 }
 
-pub async fn serve(listener: UnixListener, sup: Arc<Sup>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(connection(stream, sup.clone()));
-            }
-            Err(e) => {
-                log::warn!("control socket: {e}");
-                // EMFILE and the like: do not spin.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+/// A descriptor held in reserve for the control socket: when the supervisor runs out of
+/// descriptors, `accept` fails and a client would wait in the queue for ever. The reserve
+/// is given up for one connection, which is served (an operator's `list` shows what is
+/// wrong), and taken back the moment that connection ends, before anything else can take
+/// the descriptor it frees. Taken before the services start, which may use up the rest.
+#[derive(Clone)]
+pub struct Reserve(Arc<std::sync::Mutex<Option<std::fs::File>>>);
+
+impl Reserve {
+    pub fn take() -> Reserve {
+        let r = Reserve(Arc::new(std::sync::Mutex::new(None)));
+        r.refill();
+        r
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<std::fs::File>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds a descriptor again, if there is one to be had.
+    fn refill(&self) {
+        let mut slot = self.slot();
+        if slot.is_none() {
+            *slot = std::fs::File::open("/dev/null").ok();
         }
+    }
+
+    /// Gives the descriptor up; false if there was none.
+    fn release(&self) -> bool {
+        self.slot().take().is_some()
+    }
+}
+
+/// Whether `accept` failed for want of descriptors (of the process, or of the system).
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// The longest pause between tries of an `accept` that keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+pub async fn serve(listener: UnixListener, sup: Arc<Sup>, reserve: Reserve) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        reserve.refill();
+        let e = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = Duration::from_millis(10);
+                tokio::spawn(connection(stream, sup.clone()));
+                continue;
+            }
+            Err(e) => e,
+        };
+        let fault = throttle::io_fault("control socket: accept", &e);
+        if out_of_descriptors(&e) && reserve.release() {
+            throttle::log(
+                log::Level::Error,
+                &fault,
+                format_args!(
+                    "control socket: {e}: serving clients one at a time with a descriptor \
+                     kept in reserve; the services may be short of descriptors too"
+                ),
+            );
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let (sup, reserve) = (sup.clone(), reserve.clone());
+                    tokio::spawn(async move {
+                        connection(stream, sup).await;
+                        reserve.refill();
+                    });
+                }
+                Err(_) => reserve.refill(),
+            }
+            continue;
+        }
+        throttle::log(
+            log::Level::Error,
+            &fault,
+            format_args!("control socket: {e}"),
+        );
+        // Not spinning on an error that persists: a pause, longer each time.
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -166,8 +238,7 @@ fn find_or_add(sup: &Arc<Sup>, name: &str) -> Result<Handle, String> {
             dir.display()
         ));
     }
-    service::spawn(sup, name, dir, Boot::Idle)
-        .map_err(|e| format!("{name}: cannot set up its output: {e}"))
+    Ok(service::spawn(sup, name, dir, Boot::Idle))
 }
 
 async fn command(h: &Handle, make: impl FnOnce(service::Reply) -> Cmd) -> Result<String, String> {

@@ -157,9 +157,18 @@ pub enum Boot {
     Failed(String),
 }
 
-/// Starts the task of service `name` (bundle `dir`) and registers it.
-pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> std::io::Result<Handle> {
-    let output = Output::open(sup.state_dir(), &sup.log_dir, name)?;
+/// Starts the task of service `name` (bundle `dir`) and registers it. Its output is set up
+/// here, or, when that fails (no descriptor left), again at each launch, which fails with
+/// the reason meanwhile: the service is listed either way.
+pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> Handle {
+    let output = match Output::open(sup.state_dir(), &sup.log_dir, name) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            log::error!("{name}: cannot set up its output: {e}");
+            None
+        }
+    };
+    let (out_log, err_log) = crate::logs::log_paths(&sup.log_dir, "", name);
     let (tx, rx) = mpsc::unbounded_channel();
     // Until the task has looked at it, the service is as its boot says: a client asking
     // right away must not read `stopped` for a container that is about to be adopted.
@@ -196,8 +205,8 @@ pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> std::io::R
     let handle = Handle {
         tx,
         status: st_rx,
-        out_log: output.out_log.clone(),
-        err_log: output.err_log.clone(),
+        out_log,
+        err_log,
     };
     sup.services().insert(name.to_string(), handle.clone());
     let task = Task {
@@ -214,7 +223,7 @@ pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> std::io::R
         deferred: None,
     };
     tokio::spawn(task.run(boot));
-    Ok(handle)
+    handle
 }
 
 /// Runs blocking work on tokio's blocking threads.
@@ -353,7 +362,8 @@ struct Task {
     dir: PathBuf,
     rx: mpsc::UnboundedReceiver<Cmd>,
     status: watch::Sender<Status>,
-    output: Output,
+    /// None while it could not be set up (see [`spawn`]).
+    output: Option<Output>,
     history: History,
     policy: Policy,
     grace: Duration,
@@ -377,6 +387,16 @@ fn secs(d: Duration) -> String {
 impl Task {
     fn rt(&self) -> &OciRuntime {
         &self.sup.ctx.runtime
+    }
+
+    /// Its output, set up now if it could not be before.
+    fn output(&mut self) -> Result<&Output, String> {
+        let o = match self.output.take() {
+            Some(o) => o,
+            None => Output::open(self.sup.state_dir(), &self.sup.log_dir, &self.name)
+                .map_err(|e| format!("cannot set up its output: {e}"))?,
+        };
+        Ok(self.output.insert(o))
     }
 
     /// The next command: one deferred while a launch was cut short, then the queue's.
@@ -431,10 +451,20 @@ impl Task {
             service,
         };
         if let Err(e) = record::save(self.sup.state_dir(), &r) {
-            log::warn!(
-                "{}: cannot record its state: {}",
-                self.name,
-                crate::error_chain(&e)
+            let fault = match &e {
+                record::RecordError::Io { source, .. } => {
+                    super::throttle::io_fault("record", source)
+                }
+                record::RecordError::Invalid { .. } => "record".to_string(),
+            };
+            super::throttle::log(
+                log::Level::Warn,
+                &fault,
+                format_args!(
+                    "{}: cannot record its state: {}",
+                    self.name,
+                    crate::error_chain(&e)
+                ),
             );
         }
     }
@@ -483,6 +513,14 @@ impl Task {
     /// Picks up where an earlier supervisor left this service.
     async fn resume(&mut self, rec: Record) -> Phase {
         self.restarts = rec.restarts;
+        // What still runs writes into its FIFOs, which need draining.
+        if matches!(
+            rec.service,
+            Persisted::Running { .. } | Persisted::Stopping { .. }
+        ) && let Err(e) = self.output()
+        {
+            log::error!("{}: {e}", self.name);
+        }
         let since = from_unix_secs(rec.since);
         if let Ok(s) = settings::load(&self.dir, &self.name) {
             self.apply(&s);
@@ -653,7 +691,17 @@ impl Task {
     fn shut(&mut self, signalled: oneshot::Sender<()>, done: oneshot::Sender<()>) {
         self.set_down(State::Stopped, None);
         self.unpersist();
-        self.output.remove();
+        match &self.output {
+            Some(o) => o.remove(),
+            // An Output::open that failed part way may have made them (output.rs names
+            // them so).
+            None => {
+                let dir = super::output::io_dir(self.sup.state_dir());
+                for stream in ["out", "err"] {
+                    let _ = std::fs::remove_file(dir.join(format!("{}.{stream}", self.name)));
+                }
+            }
+        }
         self.rx.close();
         let _ = signalled.send(());
         let _ = done.send(());
@@ -825,7 +873,9 @@ impl Task {
             }
         };
         let left = self.retire(inst).await;
-        self.output.flush().await;
+        if let Some(o) = &self.output {
+            o.flush().await;
+        }
         self.set(|s| {
             s.exit = st;
             s.exit_unknown = st.is_none();
@@ -1039,16 +1089,18 @@ impl Task {
 
     /// Starts the launch on a blocking thread; `cancel` cuts its runtime commands short.
     fn launch_job(
-        &self,
+        &mut self,
         cancel: &Cancel,
     ) -> Result<tokio::task::JoinHandle<Result<Running, LaunchError>>, LaunchError> {
-        let stdio = self.output.stdio().map_err(|e| {
+        let io_dir = super::output::io_dir(self.sup.state_dir());
+        let output = self.output().map_err(LaunchError::Launch)?;
+        let stdio = output.stdio().map_err(|e| {
             LaunchError::Launch(format!(
                 "cannot open its output FIFOs in {}: {e}",
-                super::output::io_dir(self.sup.state_dir()).display()
+                io_dir.display()
             ))
         })?;
-        self.output.reopen_logs();
+        output.reopen_logs();
         let dir = self.dir.clone();
         let ctx = Ctx {
             runtime: self.rt().cancelled_by(cancel),

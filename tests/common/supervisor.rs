@@ -61,9 +61,25 @@ impl TestEnv {
     }
 
     fn system_init_nowait_args(&self, services: &Path, extra: &[&str]) -> Supervisor {
+        self.system_init_under(services, extra, &[])
+    }
+
+    /// Starts `lkinit system-init --path services` through `wrapper` (a command that
+    /// execs the rest, such as `prlimit --nofile=64`) without waiting for anything.
+    pub fn system_init_under(
+        &self,
+        services: &Path,
+        extra: &[&str],
+        wrapper: &[&str],
+    ) -> Supervisor {
         let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
         let stderr = self.dir.join(format!("supervisor-{n}.log"));
         let mut c = self.supervisor_command();
+        if let Some((first, rest)) = wrapper.split_first() {
+            let inner = c;
+            c = Command::new(first);
+            c.args(rest).arg(inner.get_program()).args(inner.get_args());
+        }
         c.arg("system-init")
             .arg("--path")
             .arg(services)
