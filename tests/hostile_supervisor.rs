@@ -457,3 +457,51 @@ fn the_cli_gives_up_on_a_supervisor_that_does_not_answer() {
         r.stderr
     );
 }
+
+/// `a` and `a.out`: the stderr log of `a.out` (`a.out.log`) would be the stdout log of
+/// `a`. Names ending in `.out` are refused (the service is listed, failed, with the reason)
+/// and nothing of theirs touches another's log; `a` keeps LinuxKit's file names.
+#[test]
+fn no_service_name_maps_to_another_services_log() {
+    let env = TestEnv::new();
+    let dir = env.bundles_dir("services");
+    let talk = |who: &str| format!("echo {who}-out; echo {who}-err >&2; {POLITE}");
+    env.bundle(&dir, "a", &["sh", "-c", &talk("a")]);
+    env.bundle(&dir, "a.out", &["sh", "-c", &talk("x")]);
+    let sup = env.system_init(&dir);
+    sup.wait_running("a");
+    let s = sup.wait_status("a.out", "failed", |s| s.state == "failed");
+    let why = format!(
+        "`a.out` cannot be a service name: its stderr log {} would be the stdout log of a \
+         service `a`",
+        env.log_dir.join("a.out.log").display()
+    );
+    assert!(s.reason.starts_with(&why), "{s:?}");
+    // Nor by hand: start, restart and logs say why; a bundle added later likewise.
+    env.bundle(&dir, "b.out", &["sh", "-c", &talk("y")]);
+    for args in [
+        ["start", "a.out"],
+        ["restart", "a.out"],
+        ["logs", "a.out"],
+        ["start", "b.out"],
+    ] {
+        let (r, _) = cli_within(&env, &args, PATIENCE);
+        assert_eq!(r.code, 1, "{args:?}");
+        assert!(
+            r.stderr.contains("cannot be a service name"),
+            "{}",
+            r.stderr
+        );
+    }
+    let out = sup.wait_until("a's logs", PATIENCE, || {
+        (env.log("a.log") == "a-err\n").then(|| env.log("a.out.log"))
+    });
+    assert_eq!(out.unwrap(), "a-out\nup\n");
+    let mut logs: Vec<String> = std::fs::read_dir(&env.log_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    logs.sort();
+    assert_eq!(logs, ["a.log", "a.out.log"]);
+    assert_eq!(env.containers(), vec!["a".to_string()]);
+}

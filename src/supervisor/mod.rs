@@ -87,6 +87,20 @@ fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<File>, String> {
         .map_err(|(_, e)| format!("another supervisor uses {} ({e})", state_dir.display()))
 }
 
+/// Why `name` cannot be a service, beyond being a valid bundle name: its logs are
+/// LinuxKit's `NAME.out.log` (stdout) and `NAME.log` (stderr), so the stderr log of a name
+/// ending in `.out` is the stdout log of the name without it. Such names are refused,
+/// whether that other service exists or not (it may be added later); every other name
+/// keeps LinuxKit's file names, and no two of them share a file.
+pub fn name_error(name: &str, log_dir: &Path) -> Option<String> {
+    let other = name.strip_suffix(".out")?;
+    Some(format!(
+        "`{name}` cannot be a service name: its stderr log {} would be the stdout log of a \
+         service `{other}`; rename the bundle (names ending in `.out` are refused)",
+        log_dir.join(format!("{name}.log")).display()
+    ))
+}
+
 /// The bundle directories of `path`, by name (a missing directory has none).
 fn bundles(path: &Path) -> BTreeMap<String, PathBuf> {
     let mut out = BTreeMap::new();

@@ -280,7 +280,12 @@ async fn answer(sup: &Arc<Sup>, op: Op) -> (Response, Vec<OwnedFd>) {
             Err(e) => Err(e),
         },
         Op::Logs(name) => {
-            return match lookup(sup, &name).and_then(|h| open_logs(&h)) {
+            let found =
+                lookup(sup, &name).and_then(|h| match super::name_error(&name, &sup.log_dir) {
+                    Some(e) => Err(e),
+                    None => Ok(h),
+                });
+            return match found.and_then(|h| open_logs(&h)) {
                 Ok((files, fds)) => (
                     Response {
                         logs: Some(files),

@@ -161,12 +161,16 @@ pub enum Boot {
 /// here, or, when that fails (no descriptor left), again at each launch, which fails with
 /// the reason meanwhile: the service is listed either way.
 pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> Handle {
-    let output = match Output::open(sup.state_dir(), &sup.log_dir, name) {
-        Ok(o) => Some(o),
-        Err(e) => {
-            log::error!("{name}: cannot set up its output: {e}");
-            None
-        }
+    // A name that cannot be a service gets no log files: they are another's.
+    let output = match super::name_error(name, &sup.log_dir) {
+        Some(_) => None,
+        None => match Output::open(sup.state_dir(), &sup.log_dir, name) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                log::error!("{name}: cannot set up its output: {e}");
+                None
+            }
+        },
     };
     let (out_log, err_log) = crate::logs::log_paths(&sup.log_dir, "", name);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -965,6 +969,9 @@ impl Task {
             s.pid = None;
             s.adopted = false;
         });
+        if let Some(e) = super::name_error(&self.name, &self.sup.log_dir) {
+            return self.launch_failed(LaunchError::Config(e), reply);
+        }
         // Read first: a launch that fails follows them too (restart policy, backoff).
         let (dir, name) = (self.dir.clone(), self.name.clone());
         match blocking(move || settings::load(&dir, &name)).await {
