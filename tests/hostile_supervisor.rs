@@ -10,6 +10,7 @@ use common::supervisor::{Supervisor, alive};
 use common::*;
 use serde_json::json;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const POLITE: &str = "trap 'exit 0' TERM; echo up; while true; do sleep 0.1; done";
@@ -504,4 +505,156 @@ fn no_service_name_maps_to_another_services_log() {
     logs.sort();
     assert_eq!(logs, ["a.log", "a.out.log"]);
     assert_eq!(env.containers(), vec!["a".to_string()]);
+}
+
+/// The socket's directory is one only root can write: made mode 0700 when missing, and a
+/// directory others could bind in (the path taken first, the CLI answered by them) is
+/// refused, naming it and its mode.
+#[test]
+fn the_socket_directory_is_roots_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let services = env.bundles_dir("services");
+    let supervise = |sock: &Path| {
+        let mut c = env.lkinit();
+        c.arg("--sock")
+            .arg(sock)
+            .arg("system-init")
+            .arg("--path")
+            .arg(&services)
+            .arg("--log-dir")
+            .arg(&env.log_dir);
+        c
+    };
+    for (name, mode) in [("sticky", 0o1777), ("group", 0o775), ("others", 0o757)] {
+        let d = env.dir.join(name);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (r, _) = run_within(supervise(&d.join("sock")), PATIENCE, name);
+        assert_eq!(r.code, 1);
+        assert!(
+            r.stderr.contains(&format!(
+                "the socket's directory {} is writable by others (mode {mode:04o})",
+                d.display()
+            )),
+            "{}",
+            r.stderr
+        );
+        assert!(!d.join("sock").exists());
+    }
+    let d = env.dir.join("theirs");
+    std::fs::create_dir(&d).unwrap();
+    nix::unistd::chown(&d, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let (r, _) = run_within(supervise(&d.join("sock")), PATIENCE, "theirs");
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(&format!(
+            "the socket's directory {} belongs to uid 65534",
+            d.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    // A missing one is made, root's alone.
+    let sup = env.system_init(&services);
+    let run = env.sock().parent().unwrap().to_path_buf();
+    let m = std::fs::metadata(&run).unwrap();
+    assert_eq!(
+        (
+            m.permissions().mode() & 0o7777,
+            std::os::unix::fs::MetadataExt::uid(&m)
+        ),
+        (0o700, 0)
+    );
+    assert_eq!(sup.cli(&["list"]).code, 0);
+}
+
+/// Someone else's process on the socket path (bound first in a directory anyone can
+/// write): the CLI checks who answers before it says anything, and refuses, naming the
+/// socket and the uid; it never shows their services nor takes their descriptors.
+#[test]
+fn the_cli_trusts_only_root_on_the_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    // Debian's (a python3 found first in PATH may be out of the unprivileged user's reach).
+    ensure_installed(&[("/usr/bin/python3", "python3"), ("setpriv", "util-linux")]);
+    let env = TestEnv::new();
+    let shared = env.dir.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let sock = shared.join("service.sock");
+    let heard = shared.join("heard");
+    let fake = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(8)
+open(sys.argv[2] + ".ready", "w").close()
+while True:
+    c, _ = s.accept()
+    c.settimeout(5)
+    try:
+        data = c.recv(4096)
+    except OSError:
+        data = b""
+    open(sys.argv[2], "ab").write(data)
+    try:
+        c.sendall(b'{"v":1,"ok":true,"services":[{"name":"fake","state":"running","pid":1,"restarts":0,"since":0}],"message":"fake: stopped"}\n')
+    except OSError:
+        pass
+    c.close()
+"#;
+    struct Fake(std::process::Child);
+    impl Drop for Fake {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _fake = Fake(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["/usr/bin/python3", "-c"])
+            .arg(fake)
+            .arg(&sock)
+            .arg(&heard)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_file(&shared.join("heard.ready"), "the fake supervisor");
+    for args in [
+        vec!["list"],
+        vec!["status", "fake"],
+        vec!["stop", "fake"],
+        vec!["logs", "fake"],
+    ] {
+        let mut c = env.lkinit();
+        c.arg("--sock").arg(&sock).args(&args);
+        let (r, _) = run_within(c, PATIENCE, &format!("{args:?} to someone else's socket"));
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stdout);
+        assert!(r.stdout.is_empty(), "{}", r.stdout);
+        assert!(
+            r.stderr
+                .contains(&format!("refusing to talk to {}: ", sock.display()))
+                && r.stderr.contains("runs as uid 65534, not as root"),
+            "{}",
+            r.stderr
+        );
+    }
+    // Nothing was even asked of it.
+    assert_eq!(std::fs::read(&heard).unwrap_or_default(), b"");
+    // And a supervisor refuses that directory.
+    let mut c = env.lkinit();
+    c.arg("--sock")
+        .arg(&sock)
+        .args(["system-init", "--path"])
+        .arg(env.bundles_dir("services"))
+        .arg("--log-dir")
+        .arg(&env.log_dir);
+    let (r, _) = run_within(c, PATIENCE, "a supervisor on that socket");
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("is writable by others (mode 1777)"),
+        "{}",
+        r.stderr
+    );
 }

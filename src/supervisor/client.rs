@@ -4,13 +4,16 @@
 //! Exit status: 0 done (for `status`: running), 3 `status` of a service that is not
 //! running, 1 anything else (no supervisor, unknown service, refused, failed, no answer
 //! in time).
+//!
+//! Whoever listens on the socket is trusted only if it runs as root (or as the client's
+//! own user): the socket's directory may be one where others can bind first.
 
 use super::protocol::{Op, Response, ServiceInfo, State};
 use crate::cli::{ClientArgs, Command};
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, connect, recvmsg,
-    socket,
+    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, connect,
+    getsockopt, recvmsg, socket, sockopt,
 };
 use std::fs::File;
 use std::io::{self, IoSliceMut, Read, Seek, SeekFrom, Write};
@@ -149,6 +152,25 @@ fn connect_by(sock: &Path, deadline: Option<Instant>) -> Result<UnixStream, Stri
     Ok(s)
 }
 
+/// Whether whoever answers on `s` may be trusted: root, or the client's own user (a
+/// supervisor run by hand for testing). Anyone else may have bound the path first, and
+/// what it says (services, log descriptors) would be lies.
+fn check_server(s: &UnixStream, sock: &Path) -> Result<(), String> {
+    let cred = getsockopt(s, sockopt::PeerCredentials)
+        .map_err(|e| format!("cannot read the credentials of {}: {e}", sock.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if cred.uid() == 0 || cred.uid() == me {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to talk to {}: the process listening there (pid {}) runs as uid {}, not \
+         as root; it is not the supervisor (someone else may have bound that path)",
+        sock.display(),
+        cred.pid(),
+        cred.uid()
+    ))
+}
+
 /// Sends one request and reads the response line, with any descriptors sent along, giving
 /// up at `timeout` after the start.
 fn request(
@@ -158,6 +180,7 @@ fn request(
 ) -> Result<(Response, Vec<OwnedFd>), String> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut s = connect_by(sock, deadline)?;
+    check_server(&s, sock)?;
     let lost =
         |e: &dyn std::fmt::Display| format!("talking to the supervisor on {}: {e}", sock.display());
     let late = || {

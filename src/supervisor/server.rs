@@ -9,7 +9,7 @@ use crate::bundle;
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,19 +27,74 @@ pub enum SocketError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "the socket's directory {dir} is writable by others (mode {mode:04o}): anyone could \
+         bind the socket's path first and answer the service CLI; use a directory only root \
+         can write (lkinit makes a missing one with mode 0700)"
+    )]
+    OpenDir { dir: PathBuf, mode: u32 },
+    #[error(
+        "the socket's directory {dir} belongs to uid {uid}, who could put another socket in \
+         its place; use a directory of root's"
+    )]
+    ForeignDir { dir: PathBuf, uid: u32 },
+}
+
+/// Checks that nobody but root (or this supervisor's user) can put a socket at `dir/..`:
+/// `dir` owned by us and writable by nobody else, and every directory above it owned by
+/// root or us and writable by others only when sticky (as /tmp is: others can then not
+/// rename what is ours).
+fn check_socket_dir(dir: &Path) -> Result<(), SocketError> {
+    let dir = std::fs::canonicalize(dir).map_err(|source| SocketError::Bind {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let me = nix::unistd::geteuid().as_raw();
+    for (i, d) in dir.ancestors().enumerate() {
+        let m = std::fs::metadata(d).map_err(|source| SocketError::Bind {
+            path: d.to_path_buf(),
+            source,
+        })?;
+        let mode = m.mode() & 0o7777;
+        if m.uid() != 0 && m.uid() != me {
+            return Err(SocketError::ForeignDir {
+                dir: d.to_path_buf(),
+                uid: m.uid(),
+            });
+        }
+        let open = mode & 0o022 != 0;
+        let sticky = mode & 0o1000 != 0;
+        if open && (i == 0 || !sticky) {
+            return Err(SocketError::OpenDir {
+                dir: d.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Binds the socket at `path`, mode 0600 from the moment it has its name: it is made under
 /// a temporary name, restricted, then renamed into place. A socket file nobody answers on
-/// (left by a killed supervisor) is replaced.
+/// (left by a killed supervisor) is replaced. Its directory is made mode 0700 when it is
+/// missing, and refused when others could put a socket there (see [`check_socket_dir`]).
 pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
     let err = |source| SocketError::Bind {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(err)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
     }
+    check_socket_dir(dir)?;
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(SocketError::InUse(path.to_path_buf()));
     }
