@@ -105,7 +105,12 @@ fn report(opts: &Options, name: &str, outcome: &Outcome) {
         return;
     }
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{name}: {}", outcome.line());
+    // One line whatever the reason quotes (a runtime's message may hold a newline).
+    let _ = writeln!(
+        out,
+        "{name}: {}",
+        crate::bundle::printable_name(&outcome.line())
+    );
     let _ = out.flush();
 }
 

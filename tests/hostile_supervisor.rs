@@ -658,3 +658,55 @@ while True:
         r.stderr
     );
 }
+
+/// A message that quotes a newline (a runtime's error about a cgroup path that holds one)
+/// cannot forge a line: not in `list`'s table, `status`, a command's answer, the
+/// supervisor's log, nor onboot's report.
+#[test]
+fn forged_lines_stay_on_one_line() {
+    let env = TestEnv::new();
+    let dir = env.bundles_dir("services");
+    let forged = "forged      running     4711         0";
+    let path = format!("/{}/x\n{forged}", env.cgroup_parent);
+    for parent in [&dir, &env.bundles_dir("onboot")] {
+        let b = env.bundle(parent, "g", &["sh", "-c", POLITE]);
+        env.edit_config(&b, |c| c["linux"]["cgroupsPath"] = json!(path));
+    }
+    env.bundle(&dir, "fine", &["sh", "-c", POLITE]);
+    let no_forged_line = |what: &str, text: &str| {
+        assert!(
+            !text.lines().any(|l| l.starts_with("forged")),
+            "{what}: a forged line:\n{text}"
+        );
+    };
+    let sup = env.system_init(&dir);
+    sup.wait_running("fine");
+    let s = sup.wait_status("g", "failed to start", |s| s.reason.contains("forged"));
+    assert!(s.reason.contains("\\nforged"), "{s:?}");
+    let (r, _) = cli_within(&env, &["list"], PATIENCE);
+    assert_eq!(r.stdout.lines().count(), 3, "{}", r.stdout);
+    no_forged_line("list", &r.stdout);
+    let (r, _) = cli_within(&env, &["status", "g"], PATIENCE);
+    no_forged_line("status", &r.stdout);
+    assert!(
+        r.stdout.lines().all(|l| l.contains(':')),
+        "status:\n{}",
+        r.stdout
+    );
+    let (r, _) = cli_within(&env, &["restart", "g"], PATIENCE);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    no_forged_line("restart", &r.stderr);
+    no_forged_line("the supervisor's log", &sup.log());
+    drop(sup);
+    let r = env.onboot(&env.dir.join("onboot"), &[]);
+    assert_eq!(r.code, 1);
+    // The report line holds all of the runtime's message (its stdout also carries what
+    // the runtime wrote to the container's stderr, as it was written: that is output).
+    let l = r.line("g");
+    assert!(
+        l.contains("\\nforged") && l.ends_with(": invalid argument"),
+        "{l}"
+    );
+    no_forged_line("onboot's log", &r.stderr);
+}

@@ -6,9 +6,12 @@
 //! in time).
 //!
 //! Whoever listens on the socket is trusted only if it runs as root (or as the client's
-//! own user): the socket's directory may be one where others can bind first.
+//! own user): the socket's directory may be one where others can bind first. Every name
+//! and message the supervisor sends is printed escaped, so none can start a line of its
+//! own.
 
 use super::protocol::{Op, Response, ServiceInfo, State};
+use crate::bundle::printable_name as printable;
 use crate::cli::{ClientArgs, Command};
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -72,7 +75,10 @@ pub fn run(sock: &Path, cmd: &Command) -> i32 {
         }
     };
     if !r.ok {
-        log::error!("{}", r.error.as_deref().unwrap_or("the supervisor refused"));
+        log::error!(
+            "{}",
+            printable(r.error.as_deref().unwrap_or("the supervisor refused"))
+        );
         return 1;
     }
     let mut out = io::stdout().lock();
@@ -94,7 +100,7 @@ pub fn run(sock: &Path, cmd: &Command) -> i32 {
             };
         }
         Op::Start(_) | Op::Stop(_) | Op::Restart(_) => match &r.message {
-            Some(m) => writeln!(out, "{}", m),
+            Some(m) => writeln!(out, "{}", printable(m)),
             None => Ok(()),
         },
         Op::Logs(_) => {
@@ -259,7 +265,7 @@ fn pid_text(s: &ServiceInfo) -> String {
 }
 
 fn print_list(out: &mut impl Write, services: &[ServiceInfo]) -> io::Result<()> {
-    let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    let names: Vec<String> = services.iter().map(|s| printable(&s.name)).collect();
     let w = names
         .iter()
         .map(|n| n.chars().count())
@@ -280,7 +286,7 @@ fn print_list(out: &mut impl Write, services: &[ServiceInfo]) -> io::Result<()> 
             s.restarts
         );
         match &s.reason {
-            Some(r) => writeln!(out, "{line}  {}", r)?,
+            Some(r) => writeln!(out, "{line}  {}", printable(r))?,
             None => writeln!(out, "{}", line.trim_end())?,
         }
     }
@@ -288,14 +294,18 @@ fn print_list(out: &mut impl Write, services: &[ServiceInfo]) -> io::Result<()> 
 }
 
 fn print_status(out: &mut impl Write, s: &ServiceInfo) -> io::Result<()> {
-    writeln!(out, "name:     {}", s.name)?;
+    writeln!(out, "name:     {}", printable(&s.name))?;
     writeln!(out, "state:    {}", s.state.as_str())?;
     writeln!(out, "pid:      {}", pid_text(s))?;
     writeln!(out, "restarts: {}", s.restarts)?;
-    writeln!(out, "exit:     {}", s.exit.as_deref().unwrap_or("-"))?;
+    writeln!(
+        out,
+        "exit:     {}",
+        printable(s.exit.as_deref().unwrap_or("-"))
+    )?;
     writeln!(out, "since:    {}", since_text(s.since))?;
     if let Some(r) = &s.reason {
-        writeln!(out, "reason:   {}", r)?;
+        writeln!(out, "reason:   {}", printable(r))?;
     }
     if s.adopted {
         writeln!(out, "adopted:  yes (started by an earlier supervisor)")?;
@@ -431,6 +441,19 @@ mod tests {
             "NAME        STATE           PID  RESTARTS\n\
              web         running        4711         2\n\
              broken-one  failed            -         2  crash loop\n"
+        );
+        // A name or reason that holds a newline stays on its line.
+        let mut out = Vec::new();
+        print_list(
+            &mut out,
+            &[s("a\nb", State::Failed, None, Some("x\nforged  running"))],
+        )
+        .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(
+            out.ends_with("a\\nb  failed            -         2  x\\nforged  running\n"),
+            "{out}"
         );
     }
 }
