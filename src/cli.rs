@@ -132,6 +132,15 @@ impl RunnerArgs {
     }
 }
 
+/// What every command of the service CLI takes.
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+pub struct ClientArgs {
+    /// Give up when the supervisor has not answered within SECS, 0 to wait for ever
+    /// [default: 30 for list, status and logs; 300 for start, stop and restart]
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+}
+
 /// `init`.
 #[derive(Args, Debug, Clone)]
 pub struct InitArgs {
@@ -184,24 +193,43 @@ pub enum Command {
     /// again with the same --state-dir, it adopts the services that still run.
     SystemInit(SupervisorArgs),
     /// One line per service: name, state, pid, restarts
-    List,
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// State, pid, exit code, restarts and since of a service; exit 0 if running, 3 if not
     Status {
         /// The service (its bundle's directory name)
         name: String,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Prepare and start a service bundle of the supervisor's --path
-    Start { name: String },
+    Start {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// SIGTERM a service, SIGKILL after the grace period; no process of it remains
-    Stop { name: String },
+    Stop {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Stop, then start: the service gets a new pid
-    Restart { name: String },
+    Restart {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print a service's stdout log (on stdout) and stderr log (on stderr)
     Logs {
         /// Keep printing what the service writes
         #[arg(short, long)]
         follow: bool,
         name: String,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Run CMD inside a service's namespaces; exit status is CMD's (128 + signal if killed)
     Exec {
@@ -259,7 +287,7 @@ impl Command {
             Command::Exec { .. } => "exec",
             Command::Mount { .. } => "mount",
             Command::Umount { .. } => "umount",
-            Command::List => "list",
+            Command::List { .. } => "list",
             Command::Status { .. } => "status",
             Command::Start { .. } => "start",
             Command::Stop { .. } => "stop",
@@ -436,7 +464,14 @@ mod tests {
         assert_eq!(b.global.runtime, "crun");
         let c = Cli::try_parse_from(["service", "--sock", "/s", "list"]).unwrap();
         assert_eq!(c.global.sock, PathBuf::from("/s"));
-        assert!(matches!(c.command, Some(Command::List)));
+        assert!(matches!(c.command, Some(Command::List { .. })));
+        let c = Cli::try_parse_from(["service", "stop", "web", "--timeout", "2.5"]).unwrap();
+        match c.command {
+            Some(Command::Stop { name, client }) => {
+                assert_eq!((name.as_str(), client.timeout), ("web", Some(2.5)));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -217,8 +217,11 @@ pub fn launch(
     launch_within(bundle, ctx, stdio, mode, None)
 }
 
-/// `launch`, where a runtime `create` still running at `deadline` is killed (a hook that
-/// never returns) and the launch fails.
+/// `launch`, with every runtime command bounded by `deadline` too (see
+/// [`OciRuntime::within`]): a `create` still running then (a hook that never returns) is
+/// killed and the launch fails. The cleanup commands pushed on the undo stack keep the
+/// deadline, so a container's whole life, its `delete` included, ends within it (and
+/// [`crate::oci_runtime::CLEANUP_FLOOR`]).
 pub fn launch_within(
     bundle: &Bundle,
     ctx: &Ctx,
@@ -226,8 +229,12 @@ pub fn launch_within(
     mode: Mode,
     deadline: Option<Deadline>,
 ) -> Result<Running, ContainerError> {
+    let ctx = &Ctx {
+        runtime: ctx.runtime.within(deadline),
+        ..ctx.clone()
+    };
     let mut undo = Undo::new();
-    match launch_steps(bundle, ctx, stdio, mode, deadline, &mut undo) {
+    match launch_steps(bundle, ctx, stdio, mode, &mut undo) {
         Ok((pid, pidfd, exit)) => Ok(Running {
             name: bundle.name.clone(),
             pid,
@@ -257,7 +264,6 @@ fn launch_steps(
     ctx: &Ctx,
     stdio: &ContainerStdio,
     mode: Mode,
-    deadline: Option<Deadline>,
     undo: &mut Undo,
 ) -> Result<(Option<i32>, Option<PidFd>, Exit), ContainerError> {
     let rt = &ctx.runtime;
@@ -294,26 +300,31 @@ fn launch_steps(
         })?;
     }
 
-    if mode == Mode::Foreground && !bundle.needs_create_start() {
+    // A bundle with OCI hooks goes through create and start even so: each of those is
+    // bounded on its own, while a `run` lasts as long as its container, hooks and all.
+    if mode == Mode::Foreground && !bundle.needs_create_start() && bundle.spec.hooks().is_none() {
         let p = with_stale_retry(rt, name, || rt.run(name, &bundle_dir, &pid_file, stdio))
             .map_err(|e| ContainerError::new(Step::Run, e))?;
         return Ok((None, None, Exit::Runtime(p)));
     }
 
-    let pid = with_stale_retry(rt, name, || {
-        rt.create_within(name, &bundle_dir, &pid_file, stdio, deadline)
-    })
-    .map_err(|e| {
-        let mut ce = ContainerError::new(Step::Create, e);
-        if let Some(RuntimeError::TimedOut { .. }) = ce.source.downcast_ref::<RuntimeError>()
-            && let Some(cg) = cgroups_path(bundle)
-        {
-            ce.undo
-                .0
-                .extend(cgroups::remove_container_cgroup(&ctx.cgroup_root, &cg));
-        }
-        ce
-    })?;
+    let pid = with_stale_retry(rt, name, || rt.create(name, &bundle_dir, &pid_file, stdio))
+        .map_err(|e| {
+            let mut ce = ContainerError::new(Step::Create, e);
+            // Killed before it saved the container's state, the runtime left a cgroup that no
+            // `delete` knows of.
+            if ce
+                .source
+                .downcast_ref::<RuntimeError>()
+                .is_some_and(RuntimeError::was_killed)
+                && let Some(cg) = cgroups_path(bundle)
+            {
+                ce.undo
+                    .0
+                    .extend(cgroups::remove_container_cgroup(&ctx.cgroup_root, &cg));
+            }
+            ce
+        })?;
     let rt2 = rt.clone();
     let n = name.to_string();
     let replay = Replay::DeleteContainer {

@@ -1,4 +1,5 @@
 use clap::Parser;
+use lkinit::bundle::printable_name;
 use lkinit::cli::{Cli, Command, Global, normalize_args};
 use lkinit::container::Ctx;
 use lkinit::nsenter;
@@ -22,13 +23,16 @@ fn init_logging(g: &Global, uptime: bool) {
     }
     // On the console, lines carry the time since boot as the kernel prints it, so a boot
     // reads on one clock.
+    // Every message is one line: what it quotes (a runtime's error, a path from a bundle)
+    // is escaped, so it can never start a line that looks like lkinit's own.
     b.format(move |f, r| {
         if uptime {
             write!(f, "{}", pid1::uptime_prefix())?;
         }
+        let msg = printable_name(&r.args().to_string());
         match r.level() {
-            log::Level::Info => writeln!(f, "lkinit: {}", r.args()),
-            l => writeln!(f, "lkinit: {}: {}", l.as_str().to_lowercase(), r.args()),
+            log::Level::Info => writeln!(f, "lkinit: {msg}"),
+            l => writeln!(f, "lkinit: {}: {msg}", l.as_str().to_lowercase()),
         }
     });
     b.init();
@@ -95,7 +99,7 @@ fn main() {
         Some(Command::UsernsHold) => lkinit::userns::hold(),
         Some(Command::SystemInit(a)) => supervisor::run(&ctx, a, &g.sock, g.memlogd()),
         Some(
-            c @ (Command::List
+            c @ (Command::List { .. }
             | Command::Status { .. }
             | Command::Start { .. }
             | Command::Stop { .. }

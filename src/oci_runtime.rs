@@ -2,12 +2,19 @@
 //!
 //! Every call passes `--log FILE --log-format json`, so a failure of the runtime itself is
 //! told apart from a container that exited non-zero, and its message is reported as it is.
+//!
+//! Every command but `run` (whose life is the container's) is bounded: a runtime runs the
+//! bundle's OCI hooks, which may never return, and lkinit must go on. A command still
+//! running at its bound is killed with everything it started (the hooks, a container init
+//! it was making) and reported as [`RuntimeError::TimedOut`]; what it leaves is cleared
+//! here (see [`OciRuntime::create`] and [`OciRuntime::delete`]).
 
 use crate::reaper::{self, ExitStatus, Io, PidFd, Spawn, Spawned, Waiter};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// When a bundle's time is up, and how long it had (for the message).
@@ -30,6 +37,112 @@ impl Deadline {
     }
 }
 
+/// How long a runtime command may take when the caller sets no deadline. `create` and
+/// `start` run the hooks before the container's process (createRuntime, createContainer,
+/// prestart, startContainer, and poststart: runc 1.1 runs those in `create`), `delete` the
+/// poststop hooks; `kill` and `state` run none, so their bound only catches a wedged
+/// runtime. `run` has none: it lasts as long as its container.
+pub fn own_limit(op: &str) -> Option<Duration> {
+    match op {
+        "create" | "start" => Some(Duration::from_secs(60)),
+        "delete" => Some(Duration::from_secs(10)),
+        "kill" | "state" => Some(Duration::from_secs(5)),
+        _ => None,
+    }
+}
+
+/// The commands that clean up after a container (or look at it). Under a caller's
+/// deadline they still get [`CLEANUP_FLOOR`]: a bundle whose time is up must still be
+/// killed and deleted, which a deadline already past would not allow.
+fn is_cleanup(op: &str) -> bool {
+    matches!(op, "kill" | "delete" | "state")
+}
+
+/// What the cleanup commands get at least, once a caller's deadline has passed.
+pub const CLEANUP_FLOOR: Duration = Duration::from_secs(3);
+
+/// The bound of command `op`: the instant it is killed at, and the limit it is reported
+/// with. A caller's deadline replaces a setup command's own limit (`--timeout` is the
+/// operator's word on how long a bundle may take); a cleanup command keeps its own limit
+/// and gets what is left of the deadline, but never less than [`CLEANUP_FLOOR`].
+fn bound_of(op: &str, deadline: Option<Deadline>, now: Instant) -> Option<(Instant, Duration)> {
+    let own = own_limit(op);
+    match deadline {
+        Some(d) if is_cleanup(op) => {
+            let left = d.at.saturating_duration_since(now).max(CLEANUP_FLOOR);
+            let limit = own.map_or(left, |o| o.min(left));
+            Some((now + limit, limit))
+        }
+        Some(d) => Some((d.at, d.limit)),
+        None => own.map(|o| (now + o, o)),
+    }
+}
+
+/// Cuts short the commands that make and start one container (`create`, `start`, `run`),
+/// in flight and to come: for a launch that is no longer wanted (its service is being
+/// stopped) while a hook holds it up. The commands that clean up are not cut short; they
+/// are bounded anyway.
+#[derive(Clone, Default)]
+pub struct Cancel(Arc<Mutex<CancelState>>);
+
+#[derive(Default)]
+struct CancelState {
+    fired: bool,
+    /// The launch commands running now, pinned by their pidfds.
+    running: Vec<PidFd>,
+}
+
+impl std::fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cancel(fired: {})", self.fired())
+    }
+}
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, CancelState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Kills the launch commands running now (with their hooks and the container init
+    /// they were making) and refuses the ones to come. Blocks for the walk of their
+    /// process trees only.
+    pub fn fire(&self) {
+        let running = {
+            let mut st = self.state();
+            st.fired = true;
+            std::mem::take(&mut st.running)
+        };
+        for fd in &running {
+            reaper::kill_tree_of(fd);
+        }
+    }
+
+    pub fn fired(&self) -> bool {
+        self.state().fired
+    }
+
+    /// Registers a launch command that has just started; false (and nothing registered)
+    /// once fired: the caller kills it.
+    fn register(&self, fd: &PidFd) -> bool {
+        let mut st = self.state();
+        if st.fired {
+            return false;
+        }
+        if let Ok(fd) = fd.try_clone() {
+            st.running.push(fd);
+        }
+        true
+    }
+
+    fn unregister(&self, pid: i32) {
+        self.state().running.retain(|fd| fd.pid() != pid);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("cannot run the OCI runtime `{bin}`")]
@@ -44,12 +157,14 @@ pub enum RuntimeError {
         op: &'static str,
         message: String,
     },
-    #[error("`{bin} {op}` did not end within the timeout ({}s) and was killed", .limit.as_secs())]
+    #[error("`{bin} {op}` did not end within the timeout ({}) and was killed", secs(*.limit))]
     TimedOut {
         bin: String,
         op: &'static str,
         limit: Duration,
     },
+    #[error("`{bin} {op}` was cut short: the container is no longer wanted")]
+    Cancelled { bin: String, op: &'static str },
     #[error("`{bin} {op}` was killed by {signal}")]
     Killed {
         bin: String,
@@ -70,7 +185,26 @@ pub enum RuntimeError {
     },
 }
 
+/// `5s`, `0.5s`.
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0}s")
+    } else {
+        format!("{s:.1}s")
+    }
+}
+
 impl RuntimeError {
+    /// Whether lkinit killed the command (its bound expired, or its launch was cancelled):
+    /// what it had begun may be left half made.
+    pub fn was_killed(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::TimedOut { .. } | RuntimeError::Cancelled { .. }
+        )
+    }
+
     /// Whether the runtime refused because a container of that name exists already.
     pub fn is_already_exists(&self) -> bool {
         matches!(self, RuntimeError::Failed { message, .. }
@@ -109,16 +243,27 @@ pub struct OciRuntime {
     /// The runtime's log messages are copied onto lkinit's stderr (LinuxKit's
     /// `linuxkit.runc_console=1`).
     pub log_to_console: bool,
+    /// The caller's deadline for every command (see [`OciRuntime::within`]).
+    deadline: Option<Deadline>,
+    /// What cuts this container's launch commands short (see [`OciRuntime::cancelled_by`]).
+    cancel: Option<Cancel>,
 }
 
-/// A running runtime command's note: a file named by its pid, holding its start time.
-/// Removed when the command has ended (dropped after the wait).
-struct CallNote(Option<PathBuf>);
+/// A running runtime command: its note (a file named by its pid, holding its start time)
+/// and its place in a [`Cancel`]. Both go when the command has ended (dropped after the
+/// wait).
+struct CallNote {
+    path: Option<PathBuf>,
+    cancel: Option<(Cancel, i32)>,
+}
 
 impl Drop for CallNote {
     fn drop(&mut self) {
-        if let Some(p) = &self.0 {
+        if let Some(p) = &self.path {
             let _ = std::fs::remove_file(p);
+        }
+        if let Some((c, pid)) = &self.cancel {
+            c.unregister(*pid);
         }
     }
 }
@@ -208,7 +353,31 @@ impl OciRuntime {
             calls_dir: None,
             debug: false,
             log_to_console: false,
+            deadline: None,
+            cancel: None,
         }
+    }
+
+    /// This runtime with every command bounded by `deadline` too (a bundle's `--timeout`):
+    /// `create`, `start` and `run` end by it, the commands that clean up get what is left
+    /// of it but at least [`CLEANUP_FLOOR`] (see [`own_limit`] for the bounds without one).
+    pub fn within(&self, deadline: Option<Deadline>) -> OciRuntime {
+        OciRuntime {
+            deadline,
+            ..self.clone()
+        }
+    }
+
+    /// This runtime with its launch commands cut short when `cancel` fires.
+    pub fn cancelled_by(&self, cancel: &Cancel) -> OciRuntime {
+        OciRuntime {
+            cancel: Some(cancel.clone()),
+            ..self.clone()
+        }
+    }
+
+    fn bound(&self, op: &str) -> Option<(Instant, Duration)> {
+        bound_of(op, self.deadline, Instant::now())
     }
 
     /// Notes every runtime command in flight in `dir`, so that whoever takes over after
@@ -219,20 +388,16 @@ impl OciRuntime {
         self.calls_dir = Some(dir);
     }
 
-    fn note_call(&self, pid: i32) -> CallNote {
-        let Some(dir) = &self.calls_dir else {
-            return CallNote(None);
-        };
+    fn note_call(&self, pid: i32) -> Option<PathBuf> {
+        let dir = self.calls_dir.as_ref()?;
         // A command that has ended (and been reaped) already needs no note.
-        let Some(start) = reaper::start_time(pid) else {
-            return CallNote(None);
-        };
+        let start = reaper::start_time(pid)?;
         let path = dir.join(pid.to_string());
         match write_making_dir(dir, &path, start.to_string().as_bytes()) {
-            Ok(()) => CallNote(Some(path)),
+            Ok(()) => Some(path),
             Err((p, e)) => {
                 log::warn!("cannot note runtime command {pid}: {}: {e}", p.display());
-                CallNote(None)
+                None
             }
         }
     }
@@ -305,8 +470,27 @@ impl OciRuntime {
         Ok((cmd, log))
     }
 
-    /// Starts a runtime command whose log is `log`; the log goes if the runtime never ran.
-    fn spawn(&self, cmd: &Spawn<'_>, log: &Path) -> Result<(Spawned, CallNote), RuntimeError> {
+    /// The cancel that applies to command `op`: launch commands only.
+    fn cancel_for(&self, op: &str) -> Option<&Cancel> {
+        self.cancel.as_ref().filter(|_| !is_cleanup(op))
+    }
+
+    /// Starts runtime command `op` whose log is `log`; the log goes if the runtime never
+    /// ran. A launch command whose launch was cancelled is not started, or killed at once.
+    fn spawn(
+        &self,
+        op: &'static str,
+        cmd: &Spawn<'_>,
+        log: &Path,
+    ) -> Result<(Spawned, CallNote), RuntimeError> {
+        let cancelled = || RuntimeError::Cancelled {
+            bin: self.bin.clone(),
+            op,
+        };
+        let cancel = self.cancel_for(op);
+        if cancel.is_some_and(Cancel::fired) {
+            return Err(cancelled());
+        }
         let child = reaper::global().start(cmd).map_err(|source| {
             let _ = std::fs::remove_file(log);
             RuntimeError::Spawn {
@@ -314,22 +498,77 @@ impl OciRuntime {
                 source,
             }
         })?;
-        let note = self.note_call(child.waiter.pid());
+        let pid = child.waiter.pid();
+        let mut note = CallNote {
+            path: self.note_call(pid),
+            cancel: None,
+        };
+        if let (Some(c), Some(fd)) = (cancel, &child.pidfd) {
+            if c.register(fd) {
+                note.cancel = Some((c.clone(), pid));
+            } else {
+                // Fired while it started: it goes the way it would have gone a moment later.
+                reaper::kill_tree_of(fd);
+            }
+        }
         Ok((child, note))
     }
 
-    /// Runs a short runtime command to completion, collecting stdout; failures carry the
-    /// runtime's own message.
+    /// Waits for command `op` within its bound. One still running then is killed with
+    /// everything it started; one killed by a [`Cancel`] is reported so.
+    fn wait_bounded(
+        &self,
+        op: &'static str,
+        waiter: &Waiter,
+        pidfd: Option<&PidFd>,
+        bound: Option<(Instant, Duration)>,
+    ) -> Result<ExitStatus, RuntimeError> {
+        let st = match bound {
+            None => waiter.wait(),
+            Some((until, limit)) => {
+                match waiter.wait_timeout(until.saturating_duration_since(Instant::now())) {
+                    Some(st) => st,
+                    None => {
+                        log::warn!(
+                            "`{} {op}` (pid {}) still runs after {}: killing it and what it \
+                             started",
+                            self.bin,
+                            waiter.pid(),
+                            secs(limit)
+                        );
+                        kill_call(waiter, pidfd);
+                        return Err(RuntimeError::TimedOut {
+                            bin: self.bin.clone(),
+                            op,
+                            limit,
+                        });
+                    }
+                }
+            }
+        };
+        if !st.success() && self.cancel_for(op).is_some_and(Cancel::fired) {
+            return Err(RuntimeError::Cancelled {
+                bin: self.bin.clone(),
+                op,
+            });
+        }
+        Ok(st)
+    }
+
+    /// Runs a short runtime command to completion within its bound, collecting stdout;
+    /// failures carry the runtime's own message.
     fn call(&self, name: &str, op: &'static str, args: &[&str]) -> Result<String, RuntimeError> {
         let (mut cmd, log) = self.command(name, op)?;
         cmd.args(args).stdout(Io::Piped).stderr(Io::Piped);
-        let (child, note) = self.spawn(&cmd, &log)?;
-        let (out, stderr) = read_both(child.stdout, child.stderr);
-        let status = child.waiter.wait();
+        let bound = self.bound(op);
+        let (child, note) = self.spawn(op, &cmd, &log)?;
+        let (out, stderr) = read_both(child.stdout, child.stderr, bound.map(|b| b.0));
+        let status = self.wait_bounded(op, &child.waiter, child.pidfd.as_ref(), bound);
         drop(note);
         let logged = runtime_log_error(&log);
         // Short calls leave nothing behind: what matters is in the error.
         self.release_log(name, op, &log);
+        let status = status?;
         if status.success() {
             return Ok(out);
         }
@@ -345,7 +584,8 @@ impl OciRuntime {
 
     /// `create`: the container exists, its init waits for `start`. Returns the init's pid.
     /// The runtime hands `stdio` to the container, so whoever reads it must be reading
-    /// already.
+    /// already. A runtime that hangs past the bound (in a hook) is killed with what it
+    /// started, and what it had made of the container is cleared.
     pub fn create(
         &self,
         name: &str,
@@ -353,44 +593,33 @@ impl OciRuntime {
         pid_file: &Path,
         stdio: &ContainerStdio,
     ) -> Result<i32, RuntimeError> {
-        self.create_within(name, bundle, pid_file, stdio, None)
-    }
-
-    /// `create`, given up at `deadline`: a runtime that hangs (in a hook) is killed with
-    /// what it started, and what it had made of the container is deleted.
-    pub fn create_within(
-        &self,
-        name: &str,
-        bundle: &Path,
-        pid_file: &Path,
-        stdio: &ContainerStdio,
-        deadline: Option<Deadline>,
-    ) -> Result<i32, RuntimeError> {
+        let bound = self.bound("create");
         let p = self.container_op("create", name, bundle, pid_file, stdio)?;
-        let st = match deadline {
-            None => p.waiter.wait(),
-            Some(d) => match p.waiter.wait_timeout(d.left()) {
-                Some(st) => st,
-                None => {
-                    reaper::kill_tree(p.waiter.pid());
-                    p.waiter.wait();
-                    self.release_log(name, "create", &p.log);
-                    if let Err(e) = self.delete(name, true) {
-                        log::debug!("{name}: {}", crate::error_chain(&e));
-                    }
-                    return Err(RuntimeError::TimedOut {
-                        bin: self.bin.clone(),
-                        op: "create",
-                        limit: d.limit,
-                    });
-                }
-            },
-        };
-        let r = p.result(st);
+        let r = self
+            .wait_bounded("create", &p.waiter, p.pidfd.as_ref(), bound)
+            .and_then(|st| p.result(st));
         // A short call leaves nothing behind: what matters is in the error.
         self.release_log(name, "create", &p.log);
+        if let Err(e) = &r
+            && e.was_killed()
+        {
+            self.clear_killed_create(name);
+        }
         r?;
         read_pid_file(pid_file)
+    }
+
+    /// Clears what a `create` killed by lkinit made: the container, once the runtime had
+    /// saved it, or else the state directory it was making.
+    fn clear_killed_create(&self, name: &str) {
+        if let Err(e) = self.delete(name, true) {
+            log::debug!("{name}: {}", crate::error_chain(&e));
+        }
+        if let Ok(None) = self.state(name)
+            && let Err(e) = self.clear_half_made(name)
+        {
+            log::warn!("{name}: {}", crate::error_chain(&e));
+        }
     }
 
     /// `run` with the runtime in the foreground: it creates, starts, waits for and deletes
@@ -424,7 +653,7 @@ impl OciRuntime {
             .arg(pid_file)
             .arg(name);
         set_stdio(&mut cmd, stdio);
-        let (child, note) = self.spawn(&cmd, &log)?;
+        let (child, note) = self.spawn(op, &cmd, &log)?;
         Ok(RuntimeProcess {
             waiter: child.waiter,
             pidfd: child.pidfd,
@@ -450,9 +679,33 @@ impl OciRuntime {
         self.call(name, "kill", &args).map(drop)
     }
 
+    /// `delete`. One killed at its bound (a poststop hook that does not return) is still
+    /// reported, but what it left is cleared: crun keeps the state directory of a stopped
+    /// container until its poststop hooks are done, and a second `delete` would only run
+    /// them again.
     pub fn delete(&self, name: &str, force: bool) -> Result<(), RuntimeError> {
         let args: &[&str] = if force { &["--force", name] } else { &[name] };
-        self.call(name, "delete", args).map(drop)
+        let r = self.call(name, "delete", args).map(drop);
+        if let Err(e) = &r
+            && e.was_killed()
+        {
+            match self.state(name) {
+                Ok(None) => {}
+                Ok(Some(st)) if st.status == "stopped" => {
+                    let why = "left by a `delete` that was killed in its poststop hooks";
+                    if let Err(e) = self.remove_state_dir(name, why) {
+                        log::warn!("{name}: {}", crate::error_chain(&e));
+                    }
+                }
+                Ok(Some(st)) => log::warn!(
+                    "{name}: `{} delete` was killed and left the container {}",
+                    self.bin,
+                    st.status
+                ),
+                Err(e) => log::warn!("{name}: {}", crate::error_chain(&e)),
+            }
+        }
+        r
     }
 
     /// The container's state, or None when the runtime does not know it.
@@ -495,6 +748,13 @@ impl OciRuntime {
     /// killed before saving its state): runc refuses every later `create` of the name
     /// while the directory is there.
     pub fn clear_half_made(&self, name: &str) -> Result<(), RuntimeError> {
+        self.remove_state_dir(name, "left half made by a runtime that was killed")
+    }
+
+    /// Removes the runtime's state directory of `name`, and any mount in it, behind the
+    /// runtime's back: only for a container whose processes are gone (see the callers).
+    /// `why` says where it comes from, in the warning.
+    fn remove_state_dir(&self, name: &str, why: &str) -> Result<(), RuntimeError> {
         let Some(dir) = self.state_root().map(|r| r.join(name)) else {
             return Ok(());
         };
@@ -508,10 +768,7 @@ impl OciRuntime {
         }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {
-                log::warn!(
-                    "{name}: removing {}, left half made by a runtime that was killed",
-                    dir.display()
-                );
+                log::warn!("{name}: removing {}, {why}", dir.display());
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -570,8 +827,21 @@ fn set_stdio<'a>(cmd: &mut Spawn<'a>, stdio: &'a ContainerStdio) {
         .stderr(Io::Fd(stdio.stderr.as_fd()));
 }
 
-/// Reads two pipes to their end in this thread, whichever has data first.
-fn read_both(a: Option<OwnedFd>, b: Option<OwnedFd>) -> (String, String) {
+/// Kills a runtime command that outlived its bound, with everything it started, and waits
+/// for it to end.
+fn kill_call(waiter: &Waiter, pidfd: Option<&PidFd>) {
+    match pidfd {
+        Some(fd) => reaper::kill_tree_of(fd),
+        None => reaper::kill_tree(waiter.pid()),
+    }
+    if waiter.wait_timeout(LEFTOVER_WAIT).is_none() {
+        log::error!("runtime command {} survives SIGKILL", waiter.pid());
+    }
+}
+
+/// Reads two pipes to their end in this thread, whichever has data first, or until `until`
+/// (a hook that keeps them open must not hold the caller past the command's bound).
+fn read_both(a: Option<OwnedFd>, b: Option<OwnedFd>, until: Option<Instant>) -> (String, String) {
     let mut bufs = [Vec::new(), Vec::new()];
     let mut open: Vec<(usize, File)> = [a, b]
         .into_iter()
@@ -579,7 +849,7 @@ fn read_both(a: Option<OwnedFd>, b: Option<OwnedFd>) -> (String, String) {
         .filter_map(|(i, fd)| fd.map(|fd| (i, File::from(fd))))
         .collect();
     let mut chunk = [0u8; 4096];
-    crate::logs::pump_pipes(&mut open, None, None, &mut chunk, |i, data| {
+    crate::logs::pump_pipes(&mut open, None, until, &mut chunk, |i, data| {
         bufs[i].extend_from_slice(data)
     });
     let [a, b] = bufs;
@@ -652,6 +922,78 @@ mod tests {
         assert!(leftover(&note).is_none());
         std::fs::write(d.path().join("not-a-pid"), "1").unwrap();
         assert!(leftover(&d.path().join("not-a-pid")).is_none());
+    }
+
+    /// Without a deadline each command has its own bound (`run` none); under one, the
+    /// setup commands end with it, and the cleanup commands keep their own bound, cut to
+    /// what is left of the deadline but never below the floor.
+    #[test]
+    fn bounds() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        let limit = |op, d| bound_of(op, d, now).map(|(at, l)| (at - now, l));
+        assert_eq!(limit("create", None), Some((s(60), s(60))));
+        assert_eq!(limit("start", None), Some((s(60), s(60))));
+        assert_eq!(limit("delete", None), Some((s(10), s(10))));
+        assert_eq!(limit("kill", None), Some((s(5), s(5))));
+        assert_eq!(limit("state", None), Some((s(5), s(5))));
+        assert_eq!(limit("run", None), None);
+        let d = Deadline {
+            at: now + s(120),
+            limit: s(120),
+        };
+        assert_eq!(limit("create", Some(d)), Some((s(120), s(120))));
+        assert_eq!(limit("run", Some(d)), Some((s(120), s(120))));
+        assert_eq!(limit("delete", Some(d)), Some((s(10), s(10))));
+        let d = Deadline {
+            at: now + s(4),
+            limit: s(5),
+        };
+        assert_eq!(limit("start", Some(d)), Some((s(4), s(5))));
+        assert_eq!(limit("delete", Some(d)), Some((s(4), s(4))));
+        assert_eq!(limit("kill", Some(d)), Some((s(4), s(4))));
+        let past = Deadline {
+            at: now - s(1),
+            limit: s(5),
+        };
+        assert_eq!(
+            limit("delete", Some(past)),
+            Some((CLEANUP_FLOOR, CLEANUP_FLOOR))
+        );
+        assert_eq!(limit("create", Some(past)).map(|b| b.1), Some(s(5)));
+    }
+
+    /// Once its launch is cancelled, a launch command is not even started (the commands
+    /// that clean up are not cut short: tests/hostile_supervisor.rs).
+    #[test]
+    fn a_cancelled_launch_starts_no_command() {
+        let d = tempfile::tempdir().unwrap();
+        let marker = d.path().join("ran");
+        let bin = d.path().join("runtime");
+        std::fs::write(&bin, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let cancel = Cancel::new();
+        let rt = OciRuntime::new(bin.to_string_lossy(), None, d.path().join("logs"))
+            .cancelled_by(&cancel);
+        cancel.fire();
+        assert!(matches!(
+            rt.start("x"),
+            Err(RuntimeError::Cancelled { op: "start", .. })
+        ));
+        assert!(matches!(
+            rt.create(
+                "x",
+                d.path(),
+                &d.path().join("pid"),
+                &ContainerStdio {
+                    stdout: File::open("/dev/null").unwrap().into(),
+                    stderr: File::open("/dev/null").unwrap().into(),
+                }
+            ),
+            Err(RuntimeError::Cancelled { op: "create", .. })
+        ));
+        assert!(!marker.exists());
     }
 
     #[test]

@@ -279,6 +279,8 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
         .timeout()
         .unwrap_or(opts.timeout)
         .map(Deadline::after);
+    // The timeout covers every runtime command of the bundle, its cleanup included.
+    let rt = &ctx.runtime.within(deadline);
     let launched = container::launch_within(&bundle, ctx, &stdio, Mode::Foreground, deadline);
     // Our copies of the write ends: the output ends only when every copy is closed.
     drop(stdio);
@@ -305,7 +307,7 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
         (Some(r), _) => r.map(Outcome::Exited),
         (None, None) => unreachable!("a wait without a deadline ends only with the container"),
         (None, Some(d)) => {
-            running.kill(&ctx.runtime);
+            running.kill(rt);
             match wait_for_end(&running, Some(Instant::now() + KILL_GRACE)) {
                 Some(r) => r.map(|s| Outcome::TimedOut(d.limit, s)),
                 None => {
@@ -332,9 +334,9 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
                     Some(RuntimeError::Failed { .. })
                 ) =>
         {
-            running.finish_failed(&ctx.runtime)
+            running.finish_failed(rt)
         }
-        _ => running.finish(&ctx.runtime),
+        _ => running.finish(rt),
     };
     let mut outcome = match result {
         Ok(o) => o,

@@ -643,6 +643,14 @@ impl PidFd {
         self.pid
     }
 
+    /// A second descriptor for the same process (close-on-exec, as every descriptor here).
+    pub fn try_clone(&self) -> io::Result<PidFd> {
+        Ok(PidFd {
+            fd: self.fd.try_clone()?,
+            pid: self.pid,
+        })
+    }
+
     pub fn signal(&self, sig: Signal) -> io::Result<()> {
         // SAFETY: the descriptor is valid for the life of self; no siginfo is passed.
         let r = unsafe {

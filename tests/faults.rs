@@ -9,6 +9,7 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::path::Path;
+use std::time::Duration;
 
 /// A poststart hook that freezes the container's cgroup. runc 1.1 runs poststart hooks
 /// during `create`, once the init waits for `start`; `start` then finds the container
@@ -585,8 +586,9 @@ fn a_runtime_hanging_in_a_hook_is_bounded_by_the_timeout() {
     let ob = env.bundles_dir("onboot");
     let ns = env.dir.join("ns");
     // runc 1.1 runs poststart hooks inside `create`, after the container's state is saved;
-    // createRuntime hooks run earlier, before it is.
-    let b = env.bundle(&ob, "1-poststart-run", &["echo", "never"]);
+    // createRuntime hooks run earlier, before it is. A bundle with hooks goes through
+    // create and start (each bounded) even when it has nothing to set up between them.
+    let b = env.bundle(&ob, "1-poststart-plain", &["echo", "never"]);
     hanging_hook(&env, &b, "poststart");
     let b = env.rw_bundle(&ob, "2-poststart-bound", &["echo", "never"]);
     hanging_hook(&env, &b, "poststart");
@@ -594,7 +596,7 @@ fn a_runtime_hanging_in_a_hook_is_bounded_by_the_timeout() {
         &b,
         json!({"bindNS": {"uts": ns.join("uts")}, "mkdir": ["made"]}),
     );
-    let b = env.bundle(&ob, "3-create-runtime-run", &["echo", "never"]);
+    let b = env.bundle(&ob, "3-create-runtime-plain", &["echo", "never"]);
     hanging_hook(&env, &b, "createRuntime");
     let b = env.bundle(&ob, "4-create-runtime-bound", &["echo", "never"]);
     hanging_hook(&env, &b, "createRuntime");
@@ -604,16 +606,12 @@ fn a_runtime_hanging_in_a_hook_is_bounded_by_the_timeout() {
     let p = env.onboot_probed(&ob, &["--timeout", "3"]);
     let r = &p.run;
     assert_eq!(r.code, 1);
-    for name in ["1-poststart-run", "3-create-runtime-run"] {
-        assert_eq!(
-            r.line(name),
-            format!(
-                "{name}: timed out after 3s, killed: `runc run` did not end with its \
-                 container and was killed"
-            )
-        );
-    }
-    for name in ["2-poststart-bound", "4-create-runtime-bound"] {
+    for name in [
+        "1-poststart-plain",
+        "2-poststart-bound",
+        "3-create-runtime-plain",
+        "4-create-runtime-bound",
+    ] {
         assert_eq!(
             r.line(name),
             format!(
@@ -663,4 +661,83 @@ fn a_run_that_cannot_exec_the_program_is_rolled_back() {
         env.census(&[&host]).assert_nothing_added_since(&before);
         assert!(!host.exists(), "{runtime}: {host:?} left");
     }
+}
+/// A poststop hook that never returns holds `RUNTIME delete`, the last step of a bundle:
+/// the timeout covers it too (with a few seconds for the cleanup once the time is up), and
+/// without a timeout the delete's own bound ends it. The hook is killed, what the killed
+/// delete left is cleared, the bundle is reported with the reason, and the next one runs.
+fn a_poststop_hook_holding_the_delete(runtime: &str) {
+    let env = TestEnv::with_runtime(runtime);
+    let ob = env.bundles_dir("onboot");
+    let ns = env.dir.join("ns");
+    let b = env.rw_bundle(&ob, "1-bound", &["echo", "ran"]);
+    hanging_hook(&env, &b, "poststop");
+    write_runtime(
+        &b,
+        json!({"bindNS": {"uts": ns.join("uts")}, "mkdir": ["made"]}),
+    );
+    let b = env.bundle(&ob, "2-plain", &["echo", "ran too"]);
+    hanging_hook(&env, &b, "poststop");
+    env.bundle(&ob, "3-next", &["echo", "next ran"]);
+    let before = env.census(&[&ns]);
+    let onboot = |extra: &[&str]| {
+        let mut c = match runtime {
+            "crun" => crun_onboot_command(&env, &ob),
+            _ => env.onboot_command(&ob, &[]),
+        };
+        c.args(extra);
+        run_within(c, Duration::from_secs(300), "onboot").0
+    };
+    let begun = std::time::Instant::now();
+    let r = onboot(&["--timeout", "5"]);
+    eprintln!("{runtime}: onboot --timeout 5 took {:?}", begun.elapsed());
+    assert_eq!(r.code, 1);
+    for name in ["1-bound", "2-plain"] {
+        let l = r.line(name);
+        // Bounded by what is left of the 5 s, and at least 3 s.
+        assert!(
+            l.starts_with(&format!("{name}: error: exit code 0; cleanup failed: "))
+                && l.contains(&format!(
+                    "`{runtime} delete` did not end within the timeout"
+                )),
+            "{l}"
+        );
+    }
+    assert_eq!(r.line("3-next"), "3-next: exit code 0");
+    assert_eq!(env.log("onboot.1-bound.out.log"), "ran\n");
+    let uts = ns.join("uts");
+    env.census(&[&ns])
+        .assert_only_kept_since(&before, &[&uts, &ns]);
+    // Without a timeout, the delete's own bound.
+    let begun = std::time::Instant::now();
+    let r = onboot(&[]);
+    eprintln!(
+        "{runtime}: onboot without a timeout took {:?}",
+        begun.elapsed()
+    );
+    for name in ["1-bound", "2-plain"] {
+        let l = r.line(name);
+        assert!(
+            l.contains(&format!(
+                "`{runtime} delete` did not end within the timeout (10s) and was killed"
+            )),
+            "{l}"
+        );
+    }
+    assert_eq!(r.line("3-next"), "3-next: exit code 0");
+    env.census(&[&ns])
+        .assert_only_kept_since(&before, &[&uts, &ns]);
+    if is_mounted(&uts) {
+        env.track_mount(&uts);
+    }
+}
+
+#[test]
+fn a_poststop_hook_that_never_returns_is_bounded_in_onboot() {
+    a_poststop_hook_holding_the_delete("runc");
+}
+
+#[test]
+fn a_poststop_hook_that_never_returns_is_bounded_in_onboot_through_crun() {
+    a_poststop_hook_holding_the_delete("crun");
 }

@@ -656,6 +656,11 @@ fn a_non_root_client_is_refused() {
     let env = TestEnv::new();
     let dir = env.bundles_dir("services");
     env.bundle(&dir, "svc", &["sh", "-c", POLITE]);
+    // The supervisor would make the socket's directory 0700; this one is root's and open
+    // to be searched, as /run is.
+    let run = env.sock().parent().unwrap().to_path_buf();
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
     let sup = env.system_init(&dir);
     let pid = sup.wait_running("svc").pid.unwrap();
     let sock = env.sock();

@@ -2,38 +2,74 @@
 //! blocking client of the control socket (no runtime, no threads).
 //!
 //! Exit status: 0 done (for `status`: running), 3 `status` of a service that is not
-//! running, 1 anything else (no supervisor, unknown service, refused, failed).
+//! running, 1 anything else (no supervisor, unknown service, refused, failed, no answer
+//! in time).
+//!
+//! Whoever listens on the socket is trusted only if it runs as root (or as the client's
+//! own user): the socket's directory may be one where others can bind first. Every name
+//! and message the supervisor sends is printed escaped, so none can start a line of its
+//! own.
 
 use super::protocol::{LogFiles, MAX_FDS, Op, Response, ServiceInfo, State};
-use crate::cli::Command;
+use crate::bundle::printable_name as printable;
+use crate::cli::{ClientArgs, Command};
 use crate::logs::follow::Stream;
 use crate::logs::memlogd::{Entry, Query};
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr, connect,
+    getsockopt, recvmsg, socket, sockopt,
+};
 use std::fs::File;
 use std::io::{self, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// `status` of a service that is not running (the LSB code for "not running").
 pub const NOT_RUNNING: i32 = 3;
 
+/// How long the CLI waits for an answer by default: the supervisor answers `list`,
+/// `status` and `logs` from what it knows, at once.
+const QUICK_ANSWER: Duration = Duration::from_secs(30);
+
+/// The same for `start`, `stop` and `restart`, which wait for the runtime: longer than a
+/// start or a stop takes with the runtime's bounds and a grace period of a few minutes.
+const SLOW_ANSWER: Duration = Duration::from_secs(300);
+
+/// The time the CLI gives the supervisor for `op`: `--timeout`, else the default; None is
+/// no limit.
+fn answer_within(op: &Op, client: &ClientArgs) -> Option<Duration> {
+    match client.timeout {
+        Some(t) if t <= 0.0 || !t.is_finite() => None,
+        Some(t) => Some(Duration::from_secs_f64(t.min(1e9))),
+        None => Some(match op {
+            Op::List | Op::Status(_) | Op::Logs(_) => QUICK_ANSWER,
+            Op::Start(_) | Op::Stop(_) | Op::Restart(_) => SLOW_ANSWER,
+        }),
+    }
+}
+
 /// Runs one CLI command against the supervisor on `sock`; returns the exit status.
 pub fn run(sock: &Path, cmd: &Command) -> i32 {
-    let (op, follow) = match cmd {
-        Command::List => (Op::List, false),
-        Command::Status { name } => (Op::Status(name.clone()), false),
-        Command::Start { name } => (Op::Start(name.clone()), false),
-        Command::Stop { name } => (Op::Stop(name.clone()), false),
-        Command::Restart { name } => (Op::Restart(name.clone()), false),
-        Command::Logs { follow, name } => (Op::Logs(name.clone()), *follow),
+    let (op, follow, client) = match cmd {
+        Command::List { client } => (Op::List, false, client),
+        Command::Status { name, client } => (Op::Status(name.clone()), false, client),
+        Command::Start { name, client } => (Op::Start(name.clone()), false, client),
+        Command::Stop { name, client } => (Op::Stop(name.clone()), false, client),
+        Command::Restart { name, client } => (Op::Restart(name.clone()), false, client),
+        Command::Logs {
+            follow,
+            name,
+            client,
+        } => (Op::Logs(name.clone()), *follow, client),
         other => {
             log::error!("{other:?} is not a service command");
             return 1;
         }
     };
-    let (r, fds) = match request(sock, &op) {
+    let (r, fds) = match request(sock, &op, answer_within(&op, client)) {
         Ok(r) => r,
         Err(e) => {
             log::error!("{e}");
@@ -41,7 +77,10 @@ pub fn run(sock: &Path, cmd: &Command) -> i32 {
         }
     };
     if !r.ok {
-        log::error!("{}", r.error.as_deref().unwrap_or("the supervisor refused"));
+        log::error!(
+            "{}",
+            printable(r.error.as_deref().unwrap_or("the supervisor refused"))
+        );
         return 1;
     }
     let mut out = io::stdout().lock();
@@ -63,7 +102,7 @@ pub fn run(sock: &Path, cmd: &Command) -> i32 {
             };
         }
         Op::Start(_) | Op::Stop(_) | Op::Restart(_) => match &r.message {
-            Some(m) => writeln!(out, "{m}"),
+            Some(m) => writeln!(out, "{}", printable(m)),
             None => Ok(()),
         },
         Op::Logs(_) => {
@@ -74,44 +113,131 @@ pub fn run(sock: &Path, cmd: &Command) -> i32 {
     i32::from(printed.is_err())
 }
 
-/// Sends one request and reads the response line, with any descriptors sent along.
-fn request(sock: &Path, op: &Op) -> Result<(Response, Vec<OwnedFd>), String> {
-    let mut s = UnixStream::connect(sock).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => format!(
-            "no supervisor is running: cannot connect to {}: {e} (start one with `lkinit system-init`)",
-            sock.display()
-        ),
-        io::ErrorKind::PermissionDenied => format!(
-            "permission denied on {}: the service socket is root's only",
-            sock.display()
-        ),
-        _ => format!("cannot connect to {}: {e}", sock.display()),
-    })?;
+/// Connects to `sock` by `deadline` (a supervisor that does not accept leaves the
+/// connection waiting in its queue, and a full queue makes `connect` wait).
+fn connect_by(sock: &Path, deadline: Option<Instant>) -> Result<UnixStream, String> {
+    let addr = UnixAddr::new(sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| format!("cannot make a socket: {e}"))?;
+    loop {
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => break,
+            Err(Errno::EAGAIN) if deadline.is_none_or(|d| Instant::now() < d) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(Errno::EAGAIN) => {
+                return Err(format!(
+                    "no answer from the supervisor on {}: its queue of connections stayed \
+                     full (it is overloaded or hung)",
+                    sock.display()
+                ));
+            }
+            Err(e) => {
+                let e = io::Error::from(e);
+                return Err(match e.kind() {
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => format!(
+                        "no supervisor is running: cannot connect to {}: {e} (start one with \
+                         `lkinit system-init`)",
+                        sock.display()
+                    ),
+                    io::ErrorKind::PermissionDenied => format!(
+                        "permission denied on {}: the service socket is root's only",
+                        sock.display()
+                    ),
+                    _ => format!("cannot connect to {}: {e}", sock.display()),
+                });
+            }
+        }
+    }
+    let s = UnixStream::from(fd);
+    s.set_nonblocking(false)
+        .map_err(|e| format!("{}: {e}", sock.display()))?;
+    Ok(s)
+}
+
+/// Whether whoever answers on `s` may be trusted: root, or the client's own user (a
+/// supervisor run by hand for testing). Anyone else may have bound the path first, and
+/// what it says (services, log descriptors) would be lies.
+fn check_server(s: &UnixStream, sock: &Path) -> Result<(), String> {
+    let cred = getsockopt(s, sockopt::PeerCredentials)
+        .map_err(|e| format!("cannot read the credentials of {}: {e}", sock.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if cred.uid() == 0 || cred.uid() == me {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to talk to {}: the process listening there (pid {}) runs as uid {}, not \
+         as root; it is not the supervisor (someone else may have bound that path)",
+        sock.display(),
+        cred.pid(),
+        cred.uid()
+    ))
+}
+
+/// Sends one request and reads the response line, with any descriptors sent along, giving
+/// up at `timeout` after the start.
+fn request(
+    sock: &Path,
+    op: &Op,
+    timeout: Option<Duration>,
+) -> Result<(Response, Vec<OwnedFd>), String> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut s = connect_by(sock, deadline)?;
+    check_server(&s, sock)?;
     let lost =
         |e: &dyn std::fmt::Display| format!("talking to the supervisor on {}: {e}", sock.display());
+    let late = || {
+        format!(
+            "no answer from the supervisor on {} within {} (it is busy or hung; what was \
+             asked may still be done; --timeout SECS waits longer, 0 for ever)",
+            sock.display(),
+            timeout.map_or_else(String::new, |t| format!("{}s", t.as_secs_f64()))
+        )
+    };
+    // SO_RCVTIMEO and SO_SNDTIMEO: what is left of the time, for each wait.
+    let set_left = |s: &UnixStream| -> Result<(), String> {
+        let Some(d) = deadline else { return Ok(()) };
+        let left = d.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(late());
+        }
+        s.set_read_timeout(Some(left))
+            .and_then(|_| s.set_write_timeout(Some(left)))
+            .map_err(|e| lost(&e))
+    };
+    set_left(&s)?;
     // A supervisor that refuses may answer and close before reading everything; its
     // answer is still there to read.
-    if let Err(e) = s.write_all(op.encode().as_bytes())
-        && !matches!(
-            e.kind(),
-            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-        )
-    {
-        return Err(lost(&e));
+    if let Err(e) = s.write_all(op.encode().as_bytes()) {
+        match e.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {}
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => return Err(late()),
+            _ => return Err(lost(&e)),
+        }
     }
     let mut line = Vec::new();
     let mut fds = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
+        set_left(&s)?;
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; MAX_FDS]);
         let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(
+        let msg = match recvmsg::<()>(
             s.as_raw_fd(),
             &mut iov,
             Some(&mut cmsg),
             MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(|e| lost(&e))?;
+        ) {
+            Ok(m) => m,
+            Err(Errno::EAGAIN) => return Err(late()),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(lost(&e)),
+        };
         for c in msg.cmsgs().map_err(|e| lost(&e))? {
             if let ControlMessageOwned::ScmRights(raw) = c {
                 // SAFETY: the kernel just installed these descriptors in this process.
@@ -141,9 +267,10 @@ fn pid_text(s: &ServiceInfo) -> String {
 }
 
 fn print_list(out: &mut impl Write, services: &[ServiceInfo]) -> io::Result<()> {
-    let w = services
+    let names: Vec<String> = services.iter().map(|s| printable(&s.name)).collect();
+    let w = names
         .iter()
-        .map(|s| s.name.len())
+        .map(|n| n.chars().count())
         .max()
         .unwrap_or(0)
         .max(4);
@@ -152,16 +279,16 @@ fn print_list(out: &mut impl Write, services: &[ServiceInfo]) -> io::Result<()> 
         "{:<w$}  {:<10}  {:>7}  {:>8}",
         "NAME", "STATE", "PID", "RESTARTS"
     )?;
-    for s in services {
+    for (s, name) in services.iter().zip(&names) {
         let line = format!(
             "{:<w$}  {:<10}  {:>7}  {:>8}",
-            s.name,
+            name,
             s.state.as_str(),
             pid_text(s),
             s.restarts
         );
         match &s.reason {
-            Some(r) => writeln!(out, "{line}  {r}")?,
+            Some(r) => writeln!(out, "{line}  {}", printable(r))?,
             None => writeln!(out, "{}", line.trim_end())?,
         }
     }
@@ -169,14 +296,18 @@ fn print_list(out: &mut impl Write, services: &[ServiceInfo]) -> io::Result<()> 
 }
 
 fn print_status(out: &mut impl Write, s: &ServiceInfo) -> io::Result<()> {
-    writeln!(out, "name:     {}", s.name)?;
+    writeln!(out, "name:     {}", printable(&s.name))?;
     writeln!(out, "state:    {}", s.state.as_str())?;
     writeln!(out, "pid:      {}", pid_text(s))?;
     writeln!(out, "restarts: {}", s.restarts)?;
-    writeln!(out, "exit:     {}", s.exit.as_deref().unwrap_or("-"))?;
+    writeln!(
+        out,
+        "exit:     {}",
+        printable(s.exit.as_deref().unwrap_or("-"))
+    )?;
     writeln!(out, "since:    {}", since_text(s.since))?;
     if let Some(r) = &s.reason {
-        writeln!(out, "reason:   {r}")?;
+        writeln!(out, "reason:   {}", printable(r))?;
     }
     if s.adopted {
         writeln!(out, "adopted:  yes (started by an earlier supervisor)")?;
@@ -385,6 +516,19 @@ mod tests {
             "NAME        STATE           PID  RESTARTS\n\
              web         running        4711         2\n\
              broken-one  failed            -         2  crash loop\n"
+        );
+        // A name or reason that holds a newline stays on its line.
+        let mut out = Vec::new();
+        print_list(
+            &mut out,
+            &[s("a\nb", State::Failed, None, Some("x\nforged  running"))],
+        )
+        .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(
+            out.ends_with("a\\nb  failed            -         2  x\\nforged  running\n"),
+            "{out}"
         );
     }
 }

@@ -16,6 +16,7 @@ pub mod record;
 pub mod server;
 pub mod service;
 pub mod settings;
+pub mod throttle;
 
 use crate::cli::SupervisorArgs;
 use crate::container::Ctx;
@@ -92,6 +93,20 @@ fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<File>, String> {
         .map_err(|(_, e)| format!("another supervisor uses {} ({e})", state_dir.display()))
 }
 
+/// Why `name` cannot be a service, beyond being a valid bundle name: its logs are
+/// LinuxKit's `NAME.out.log` (stdout) and `NAME.log` (stderr), so the stderr log of a name
+/// ending in `.out` is the stdout log of the name without it. Such names are refused,
+/// whether that other service exists or not (it may be added later); every other name
+/// keeps LinuxKit's file names, and no two of them share a file.
+pub fn name_error(name: &str, log_dir: &Path) -> Option<String> {
+    let other = name.strip_suffix(".out")?;
+    Some(format!(
+        "`{name}` cannot be a service name: its stderr log {} would be the stdout log of a \
+         service `{other}`; rename the bundle (names ending in `.out` are refused)",
+        log_dir.join(format!("{name}.log")).display()
+    ))
+}
+
 /// The bundle directories of `path`, by name (a missing directory has none).
 fn bundles(path: &Path) -> BTreeMap<String, PathBuf> {
     let mut out = BTreeMap::new();
@@ -132,6 +147,7 @@ async fn supervise(mut ctx: Ctx, args: SupervisorArgs, sock: PathBuf, memlogd: M
             return 1;
         }
     };
+    let reserve = server::Reserve::take();
     if let Err(e) = crate::safefile::ensure_private_dir(&args.log_dir) {
         log::error!("log directory: {}", crate::error_chain(&e));
         return 1;
@@ -166,7 +182,7 @@ async fn supervise(mut ctx: Ctx, args: SupervisorArgs, sock: PathBuf, memlogd: M
     );
     tokio::spawn(report_started(statuses, begun));
     tokio::spawn(memory::trimmer());
-    let server = tokio::spawn(server::serve(listener, sup.clone()));
+    let server = tokio::spawn(server::serve(listener, sup.clone(), reserve));
 
     loop {
         tokio::select! {
@@ -215,15 +231,10 @@ fn start_all(sup: &Arc<Sup>) -> Vec<watch::Receiver<Status>> {
     }
 
     let mut statuses: BTreeMap<String, watch::Receiver<Status>> = BTreeMap::new();
-    let spawn =
-        |statuses: &mut BTreeMap<_, _>, name: &str, dir: PathBuf, boot: Boot| match service::spawn(
-            sup, name, dir, boot,
-        ) {
-            Ok(h) => {
-                statuses.insert(name.to_string(), h.status);
-            }
-            Err(e) => log::error!("{name}: cannot set up its output: {e}"),
-        };
+    let spawn = |statuses: &mut BTreeMap<_, _>, name: &str, dir: PathBuf, boot: Boot| {
+        let h = service::spawn(sup, name, dir, boot);
+        statuses.insert(name.to_string(), h.status);
+    };
     // Recorded services first: adopting what runs comes before starting anything new.
     for (name, r) in std::mem::take(&mut records) {
         let dir = found

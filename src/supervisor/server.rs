@@ -5,11 +5,12 @@
 use super::output;
 use super::protocol::{LogFiles, MAX_REQUEST, Op, Response, ServiceInfo};
 use super::service::{self, Boot, Cmd, Handle, Sup};
+use super::throttle;
 use crate::bundle;
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,19 +28,74 @@ pub enum SocketError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "the socket's directory {dir} is writable by others (mode {mode:04o}): anyone could \
+         bind the socket's path first and answer the service CLI; use a directory only root \
+         can write (lkinit makes a missing one with mode 0700)"
+    )]
+    OpenDir { dir: PathBuf, mode: u32 },
+    #[error(
+        "the socket's directory {dir} belongs to uid {uid}, who could put another socket in \
+         its place; use a directory of root's"
+    )]
+    ForeignDir { dir: PathBuf, uid: u32 },
+}
+
+/// Checks that nobody but root (or this supervisor's user) can put a socket at `dir/..`:
+/// `dir` owned by us and writable by nobody else, and every directory above it owned by
+/// root or us and writable by others only when sticky (as /tmp is: others can then not
+/// rename what is ours).
+fn check_socket_dir(dir: &Path) -> Result<(), SocketError> {
+    let dir = std::fs::canonicalize(dir).map_err(|source| SocketError::Bind {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let me = nix::unistd::geteuid().as_raw();
+    for (i, d) in dir.ancestors().enumerate() {
+        let m = std::fs::metadata(d).map_err(|source| SocketError::Bind {
+            path: d.to_path_buf(),
+            source,
+        })?;
+        let mode = m.mode() & 0o7777;
+        if m.uid() != 0 && m.uid() != me {
+            return Err(SocketError::ForeignDir {
+                dir: d.to_path_buf(),
+                uid: m.uid(),
+            });
+        }
+        let open = mode & 0o022 != 0;
+        let sticky = mode & 0o1000 != 0;
+        if open && (i == 0 || !sticky) {
+            return Err(SocketError::OpenDir {
+                dir: d.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Binds the socket at `path`, mode 0600 from the moment it has its name: it is made under
 /// a temporary name, restricted, then renamed into place. A socket file nobody answers on
-/// (left by a killed supervisor) is replaced.
+/// (left by a killed supervisor) is replaced. Its directory is made mode 0700 when it is
+/// missing, and refused when others could put a socket there (see [`check_socket_dir`]).
 pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
     let err = |source| SocketError::Bind {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(err)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
     }
+    check_socket_dir(dir)?;
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(SocketError::InUse(path.to_path_buf()));
     }
@@ -61,18 +117,89 @@ pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
     UnixListener::from_std(l).map_err(err)
 }
 
-pub async fn serve(listener: UnixListener, sup: Arc<Sup>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(connection(stream, sup.clone()));
-            }
-            Err(e) => {
-                log::warn!("control socket: {e}");
-                // EMFILE and the like: do not spin.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+/// A descriptor held in reserve for the control socket: when the supervisor runs out of
+/// descriptors, `accept` fails and a client would wait in the queue for ever. The reserve
+/// is given up for one connection, which is served (an operator's `list` shows what is
+/// wrong), and taken back the moment that connection ends, before anything else can take
+/// the descriptor it frees. Taken before the services start, which may use up the rest.
+#[derive(Clone)]
+pub struct Reserve(Arc<std::sync::Mutex<Option<std::fs::File>>>);
+
+impl Reserve {
+    pub fn take() -> Reserve {
+        let r = Reserve(Arc::new(std::sync::Mutex::new(None)));
+        r.refill();
+        r
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<std::fs::File>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds a descriptor again, if there is one to be had.
+    fn refill(&self) {
+        let mut slot = self.slot();
+        if slot.is_none() {
+            *slot = std::fs::File::open("/dev/null").ok();
         }
+    }
+
+    /// Gives the descriptor up; false if there was none.
+    fn release(&self) -> bool {
+        self.slot().take().is_some()
+    }
+}
+
+/// Whether `accept` failed for want of descriptors (of the process, or of the system).
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// The longest pause between tries of an `accept` that keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+pub async fn serve(listener: UnixListener, sup: Arc<Sup>, reserve: Reserve) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        reserve.refill();
+        let e = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = Duration::from_millis(10);
+                tokio::spawn(connection(stream, sup.clone()));
+                continue;
+            }
+            Err(e) => e,
+        };
+        let fault = throttle::io_fault("control socket: accept", &e);
+        if out_of_descriptors(&e) && reserve.release() {
+            throttle::log(
+                log::Level::Error,
+                &fault,
+                format_args!(
+                    "control socket: {e}: serving clients one at a time with a descriptor \
+                     kept in reserve; the services may be short of descriptors too"
+                ),
+            );
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let (sup, reserve) = (sup.clone(), reserve.clone());
+                    tokio::spawn(async move {
+                        connection(stream, sup).await;
+                        reserve.refill();
+                    });
+                }
+                Err(_) => reserve.refill(),
+            }
+            continue;
+        }
+        throttle::log(
+            log::Level::Error,
+            &fault,
+            format_args!("control socket: {e}"),
+        );
+        // Not spinning on an error that persists: a pause, longer each time.
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -167,8 +294,7 @@ fn find_or_add(sup: &Arc<Sup>, name: &str) -> Result<Handle, String> {
             dir.display()
         ));
     }
-    service::spawn(sup, name, dir, Boot::Idle)
-        .map_err(|e| format!("{name}: cannot set up its output: {e}"))
+    Ok(service::spawn(sup, name, dir, Boot::Idle))
 }
 
 async fn command(h: &Handle, make: impl FnOnce(service::Reply) -> Cmd) -> Result<String, String> {
@@ -210,7 +336,12 @@ async fn answer(sup: &Arc<Sup>, op: Op) -> (Response, Vec<OwnedFd>) {
             Err(e) => Err(e),
         },
         Op::Logs(name) => {
-            return match lookup(sup, &name).and_then(|h| open_logs(&h)) {
+            let found =
+                lookup(sup, &name).and_then(|h| match super::name_error(&name, &sup.log_dir) {
+                    Some(e) => Err(e),
+                    None => Ok(h),
+                });
+            return match found.and_then(|h| open_logs(&h)) {
                 Ok((mut files, mut fds, rotated)) => {
                     if let Some((names, conn)) = output::memlogd_query(&sup.memlogd, &name) {
                         files.memlogd = Some(names);

@@ -20,8 +20,8 @@ use super::record::{self, Persisted, Record};
 use super::settings::{self, Settings};
 use crate::bundle::Bundle;
 use crate::container::{self, Adopted, Ctx, Handover, Mode, Running};
-use crate::logs::Memlogd;
-use crate::oci_runtime::OciRuntime;
+use crate::logs::{self, Memlogd};
+use crate::oci_runtime::{Cancel, OciRuntime};
 use crate::reaper::{ExitStatus, Waiter};
 use crate::undo::UndoFailures;
 use std::collections::BTreeMap;
@@ -161,9 +161,22 @@ pub enum Boot {
     Failed(String),
 }
 
-/// Starts the task of service `name` (bundle `dir`) and registers it.
-pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> std::io::Result<Handle> {
-    let output = Output::open(sup.state_dir(), &sup.log_dir, &sup.memlogd, name)?;
+/// Starts the task of service `name` (bundle `dir`) and registers it. Its output is set up
+/// here, or, when that fails (no descriptor left), again at each launch, which fails with
+/// the reason meanwhile: the service is listed either way.
+pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> Handle {
+    // A name that cannot be a service gets no log files: they are another's.
+    let output = match super::name_error(name, &sup.log_dir) {
+        Some(_) => None,
+        None => match Output::open(sup.state_dir(), &sup.log_dir, &sup.memlogd, name) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                log::error!("{name}: cannot set up its output: {e}");
+                None
+            }
+        },
+    };
+    let [out_log, err_log] = logs::stream_names(name).map(|s| logs::file_of(&sup.log_dir, &s));
     let (tx, rx) = mpsc::unbounded_channel();
     // Until the task has looked at it, the service is as its boot says: a client asking
     // right away must not read `stopped` for a container that is about to be adopted.
@@ -200,8 +213,8 @@ pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> std::io::R
     let handle = Handle {
         tx,
         status: st_rx,
-        out_log: output.out_log.clone(),
-        err_log: output.err_log.clone(),
+        out_log,
+        err_log,
     };
     sup.services().insert(name.to_string(), handle.clone());
     let task = Task {
@@ -214,10 +227,12 @@ pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> std::io::R
         history: History::default(),
         policy: Policy::from(&Settings::default()),
         grace: Settings::default().stop_grace,
+        log_policy: logs::Policy::default(),
         restarts: 0,
+        deferred: None,
     };
     tokio::spawn(task.run(boot));
-    Ok(handle)
+    handle
 }
 
 /// Runs blocking work on tokio's blocking threads.
@@ -337,6 +352,17 @@ enum LaunchError {
     Config(String),
     /// A step failed; it may work next time.
     Launch(String),
+    /// A step failed (the reason) and its rollback left something behind: starting again
+    /// on top of it would not help either.
+    Leftovers(String, UndoFailures),
+}
+
+impl LaunchError {
+    fn reason(&self) -> &str {
+        match self {
+            LaunchError::Config(r) | LaunchError::Launch(r) | LaunchError::Leftovers(r, _) => r,
+        }
+    }
 }
 
 struct Task {
@@ -345,12 +371,20 @@ struct Task {
     dir: PathBuf,
     rx: mpsc::UnboundedReceiver<Cmd>,
     status: watch::Sender<Status>,
-    output: Output,
+    /// None while it could not be set up (see [`spawn`]).
+    output: Option<Output>,
     history: History,
     policy: Policy,
     grace: Duration,
+    /// The log files' size cap and rotation, from the settings.
+    log_policy: logs::Policy,
     restarts: u32,
+    /// A command taken while a launch was being cut short, acted on once it is.
+    deferred: Option<Cmd>,
 }
+
+/// How long the init may take to end after SIGKILL before the stop goes on without it.
+const KILL_EXIT_WAIT: Duration = Duration::from_secs(5);
 
 fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
@@ -364,6 +398,29 @@ fn secs(d: Duration) -> String {
 impl Task {
     fn rt(&self) -> &OciRuntime {
         &self.sup.ctx.runtime
+    }
+
+    /// Its output, set up now if it could not be before.
+    fn output(&mut self) -> Result<&Output, String> {
+        let o = match self.output.take() {
+            Some(o) => o,
+            None => Output::open(
+                self.sup.state_dir(),
+                &self.sup.log_dir,
+                &self.sup.memlogd,
+                &self.name,
+            )
+            .map_err(|e| format!("cannot set up its output: {e}"))?,
+        };
+        Ok(self.output.insert(o))
+    }
+
+    /// The next command: one deferred while a launch was cut short, then the queue's.
+    async fn recv(&mut self) -> Option<Cmd> {
+        match self.deferred.take() {
+            Some(c) => Some(c),
+            None => self.rx.recv().await,
+        }
     }
 
     fn set(&self, f: impl FnOnce(&mut Status)) {
@@ -410,10 +467,20 @@ impl Task {
             service,
         };
         if let Err(e) = record::save(self.sup.state_dir(), &r) {
-            log::warn!(
-                "{}: cannot record its state: {}",
-                self.name,
-                crate::error_chain(&e)
+            let fault = match &e {
+                record::RecordError::Io { source, .. } => {
+                    super::throttle::io_fault("record", source)
+                }
+                record::RecordError::Invalid { .. } => "record".to_string(),
+            };
+            super::throttle::log(
+                log::Level::Warn,
+                &fault,
+                format_args!(
+                    "{}: cannot record its state: {}",
+                    self.name,
+                    crate::error_chain(&e)
+                ),
             );
         }
     }
@@ -426,7 +493,11 @@ impl Task {
     fn apply(&mut self, s: &Settings) {
         self.policy = Policy::from(s);
         self.grace = s.stop_grace;
-        self.output.log_policy().set(s.logs.policy());
+        // Given to the output at the next launch, before the new run's first line.
+        self.log_policy = s.logs.policy();
+        if let Some(o) = &self.output {
+            o.log_policy().set(self.log_policy);
+        }
     }
 
     async fn run(mut self, boot: Boot) {
@@ -463,6 +534,14 @@ impl Task {
     /// Picks up where an earlier supervisor left this service.
     async fn resume(&mut self, rec: Record) -> Phase {
         self.restarts = rec.restarts;
+        // What still runs writes into its FIFOs, which need draining.
+        if matches!(
+            rec.service,
+            Persisted::Running { .. } | Persisted::Stopping { .. }
+        ) && let Err(e) = self.output()
+        {
+            log::error!("{}: {e}", self.name);
+        }
         let since = from_unix_secs(rec.since);
         if let Ok(s) = settings::load(&self.dir, &self.name) {
             self.apply(&s);
@@ -486,24 +565,36 @@ impl Task {
                 let f =
                     blocking(move || container::clear_interrupted_launch(&rt, &name, &dir)).await;
                 if !f.is_empty() {
-                    log::warn!("{}: cleanup: {f}", self.name);
+                    self.fail_cleanup(&f);
+                    return Phase::Down;
                 }
                 self.start(None).await
             }
             Persisted::Running { container } => match self.take_over(container, since).await {
-                Some(inst) => Phase::Up(inst),
-                None => {
+                Ok(inst) => Phase::Up(inst),
+                Err(left) if !left.is_empty() => {
+                    self.fail_cleanup(&left);
+                    Phase::Down
+                }
+                Err(_) => {
                     let d = self.history.on_exit(&self.policy, Instant::now(), false);
                     self.decide(d)
                 }
             },
             Persisted::Stopping { container } => {
-                if let Some(mut inst) = self.take_over(container, since).await {
-                    log::info!(
-                        "{}: finishing the stop the last supervisor began",
-                        self.name
-                    );
-                    self.stop(&mut inst, None).await;
+                let left = match self.take_over(container, since).await {
+                    Ok(mut inst) => {
+                        log::info!(
+                            "{}: finishing the stop the last supervisor began",
+                            self.name
+                        );
+                        self.stop(&mut inst, None).await.1
+                    }
+                    Err(left) => left,
+                };
+                if !left.is_empty() {
+                    self.fail_cleanup(&left);
+                    return Phase::Down;
                 }
                 self.set_down(State::Stopped, None);
                 self.persist(Persisted::Stopped);
@@ -513,8 +604,13 @@ impl Task {
     }
 
     /// Takes over a container an earlier supervisor recorded; when it is gone (or not the
-    /// one recorded any more), clears what is left of it and returns None.
-    async fn take_over(&mut self, h: Handover, since: SystemTime) -> Option<Box<Instance>> {
+    /// one recorded any more), clears what is left of it and returns what that cleanup
+    /// could not undo.
+    async fn take_over(
+        &mut self,
+        h: Handover,
+        since: SystemTime,
+    ) -> Result<Box<Instance>, UndoFailures> {
         let rt = self.rt().clone();
         let adopted = blocking(move || container::adopt(&rt, h)).await;
         match adopted {
@@ -535,15 +631,16 @@ impl Task {
                         log::error!("{}: cannot watch pid {}: {e}", self.name, a.pid());
                         let rt = self.rt().clone();
                         let name = self.name.clone();
-                        blocking(move || Ctl::Adopted(Box::new(a)).retire(&rt, &name)).await;
-                        return None;
+                        return Err(
+                            blocking(move || Ctl::Adopted(Box::new(a)).retire(&rt, &name)).await,
+                        );
                     }
                 };
                 let pid = a.pid();
                 log::info!("{}: adopted, pid {pid}", self.name);
                 self.set_running(pid, since, true);
                 let handover = Some(a.handover().clone());
-                Some(Box::new(Instance {
+                Ok(Box::new(Instance {
                     pid,
                     ctl: Some(Ctl::Adopted(Box::new(a))),
                     exit: ExitWatch::PidFd(fd),
@@ -566,14 +663,11 @@ impl Task {
                     container::replay(&rt, &h.cleanup)
                 })
                 .await;
-                if !f.is_empty() {
-                    log::warn!("{}: cleanup: {f}", self.name);
-                }
                 self.set(|s| {
                     s.exit = None;
                     s.exit_unknown = true;
                 });
-                None
+                Err(f)
             }
         }
     }
@@ -590,7 +684,7 @@ impl Task {
         });
         let ev = tokio::select! {
             r = deps[0].changed() => Ok(r.is_err()),
-            cmd = self.rx.recv() => Err(cmd),
+            cmd = self.recv() => Err(cmd),
         };
         match ev {
             Ok(gone) => {
@@ -618,7 +712,17 @@ impl Task {
     fn shut(&mut self, signalled: oneshot::Sender<()>, done: oneshot::Sender<()>) {
         self.set_down(State::Stopped, None);
         self.unpersist();
-        self.output.remove();
+        match &self.output {
+            Some(o) => o.remove(),
+            // An Output::open that failed part way may have made them (output.rs names
+            // them so).
+            None => {
+                let dir = super::output::io_dir(self.sup.state_dir());
+                for stream in ["out", "err"] {
+                    let _ = std::fs::remove_file(dir.join(format!("{}.{stream}", self.name)));
+                }
+            }
+        }
         self.rx.close();
         let _ = signalled.send(());
         let _ = done.send(());
@@ -632,7 +736,7 @@ impl Task {
     }
 
     async fn down(&mut self) -> Phase {
-        match self.rx.recv().await {
+        match self.recv().await {
             None => Phase::Down,
             Some(Cmd::Start(r)) | Some(Cmd::Restart(r)) => self.start_afresh(r).await,
             Some(Cmd::Stop(r)) => {
@@ -650,7 +754,7 @@ impl Task {
         tokio::select! {
             // A command (a stop, the shutdown) wins over a restart that falls due with it.
             biased;
-            cmd = self.rx.recv() => match cmd {
+            cmd = self.recv() => match cmd {
                 None => Phase::Down,
                 Some(Cmd::Start(r)) | Some(Cmd::Restart(r)) => self.start_afresh(r).await,
                 Some(Cmd::Stop(r)) => {
@@ -676,7 +780,7 @@ impl Task {
         }
         let ev = tokio::select! {
             st = inst.exit.exited() => Ev::Exit(st),
-            cmd = self.rx.recv() => match cmd {
+            cmd = self.recv() => match cmd {
                 Some(cmd) => Ev::Cmd(cmd),
                 // No more commands can come: only the end is left to wait for.
                 None => Ev::Exit(inst.exit.exited().await),
@@ -688,11 +792,15 @@ impl Task {
                     Some(st) => log::warn!("{}: pid {} ended: {st}", self.name, inst.pid),
                     None => log::warn!("{}: pid {} ended", self.name, inst.pid),
                 }
-                self.retire(&mut inst).await;
+                let left = self.retire(&mut inst).await;
                 self.set(|s| {
                     s.exit = st;
                     s.exit_unknown = st.is_none();
                 });
+                if !left.is_empty() {
+                    self.fail_cleanup(&left);
+                    return Phase::Down;
+                }
                 let success = st.is_some_and(|s| s.success());
                 let d = self.history.on_exit(&self.policy, Instant::now(), success);
                 self.decide(d)
@@ -705,21 +813,32 @@ impl Task {
                 Phase::Up(inst)
             }
             Ev::Cmd(Cmd::Stop(r)) => {
-                let st = self.stop(&mut inst, None).await;
+                let (st, left) = self.stop(&mut inst, None).await;
                 self.history.reset();
+                if !left.is_empty() {
+                    let _ = r.send(Err(self.not_cleaned_up(st, &left)));
+                    return Phase::Down;
+                }
                 self.set_down(State::Stopped, None);
                 self.persist(Persisted::Stopped);
                 let _ = r.send(Ok(format!("{}: stopped, {}", self.name, exit_words(st))));
                 Phase::Down
             }
             Ev::Cmd(Cmd::Restart(r)) => {
-                self.stop(&mut inst, None).await;
+                let (st, left) = self.stop(&mut inst, None).await;
                 self.history.reset();
+                if !left.is_empty() {
+                    let _ = r.send(Err(self.not_cleaned_up(st, &left)));
+                    return Phase::Down;
+                }
                 self.restarts = 0;
                 self.start(Some(r)).await
             }
             Ev::Cmd(Cmd::Shutdown { signalled, done }) => {
-                self.stop(&mut inst, Some(signalled)).await;
+                let (_, left) = self.stop(&mut inst, Some(signalled)).await;
+                if !left.is_empty() {
+                    log::error!("{}: cleanup failed: {left}", self.name);
+                }
                 let (s, _) = oneshot::channel();
                 self.shut(s, done);
                 Phase::Down
@@ -727,12 +846,15 @@ impl Task {
         }
     }
 
-    /// SIGTERM, the grace period, SIGKILL; then nothing of it remains.
+    /// SIGTERM, the grace period, SIGKILL; then nothing of it remains, or what its cleanup
+    /// could not undo is returned. Every step after the grace is bounded (the runtime's
+    /// commands by their own limits, the waits here), so a stop ends within the grace and
+    /// a fixed margin whatever the container's hooks do.
     async fn stop(
         &mut self,
         inst: &mut Instance,
         signalled: Option<oneshot::Sender<()>>,
-    ) -> Option<ExitStatus> {
+    ) -> (Option<ExitStatus>, UndoFailures) {
         log::info!(
             "{}: stopping pid {} (SIGTERM, SIGKILL after {})",
             self.name,
@@ -762,7 +884,7 @@ impl Task {
                     secs(self.grace)
                 );
                 inst.with_ctl(&rt, |c, rt| c.kill(rt)).await;
-                match tokio::time::timeout(Duration::from_secs(10), inst.exit.exited()).await {
+                match tokio::time::timeout(KILL_EXIT_WAIT, inst.exit.exited()).await {
                     Ok(st) => st,
                     Err(_) => {
                         log::error!("{}: pid {} survives SIGKILL", self.name, inst.pid);
@@ -771,27 +893,52 @@ impl Task {
                 }
             }
         };
-        self.retire(inst).await;
-        self.output.flush().await;
+        let left = self.retire(inst).await;
+        if let Some(o) = &self.output {
+            o.flush().await;
+        }
         self.set(|s| {
             s.exit = st;
             s.exit_unknown = st.is_none();
         });
-        log::info!("{}: stopped, {}", self.name, exit_words(st));
-        st
+        if left.is_empty() {
+            log::info!("{}: stopped, {}", self.name, exit_words(st));
+        }
+        (st, left)
     }
 
-    /// The end of a container: kill what is left, delete it, undo its preparation.
-    async fn retire(&mut self, inst: &mut Instance) {
+    /// The end of a container: kill what is left, delete it, undo its preparation; what
+    /// could not be undone is returned.
+    async fn retire(&mut self, inst: &mut Instance) -> UndoFailures {
         let Some(ctl) = inst.ctl.take() else {
-            return;
+            return UndoFailures::default();
         };
         let rt = self.rt().clone();
         let name = self.name.clone();
-        let f = blocking(move || ctl.retire(&rt, &name)).await;
-        if !f.is_empty() {
-            log::warn!("{}: cleanup: {f}", self.name);
-        }
+        blocking(move || ctl.retire(&rt, &name)).await
+    }
+
+    /// A container whose cleanup left something behind (a mount, the runtime's container):
+    /// the service is failed, never reported stopped nor started again on top of what is
+    /// left, and says what that is. Returns the reason.
+    fn fail_cleanup(&mut self, left: &UndoFailures) -> String {
+        let reason = format!("cleanup failed: {left}");
+        log::error!("{}: {reason}", self.name);
+        self.set_down(State::Failed, Some(reason.clone()));
+        self.persist(Persisted::Failed {
+            reason: reason.clone(),
+        });
+        reason
+    }
+
+    /// The answer to a stop whose cleanup failed (the service is failed then).
+    fn not_cleaned_up(&mut self, st: Option<ExitStatus>, left: &UndoFailures) -> String {
+        let reason = self.fail_cleanup(left);
+        format!(
+            "{}: its processes are gone ({}), but it is not stopped: {reason}",
+            self.name,
+            exit_words(st)
+        )
     }
 
     /// Acts on a restart decision.
@@ -829,7 +976,8 @@ impl Task {
     }
 
     /// Launches the container; a failure counts as an exit (or fails the service for good
-    /// when the bundle itself is wrong).
+    /// when the bundle itself is wrong). A stop, restart or shutdown that comes meanwhile
+    /// cuts the launch short (a hook may hold it up for as long as the runtime's bound).
     async fn start(&mut self, reply: Option<Reply>) -> Phase {
         self.set(|s| {
             s.state = State::Starting;
@@ -838,15 +986,66 @@ impl Task {
             s.pid = None;
             s.adopted = false;
         });
+        if let Some(e) = super::name_error(&self.name, &self.sup.log_dir) {
+            return self.launch_failed(LaunchError::Config(e), reply);
+        }
+        // Read first: a launch that fails follows them too (restart policy, backoff).
+        let (dir, name) = (self.dir.clone(), self.name.clone());
+        match blocking(move || settings::load(&dir, &name)).await {
+            Ok(s) => self.apply(&s),
+            Err(e) => {
+                return self.launch_failed(LaunchError::Config(crate::error_chain(&e)), reply);
+            }
+        }
         self.persist(Persisted::Launching);
-        match self.launch().await {
-            Ok(inst) => {
+        let cancel = Cancel::new();
+        let mut job = match self.launch_job(&cancel) {
+            Ok(j) => j,
+            Err(e) => return self.launch_failed(e, reply),
+        };
+        let mut interrupt = None;
+        let mut open = true;
+        let launched = loop {
+            tokio::select! {
+                r = &mut job => break r,
+                cmd = self.rx.recv(), if open && interrupt.is_none() => match cmd {
+                    None => open = false,
+                    Some(Cmd::Start(r)) => {
+                        let _ = r.send(Err(format!("{} is being started already", self.name)));
+                    }
+                    Some(cmd) => {
+                        log::info!("{}: cutting its start short", self.name);
+                        let c = cancel.clone();
+                        blocking(move || c.fire()).await;
+                        interrupt = Some(cmd);
+                    }
+                },
+            }
+        };
+        super::memory::after_work();
+        let launched = match launched {
+            Ok(r) => r,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        match (launched, interrupt) {
+            (Ok(running), interrupt) => {
+                let inst = self.running(running);
                 let msg = format!("{}: running, pid {}", self.name, inst.pid);
                 log::info!("{msg}");
                 let _ = reply.map(|r| r.send(Ok(msg)));
+                // Up before the command could cut it short: it is acted on as it would be
+                // a moment later.
+                self.deferred = interrupt;
                 Phase::Up(inst)
             }
-            Err(LaunchError::Config(reason)) => {
+            (Err(e), Some(cmd)) => self.launch_cut_short(e, reply, cmd),
+            (Err(e), None) => self.launch_failed(e, reply),
+        }
+    }
+
+    fn launch_failed(&mut self, e: LaunchError, reply: Option<Reply>) -> Phase {
+        match e {
+            LaunchError::Config(reason) | LaunchError::Leftovers(reason, _) => {
                 log::error!("{}: {reason}", self.name);
                 self.set_down(State::Failed, Some(reason.clone()));
                 self.persist(Persisted::Failed {
@@ -855,7 +1054,7 @@ impl Task {
                 let _ = reply.map(|r| r.send(Err(format!("{}: {reason}", self.name))));
                 Phase::Down
             }
-            Err(LaunchError::Launch(reason)) => {
+            LaunchError::Launch(reason) => {
                 log::error!("{}: {reason}", self.name);
                 self.set(|s| {
                     s.exit = None;
@@ -875,28 +1074,78 @@ impl Task {
         }
     }
 
-    async fn launch(&mut self) -> Result<Box<Instance>, LaunchError> {
-        let stdio = self.output.stdio().map_err(|e| {
+    /// A launch cut short by `cmd` (a stop, restart or shutdown): nothing of it runs, and
+    /// the command is answered (or, for a restart, carried out).
+    fn launch_cut_short(&mut self, e: LaunchError, reply: Option<Reply>, cmd: Cmd) -> Phase {
+        let reason = e.reason();
+        log::info!("{}: its start was cut short: {reason}", self.name);
+        let _ = reply.map(|r| {
+            r.send(Err(format!(
+                "{}: its start was cut short: {reason}",
+                self.name
+            )))
+        });
+        self.history.reset();
+        if let LaunchError::Leftovers(_, left) = &e {
+            let leftover = self.fail_cleanup(left);
+            match cmd {
+                Cmd::Stop(r) | Cmd::Restart(r) | Cmd::Start(r) => {
+                    let _ = r.send(Err(format!("{}: it is not stopped: {leftover}", self.name)));
+                }
+                Cmd::Shutdown { signalled, done } => self.shut(signalled, done),
+            }
+            return Phase::Down;
+        }
+        self.set_down(State::Stopped, None);
+        self.persist(Persisted::Stopped);
+        match cmd {
+            Cmd::Stop(r) => {
+                let _ = r.send(Ok(format!(
+                    "{}: stopped (its start was cut short)",
+                    self.name
+                )));
+            }
+            Cmd::Shutdown { signalled, done } => self.shut(signalled, done),
+            restart @ (Cmd::Restart(_) | Cmd::Start(_)) => self.deferred = Some(restart),
+        }
+        Phase::Down
+    }
+
+    /// Starts the launch on a blocking thread; `cancel` cuts its runtime commands short.
+    fn launch_job(
+        &mut self,
+        cancel: &Cancel,
+    ) -> Result<tokio::task::JoinHandle<Result<Running, LaunchError>>, LaunchError> {
+        let io_dir = super::output::io_dir(self.sup.state_dir());
+        let output = self.output().map_err(LaunchError::Launch)?;
+        let stdio = output.stdio().map_err(|e| {
             LaunchError::Launch(format!(
                 "cannot open its output FIFOs in {}: {e}",
-                super::output::io_dir(self.sup.state_dir()).display()
+                io_dir.display()
             ))
         })?;
-        self.output.reopen_logs();
-        let (dir, name, ctx) = (self.dir.clone(), self.name.clone(), self.sup.ctx.clone());
-        let log_policy = self.output.log_policy();
-        let (settings, mut running) = blocking(move || {
-            let settings = settings::load(&dir, &name)
-                .map_err(|e| LaunchError::Config(crate::error_chain(&e)))?;
-            log_policy.set(settings.logs.policy());
+        output.reopen_logs();
+        output.log_policy().set(self.log_policy);
+        let dir = self.dir.clone();
+        let ctx = Ctx {
+            runtime: self.rt().cancelled_by(cancel),
+            ..self.sup.ctx.clone()
+        };
+        Ok(tokio::task::spawn_blocking(move || {
             let bundle =
                 Bundle::open(&dir).map_err(|e| LaunchError::Config(crate::error_chain(&e)))?;
-            let running = container::launch(&bundle, &ctx, &stdio, Mode::Detached)
-                .map_err(|e| LaunchError::Launch(e.report()))?;
-            Ok::<_, LaunchError>((settings, running))
-        })
-        .await?;
-        self.apply(&settings);
+            container::launch(&bundle, &ctx, &stdio, Mode::Detached).map_err(|e| {
+                if e.undo.is_empty() {
+                    LaunchError::Launch(e.report())
+                } else {
+                    LaunchError::Leftovers(e.report(), e.undo.clone())
+                }
+            })
+        }))
+    }
+
+    /// A launched container becomes the running instance.
+    fn running(&mut self, mut running: Running) -> Box<Instance> {
         let waiter = running.exit_waiter();
         let handover = running.handover();
         let pid = waiter.pid();
@@ -906,12 +1155,12 @@ impl Task {
             });
         }
         self.set_running(pid, SystemTime::now(), false);
-        Ok(Box::new(Instance {
+        Box::new(Instance {
             pid,
             ctl: Some(Ctl::Ours(Box::new(running))),
             exit: ExitWatch::Child(waiter),
             handover,
-        }))
+        })
     }
 }
 

@@ -125,15 +125,9 @@ impl TestEnv {
         c.cgroups.retain(|p| Path::new(p).is_dir());
         list_tree(&self.state_dir, &mut c.state);
         c.state.retain(|p| !Path::new(p).is_dir());
-        for pid in pids() {
+        for pid in self.processes_of() {
             let proc = PathBuf::from(format!("/proc/{pid}"));
-            let rooted = ["root", "cwd"].iter().any(|l| {
-                std::fs::read_link(proc.join(l))
-                    .is_ok_and(|t| under(&t.to_string_lossy(), &self.dir))
-            });
-            let grouped = std::fs::read_to_string(proc.join("cgroup"))
-                .is_ok_and(|s| s.contains(&format!("/{}/", self.cgroup_parent)));
-            if rooted || grouped {
+            {
                 let cmd = std::fs::read(proc.join("cmdline")).unwrap_or_default();
                 let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
                 let state = stat_of(pid).map(|(s, _)| s).unwrap_or('?');
@@ -166,6 +160,26 @@ impl TestEnv {
             v.sort();
         }
         c
+    }
+}
+
+impl TestEnv {
+    /// The processes this test made: rooted in its dir (their root or working directory
+    /// is below it) or in its cgroups.
+    pub fn processes_of(&self) -> Vec<i32> {
+        pids()
+            .into_iter()
+            .filter(|pid| {
+                let proc = PathBuf::from(format!("/proc/{pid}"));
+                let rooted = ["root", "cwd"].iter().any(|l| {
+                    std::fs::read_link(proc.join(l))
+                        .is_ok_and(|t| under(&t.to_string_lossy(), &self.dir))
+                });
+                rooted
+                    || std::fs::read_to_string(proc.join("cgroup"))
+                        .is_ok_and(|s| s.contains(&format!("/{}/", self.cgroup_parent)))
+            })
+            .collect()
     }
 }
 

@@ -376,12 +376,38 @@ fn unmount_all(paths: &mut [PathBuf]) {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
+        // What a failed test left running (a hook that never returns, a container): never
+        // anything but this test's, which run in its dir or its cgroups.
+        for pid in self.processes_of() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         for c in self.containers() {
-            let _ = Command::new(&self.runtime)
-                .arg("--root")
+            // Bounded, with whatever it starts (a poststop hook that never returns), and
+            // the state it leaves then (crun's) goes too.
+            let mut cmd = Command::new(&self.runtime);
+            cmd.arg("--root")
                 .arg(&self.runtime_root)
                 .args(["delete", "--force", &c])
-                .output();
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+            if let Ok(mut child) = cmd.spawn() {
+                let end = std::time::Instant::now() + std::time::Duration::from_secs(15);
+                while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < end {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                if matches!(child.try_wait(), Ok(None)) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(child.id() as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    let _ = child.wait();
+                    let _ = std::fs::remove_dir_all(self.runtime_root.join(&c));
+                }
+            }
         }
         let mut m = self.mounts.borrow().clone();
         for extra in self.mounts.borrow().iter() {
@@ -500,6 +526,55 @@ impl Run {
             .unwrap_or_else(|| panic!("no line for {name} in:\n{}", self.stdout))
             .to_string()
     }
+}
+
+/// Runs `c` to its end within `limit` and says how long it took; past the limit it is
+/// killed and the test fails naming `what` (a hang must fail a test, not stall it).
+pub fn run_within(
+    mut c: Command,
+    limit: std::time::Duration,
+    what: &str,
+) -> (Run, std::time::Duration) {
+    use std::io::Read;
+    c.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let begun = std::time::Instant::now();
+    let mut child = c.spawn().expect("the command starts");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if begun.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: no end within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let took = begun.elapsed();
+    let r = Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
+    };
+    eprintln!(
+        "--- {what}: exit {} after {took:?}\n--- stdout\n{}--- stderr\n{}",
+        r.code, r.stdout, r.stderr
+    );
+    (r, took)
 }
 
 /// True if `p` is a mount point now.

@@ -61,9 +61,25 @@ impl TestEnv {
     }
 
     fn system_init_nowait_args(&self, services: &Path, extra: &[&str]) -> Supervisor {
+        self.system_init_under(services, extra, &[])
+    }
+
+    /// Starts `lkinit system-init --path services` through `wrapper` (a command that
+    /// execs the rest, such as `prlimit --nofile=64`) without waiting for anything.
+    pub fn system_init_under(
+        &self,
+        services: &Path,
+        extra: &[&str],
+        wrapper: &[&str],
+    ) -> Supervisor {
         let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
         let stderr = self.dir.join(format!("supervisor-{n}.log"));
-        let mut c = self.cli();
+        let mut c = self.supervisor_command();
+        if let Some((first, rest)) = wrapper.split_first() {
+            let inner = c;
+            c = Command::new(first);
+            c.args(rest).arg(inner.get_program()).args(inner.get_args());
+        }
         c.arg("system-init")
             .arg("--path")
             .arg(services)
@@ -83,6 +99,25 @@ impl TestEnv {
                 c
             },
         }
+    }
+}
+
+impl TestEnv {
+    /// lkinit with this test's options and socket, as a supervisor runs: for crun, in a
+    /// private mount namespace without the cgroup2 part of this host's hybrid layout (crun
+    /// 1.8 refuses hybrid hosts). The CLI needs no such thing: it never runs the runtime.
+    fn supervisor_command(&self) -> Command {
+        if self.runtime != "crun" {
+            return self.cli();
+        }
+        let cli = self.cli();
+        let mut c = Command::new("unshare");
+        c.args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg("umount /sys/fs/cgroup/unified 2>/dev/null; exec \"$@\"")
+            .arg("sh")
+            .arg(LKINIT)
+            .args(cli.get_args());
+        c
     }
 }
 
