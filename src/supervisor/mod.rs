@@ -17,12 +17,12 @@ pub mod server;
 pub mod service;
 pub mod settings;
 pub mod throttle;
+pub mod types;
 
 use crate::cli::SupervisorArgs;
 use crate::container::Ctx;
 use crate::logs::Memlogd;
 use crate::reaper;
-use service::{Boot, Status, Sup};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{oneshot, watch};
+use types::{Boot, Status, Sup};
 
 /// Threads for blocking work at once: enough to overlap the runtime's process start-ups,
 /// few enough to stay small.
@@ -297,14 +298,14 @@ async fn report_started(mut statuses: Vec<watch::Receiver<Status>>, begun: Insta
 /// Stops every service: SIGTERM to the last started first, one after the other, while
 /// their grace periods run side by side.
 async fn shutdown(sup: &Arc<Sup>) {
-    let mut handles: Vec<service::Handle> = sup.services().values().cloned().collect();
+    let mut handles: Vec<types::Handle> = sup.services().values().cloned().collect();
     // Running ones by start, newest first; those with nothing running last.
     handles.sort_by_key(|h| std::cmp::Reverse(h.status.borrow().started));
     let mut done = Vec::new();
     for h in handles {
         let (s_tx, s_rx) = oneshot::channel();
         let (d_tx, d_rx) = oneshot::channel();
-        let cmd = service::Cmd::Shutdown {
+        let cmd = types::Cmd::Shutdown {
             signalled: s_tx,
             done: d_tx,
         };

@@ -4,8 +4,9 @@
 
 use super::output;
 use super::protocol::{LogFiles, MAX_REQUEST, Op, Response, ServiceInfo};
-use super::service::{self, Boot, Cmd, Handle, Sup};
+use super::service;
 use super::throttle;
+use super::types::{Boot, Cmd, Handle, Reply, Sup};
 use crate::bundle;
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use std::io::{self, IoSlice};
@@ -297,7 +298,7 @@ fn find_or_add(sup: &Arc<Sup>, name: &str) -> Result<Handle, String> {
     Ok(service::spawn(sup, name, dir, Boot::Idle))
 }
 
-async fn command(h: &Handle, make: impl FnOnce(service::Reply) -> Cmd) -> Result<String, String> {
+async fn command(h: &Handle, make: impl FnOnce(Reply) -> Cmd) -> Result<String, String> {
     let (tx, rx) = oneshot::channel();
     h.tx.send(make(tx))
         .map_err(|_| "the supervisor is shutting down".to_string())?;

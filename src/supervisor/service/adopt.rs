@@ -1,0 +1,147 @@
+//! Taking over what a killed supervisor left: a recorded service resumed, a running
+//! container adopted, what it was doing finished.
+
+use super::*;
+
+impl Task {
+    /// Picks up where an earlier supervisor left this service.
+    pub(super) async fn resume(&mut self, rec: Record) -> Phase {
+        self.restarts = rec.restarts;
+        // What still runs writes into its FIFOs, which need draining.
+        if matches!(
+            rec.service,
+            Persisted::Running { .. } | Persisted::Stopping { .. }
+        ) && let Err(e) = self.output()
+        {
+            log::error!("{}: {e}", self.name);
+        }
+        let since = from_unix_secs(rec.since);
+        if let Ok(s) = settings::load(&self.dir, &self.name) {
+            self.apply(&s);
+        }
+        let down = |t: &Task, state, reason| {
+            t.set_down(state, reason);
+            t.set(|s| s.since = since);
+            Phase::Down
+        };
+        match rec.service {
+            Persisted::Stopped => down(self, State::Stopped, None),
+            Persisted::Exited => down(self, State::Exited, None),
+            Persisted::Failed { reason } => down(self, State::Failed, Some(reason)),
+            Persisted::Restarting => self.start(None).await,
+            Persisted::Launching => {
+                log::warn!(
+                    "{}: was being started when the last supervisor ended; clearing what it left",
+                    self.name
+                );
+                let (rt, name, dir) = (self.rt().clone(), self.name.clone(), self.dir.clone());
+                let f =
+                    blocking(move || container::clear_interrupted_launch(&rt, &name, &dir)).await;
+                if !f.is_empty() {
+                    self.fail_cleanup(&f);
+                    return Phase::Down;
+                }
+                self.start(None).await
+            }
+            Persisted::Running { container } => match self.take_over(container, since).await {
+                Ok(inst) => Phase::Up(inst),
+                Err(left) if !left.is_empty() => {
+                    self.fail_cleanup(&left);
+                    Phase::Down
+                }
+                Err(_) => {
+                    let d = self.history.on_exit(&self.policy, Instant::now(), false);
+                    self.decide(d)
+                }
+            },
+            Persisted::Stopping { container } => {
+                let left = match self.take_over(container, since).await {
+                    Ok(mut inst) => {
+                        log::info!(
+                            "{}: finishing the stop the last supervisor began",
+                            self.name
+                        );
+                        self.stop(&mut inst, None).await.1
+                    }
+                    Err(left) => left,
+                };
+                if !left.is_empty() {
+                    self.fail_cleanup(&left);
+                    return Phase::Down;
+                }
+                self.set_down(State::Stopped, None);
+                self.persist(Persisted::Stopped);
+                Phase::Down
+            }
+        }
+    }
+
+    /// Takes over a container an earlier supervisor recorded; when it is gone (or not the
+    /// one recorded any more), clears what is left of it and returns what that cleanup
+    /// could not undo.
+    pub(super) async fn take_over(
+        &mut self,
+        h: Handover,
+        since: SystemTime,
+    ) -> Result<Box<Instance>, UndoFailures> {
+        let rt = self.rt().clone();
+        let adopted = blocking(move || container::adopt(&rt, h)).await;
+        match adopted {
+            Ok(a) => {
+                let fd = a
+                    .pidfd()
+                    .as_owned_fd()
+                    .try_clone()
+                    // SAFETY: the OwnedFd is a valid descriptor, owned by the AsyncFd for
+                    // as long as it is registered.
+                    .and_then(|fd| unsafe {
+                        AsyncFd::register_with_interest(fd, Interest::READABLE)
+                            .map_err(std::io::Error::from)
+                    });
+                let fd = match fd {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        log::error!("{}: cannot watch pid {}: {e}", self.name, a.pid());
+                        let rt = self.rt().clone();
+                        let name = self.name.clone();
+                        return Err(
+                            blocking(move || Ctl::Adopted(Box::new(a)).retire(&rt, &name)).await,
+                        );
+                    }
+                };
+                let pid = a.pid();
+                log::info!("{}: adopted, pid {pid}", self.name);
+                self.set_running(pid, since, true);
+                let handover = Some(a.handover().clone());
+                Ok(Box::new(Instance {
+                    pid,
+                    ctl: Some(Ctl::Adopted(Box::new(a))),
+                    exit: ExitWatch::PidFd(fd),
+                    handover,
+                }))
+            }
+            Err((e, h)) => {
+                log::warn!(
+                    "{}: not adopted: {}; clearing what is left of it",
+                    self.name,
+                    crate::error_chain(&e)
+                );
+                let rt = self.rt().clone();
+                let f = blocking(move || {
+                    if let Err(pids) =
+                        container::kill_remaining(&rt, &h.name, h.cgroup_procs.as_deref())
+                    {
+                        log::error!("{}: processes {pids:?} survive SIGKILL", h.name);
+                    }
+                    container::replay(&rt, &h.cleanup)
+                })
+                .await;
+                self.set(|s| {
+                    s.exit = None;
+                    s.exit_unknown = true;
+                });
+                Err(f)
+            }
+        }
+    }
+}
