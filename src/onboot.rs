@@ -260,7 +260,11 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
         Ok(b) => b,
         Err(e) => return Outcome::Failed(crate::error_chain(&e)),
     };
-    let base = format!("{}.{}", opts.phase.log_prefix(), bundle.name);
+    let prefix = format!("{}.", opts.phase.log_prefix());
+    if let Some(e) = logs::name_collision("a bundle", &opts.log_dir, &prefix, &bundle.name) {
+        return Outcome::Failed(e);
+    }
+    let base = format!("{prefix}{}", bundle.name);
     let tee = logs::tee(
         &opts.memlogd,
         &opts.log_dir,

@@ -651,3 +651,22 @@ fn a_log_directory_others_can_write_is_refused() {
     );
     assert!(!r.stdout.contains("ran"), "{}", r.stdout);
 }
+
+/// With LinuxKit's log names, the stderr log of `a.out` is the stdout log of `a`: an onboot
+/// bundle named so is refused (as a service is), and `a`'s log holds `a`'s output only.
+#[test]
+fn an_onboot_bundle_name_cannot_take_another_bundles_log() {
+    let env = TestEnv::new();
+    let ob = env.bundles_dir("onboot");
+    env.bundle(&ob, "a", &["echo", "from a"]);
+    env.bundle(&ob, "a.out", &["sh", "-c", "echo forged >&2"]);
+    let r = env.onboot(&ob, &[]);
+    assert_eq!(r.line("a"), "a: exit code 0");
+    let line = r.line("a.out");
+    assert!(
+        line.contains("`a.out` cannot be a bundle name: its stderr log")
+            && line.contains("onboot.a.out.log would be the stdout log of a bundle `a`"),
+        "{line}"
+    );
+    assert_eq!(env.log("onboot.a.out.log"), "from a\n");
+}

@@ -13,7 +13,7 @@ pub mod sink;
 
 pub use memlogd::Memlogd;
 pub use rotate::Policy;
-pub use sink::{Sink, file_of, open_log, stream_names};
+pub use sink::{Sink, file_of, name_collision, open_log, stream_names};
 
 use crate::oci_runtime::ContainerStdio;
 use nix::errno::Errno;

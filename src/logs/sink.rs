@@ -28,6 +28,18 @@ pub fn stream_names(base: &str) -> [String; 2] {
     [format!("{base}.out"), base.to_string()]
 }
 
+/// Why `name` cannot name a container whose logs are `DIR/PREFIXNAME.out.log` and
+/// `DIR/PREFIXNAME.log` (LinuxKit's names): the stderr log of `a.out` would be the stdout log
+/// of `a`. `what` says what the name is of (`a service`, `an onboot bundle`).
+pub fn name_collision(what: &str, dir: &Path, prefix: &str, name: &str) -> Option<String> {
+    let other = name.strip_suffix(".out")?;
+    Some(format!(
+        "`{name}` cannot be {what} name: its stderr log {} would be the stdout log of {what} \
+         `{other}`; rename the bundle (names ending in `.out` are refused)",
+        file_of(dir, &format!("{prefix}{name}")).display()
+    ))
+}
+
 /// The log file of a stream named `name`: `DIR/NAME.log`.
 pub fn file_of(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.log"))

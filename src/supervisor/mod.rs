@@ -100,12 +100,7 @@ fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<File>, String> {
 /// whether that other service exists or not (it may be added later); every other name
 /// keeps LinuxKit's file names, and no two of them share a file.
 pub fn name_error(name: &str, log_dir: &Path) -> Option<String> {
-    let other = name.strip_suffix(".out")?;
-    Some(format!(
-        "`{name}` cannot be a service name: its stderr log {} would be the stdout log of a \
-         service `{other}`; rename the bundle (names ending in `.out` are refused)",
-        log_dir.join(format!("{name}.log")).display()
-    ))
+    crate::logs::name_collision("a service", log_dir, "", name)
 }
 
 /// The bundle directories of `path`, by name (a missing directory has none).
