@@ -7,6 +7,7 @@
 //! (record.rs), so killing the supervisor never takes a service down, and the next one
 //! adopts what still runs.
 
+pub mod checks;
 pub mod client;
 pub mod memory;
 pub mod output;
