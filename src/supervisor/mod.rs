@@ -10,9 +10,12 @@
 pub mod checks;
 pub mod client;
 pub mod memory;
+pub mod notify;
 pub mod output;
 pub mod policy;
+pub mod probe;
 pub mod protocol;
+pub mod ready;
 pub mod record;
 pub mod server;
 pub mod service;

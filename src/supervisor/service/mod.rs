@@ -173,7 +173,7 @@ struct Task {
 /// How long the init may take to end after SIGKILL before the stop goes on without it.
 const KILL_EXIT_WAIT: Duration = Duration::from_secs(5);
 
-fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s.fract() == 0.0 {
         format!("{s:.0}s")
