@@ -439,7 +439,7 @@ impl Bundle {
         if points_at_rootfs && self.extra.is_empty() {
             return Ok(self.dir.clone());
         }
-        let out_dir = state_dir.join("bundles").join(&self.name);
+        let out_dir = generated_dir(state_dir, &self.name);
         let out = out_dir.join("config.json");
         let gen_err = |source| BundleError::Generate {
             path: out.clone(),
@@ -465,6 +465,22 @@ impl Bundle {
             .map_err(|e| gen_err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
         std::fs::write(&out, bytes).map_err(gen_err)?;
         Ok(out_dir)
+    }
+}
+
+/// Where the generated copy of bundle `name`'s config.json goes.
+pub fn generated_dir(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("bundles").join(name)
+}
+
+/// Removes the generated copy of bundle `name`'s config.json, once its container is
+/// deleted (the runtime reads it at `create` only).
+pub fn remove_generated(state_dir: &Path, name: &str) {
+    let dir = generated_dir(state_dir, name);
+    let _ = std::fs::remove_file(dir.join("config.json"));
+    let _ = std::fs::remove_dir(&dir);
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent);
     }
 }
 
