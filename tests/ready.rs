@@ -491,3 +491,60 @@ fn readiness_survives_a_supervisor_restart() {
     let lock = env.state_dir.join("supervisor.lock");
     env.assert_census_settles(&census, &[], &[&lock]);
 }
+
+/// Pings WATCHDOG=1 every 0.2 s, counting them in /gate/pings, until /gate/hang exists.
+const PINGING: &str = r#"
+import os, signal, socket, sys, time
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+addr = os.environ["NOTIFY_SOCKET"]
+open("/gate/usec", "w").write(os.environ.get("WATCHDOG_USEC", "-"))
+s.sendto(b"READY=1", addr)
+n = 0
+while not os.path.exists("/gate/hang"):
+    s.sendto(b"WATCHDOG=1", addr)
+    n += 1
+    open("/gate/pings.tmp", "w").write(str(n))
+    os.rename("/gate/pings.tmp", "/gate/pings")
+    time.sleep(0.2)
+while True:
+    time.sleep(1)
+"#;
+
+/// The notify watchdog: WATCHDOG_USEC is given; pings keep the service up past the
+/// watchdog's time; once they stop, it is restarted with the reason.
+#[test]
+fn watchdog_restarts_a_silent_service() {
+    let env = TestEnv::new();
+    let census = env.census(&[]);
+    let dir = env.bundles_dir("services");
+    let w = python_bundle(&env, &dir, "w", PINGING);
+    settings(&w, "ready: notify\nhealth: {watchdog: 1}\n");
+    let gate = with_gate(&env, &w);
+    let mut sup = env.system_init(&dir);
+    let first = sup.wait_running("w");
+    assert_eq!(
+        std::fs::read_to_string(gate.join("usec")).unwrap(),
+        "1000000"
+    );
+    // Two seconds of pings, twice the watchdog's time.
+    sup.wait_until("10 pings", Duration::from_secs(30), || {
+        let n: u32 = std::fs::read_to_string(gate.join("pings"))
+            .ok()?
+            .parse()
+            .ok()?;
+        (n >= 10).then_some(())
+    });
+    let s = sup.status("w");
+    assert_eq!((s.state.as_str(), s.pid, s.restarts), ("running", first.pid, 0));
+    std::fs::write(gate.join("hang"), "").unwrap();
+    sup.wait_status("w", "restarted", |s| s.restarts >= 1);
+    let log = sup.log();
+    assert!(
+        log.contains("w: watchdog: no WATCHDOG=1 within 1s; stopping it"),
+        "{log}"
+    );
+    assert_eq!(sup.terminate(), 0);
+    let lock = env.state_dir.join("supervisor.lock");
+    env.assert_census_settles(&census, &[], &[&lock]);
+}
