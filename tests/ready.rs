@@ -536,7 +536,10 @@ fn watchdog_restarts_a_silent_service() {
         (n >= 10).then_some(())
     });
     let s = sup.status("w");
-    assert_eq!((s.state.as_str(), s.pid, s.restarts), ("running", first.pid, 0));
+    assert_eq!(
+        (s.state.as_str(), s.pid, s.restarts),
+        ("running", first.pid, 0)
+    );
     std::fs::write(gate.join("hang"), "").unwrap();
     sup.wait_status("w", "restarted", |s| s.restarts >= 1);
     let log = sup.log();

@@ -49,6 +49,13 @@ fn dir_of(state_dir: &Path, name: &str) -> PathBuf {
     root_dir(state_dir).join(name)
 }
 
+/// Removes the socket of service `name` and its directory, once its container is gone.
+pub fn remove(state_dir: &Path, name: &str) {
+    let dir = dir_of(state_dir, name);
+    let _ = std::fs::remove_file(dir.join(SOCKET_NAME));
+    let _ = std::fs::remove_dir(&dir);
+}
+
 /// One service's notification socket. Dropped, it removes its file (if it is still the
 /// one it bound: a newer socket of the same service may have replaced it) and directory.
 pub struct NotifySocket {

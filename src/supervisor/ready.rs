@@ -338,6 +338,11 @@ pub fn fifo_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("ready")
 }
 
+/// Removes the readiness FIFO of service `name`, once its container is gone.
+pub fn remove_fifo(state_dir: &Path, name: &str) {
+    let _ = std::fs::remove_file(fifo_dir(state_dir).join(name));
+}
+
 fn open_fifo(path: &Path, nonblock: bool) -> io::Result<File> {
     let mut flags = libc::O_NOFOLLOW;
     if nonblock {
@@ -424,9 +429,13 @@ pub struct Inputs {
     pub fifo: Option<ReadyFifo>,
 }
 
+/// Events a monitor may have queued for the service's task: past this it waits, and so
+/// stops reading the notify socket, whose senders then wait in turn.
+const QUEUE: usize = 16;
+
 /// The monitor of one running container; dropping it ends it.
 pub struct Monitor {
-    pub events: mpsc::UnboundedReceiver<Event>,
+    pub events: mpsc::Receiver<Event>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -446,7 +455,7 @@ pub fn start(
     inputs: Inputs,
     ready: bool,
 ) -> Monitor {
-    let (tx, events) = mpsc::unbounded_channel();
+    let (tx, events) = mpsc::channel(QUEUE);
     let tracker = Tracker::new(plan, Instant::now(), ready);
     let w = Watch {
         name: name.to_string(),
@@ -468,7 +477,7 @@ struct Watch {
     ident: Identity,
     start_time: Option<u64>,
     inputs: Inputs,
-    tx: mpsc::UnboundedSender<Event>,
+    tx: mpsc::Sender<Event>,
 }
 
 type Running = Pin<Box<dyn Future<Output = Outcome> + Send>>;
@@ -482,8 +491,8 @@ enum Input {
 
 impl Watch {
     /// Sends `ev`; false once the service's task no longer listens.
-    fn send(&self, ev: Event) -> bool {
-        self.tx.send(ev).is_ok()
+    async fn send(&self, ev: Event) -> bool {
+        self.tx.send(ev).await.is_ok()
     }
 
     async fn run(mut self) {
@@ -528,7 +537,7 @@ impl Watch {
             };
             let now = Instant::now();
             let verdict = match input {
-                Input::Notify(Ok(r)) => self.received(r, now),
+                Input::Notify(Ok(r)) => self.received(r, now).await,
                 Input::Notify(Err(e)) => {
                     log::error!(
                         "{}: its notify socket failed: {e}; notifications are no longer read",
@@ -560,27 +569,26 @@ impl Watch {
                         output: o.output,
                         failures: self.tracker.failures(),
                     };
-                    if !self.send(Event::Check(report)) {
+                    if !self.send(Event::Check(report)).await {
                         return;
                     }
                     v
                 }
                 Input::Time => self.tracker.on_time(now),
             };
-            match verdict {
-                None => {}
-                Some(Verdict::Ready) if self.send(Event::Ready) => {}
-                Some(Verdict::Ready) => return,
-                Some(Verdict::Fail(why)) => {
-                    self.send(Event::Fail(why));
-                    return;
-                }
+            let (ev, last) = match verdict {
+                None => continue,
+                Some(Verdict::Ready) => (Event::Ready, false),
+                Some(Verdict::Fail(why)) => (Event::Fail(why), true),
+            };
+            if !self.send(ev).await || last {
+                return;
             }
         }
     }
 
     /// A datagram on the notify socket: acted on if its sender is the service's.
-    fn received(&mut self, r: Received, now: Instant) -> Option<Verdict> {
+    async fn received(&mut self, r: Received, now: Instant) -> Option<Verdict> {
         let fault = format!("notify {}", self.name);
         let (pid, data) = match r {
             Received::Message { pid, data } => (pid, data),
@@ -633,7 +641,7 @@ impl Watch {
             }
         };
         if let Some(text) = m.status {
-            self.send(Event::Text(text));
+            self.send(Event::Text(text)).await;
         }
         if let Some(by) = m.extend {
             self.tracker.on_extend(now, by);
@@ -643,7 +651,7 @@ impl Watch {
         }
         if m.stopping {
             self.tracker.on_stopping();
-            self.send(Event::Stopping);
+            self.send(Event::Stopping).await;
         }
         if m.watchdog_trigger
             && let Some(v) = self.tracker.on_watchdog_trigger()

@@ -82,6 +82,9 @@ impl Task {
             if left.is_empty() {
                 crate::bundle::remove_generated(&state_dir, &name);
             }
+            // Gone with the container: its watcher (ended above) may be dropped later.
+            crate::supervisor::notify::remove(&state_dir, &name);
+            crate::supervisor::ready::remove_fifo(&state_dir, &name);
             left
         })
         .await
