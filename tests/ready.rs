@@ -513,9 +513,8 @@ while True:
 
 /// The notify watchdog: WATCHDOG_USEC is given; pings keep the service up past the
 /// watchdog's time; once they stop, it is restarted with the reason.
-#[test]
-fn watchdog_restarts_a_silent_service() {
-    let env = TestEnv::new();
+fn watchdog_restarts_a_silent_service(runtime: &str) {
+    let env = TestEnv::with_runtime(runtime);
     let census = env.census(&[]);
     let dir = env.bundles_dir("services");
     let w = python_bundle(&env, &dir, "w", PINGING);
@@ -550,4 +549,14 @@ fn watchdog_restarts_a_silent_service() {
     assert_eq!(sup.terminate(), 0);
     let lock = env.state_dir.join("supervisor.lock");
     env.assert_census_settles(&census, &[], &[&lock]);
+}
+
+#[test]
+fn watchdog_runc() {
+    watchdog_restarts_a_silent_service("runc");
+}
+
+#[test]
+fn watchdog_crun() {
+    watchdog_restarts_a_silent_service("crun");
 }

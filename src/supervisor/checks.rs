@@ -396,6 +396,7 @@ impl<'de> Deserialize<'de> for Health {
 mod tests {
     use super::*;
     use crate::runtime_config::ConfigError;
+    use crate::supervisor::ready::Plan;
     use crate::supervisor::settings::{Settings, parse};
     use std::path::Path;
 
@@ -413,7 +414,7 @@ mod tests {
         assert_eq!(d.health, None);
         assert_eq!(d.ready_timeout, Duration::from_secs(60));
         assert_eq!(d.after_timeout, Duration::from_secs(120));
-        assert!(!d.wants_notify());
+        assert!(!Plan::of(&d).wants_notify());
     }
 
     #[test]
@@ -443,7 +444,7 @@ mod tests {
         assert_eq!(h.retries, 2);
         assert_eq!(h.watchdog, Some(Duration::from_secs(20)));
         assert!(
-            y.wants_notify(),
+            Plan::of(&y).wants_notify(),
             "a watchdog is pinged on the notify socket"
         );
         let j = json(
@@ -456,7 +457,7 @@ mod tests {
         assert_eq!(j, y);
 
         assert_eq!(yaml("ready: notify").unwrap().ready, Some(Ready::Notify));
-        assert!(yaml("ready: notify").unwrap().wants_notify());
+        assert!(Plan::of(&yaml("ready: notify").unwrap()).wants_notify());
         assert_eq!(yaml("ready: {fd: 3}").unwrap().ready, Some(Ready::Fd(3)));
         assert_eq!(
             json(r#"{"ready": {"fd": 64}}"#).unwrap().ready,

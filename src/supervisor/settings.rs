@@ -137,15 +137,6 @@ pub struct Settings {
     pub health: Option<Health>,
 }
 
-impl Settings {
-    /// Whether the service gets a `NOTIFY_SOCKET`: it tells its readiness there, or pings
-    /// its watchdog.
-    pub fn wants_notify(&self) -> bool {
-        self.ready == Some(Ready::Notify)
-            || self.health.as_ref().is_some_and(|h| h.watchdog.is_some())
-    }
-}
-
 impl Default for Settings {
     fn default() -> Self {
         Settings {

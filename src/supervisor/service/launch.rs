@@ -7,6 +7,9 @@ use crate::supervisor::checks::Ready;
 use crate::supervisor::notify::{self, NotifySocket};
 use crate::supervisor::ready::ReadyFifo;
 
+/// A launch under way on a blocking thread.
+pub(super) type Job = tokio::task::JoinHandle<Result<Running, LaunchError>>;
+
 impl Task {
     /// Launches the container; a failure counts as an exit (or fails the service for good
     /// when the bundle itself is wrong). A stop, restart or shutdown that comes meanwhile
@@ -65,14 +68,11 @@ impl Task {
         match (launched, interrupt) {
             (Ok(running), interrupt) => {
                 let inst = self.running(running, inputs);
-                let msg = match self.plan.ready.is_some() {
-                    false => format!("{}: running, pid {}", self.name, inst.pid),
-                    true => format!(
-                        "{}: started, pid {}; {}",
-                        self.name,
-                        inst.pid,
-                        self.plan.waiting()
-                    ),
+                let msg = if self.plan.ready.is_some() {
+                    let waiting = self.plan.waiting();
+                    format!("{}: started, pid {}; {waiting}", self.name, inst.pid)
+                } else {
+                    format!("{}: running, pid {}", self.name, inst.pid)
                 };
                 log::info!("{msg}");
                 let _ = reply.map(|r| r.send(Ok(msg)));
@@ -164,17 +164,7 @@ impl Task {
     /// Starts the launch on a blocking thread; `cancel` cuts its runtime commands short.
     /// Also returns what the container's readiness and health are read from (its notify
     /// socket, its readiness FIFO), made before the container can use them.
-    #[allow(clippy::type_complexity)]
-    pub(super) fn launch_job(
-        &mut self,
-        cancel: &Cancel,
-    ) -> Result<
-        (
-            tokio::task::JoinHandle<Result<Running, LaunchError>>,
-            Inputs,
-        ),
-        LaunchError,
-    > {
+    pub(super) fn launch_job(&mut self, cancel: &Cancel) -> Result<(Job, Inputs), LaunchError> {
         let io_dir = crate::supervisor::output::io_dir(self.sup.state_dir());
         let (inputs, extra, fds) = self.readiness_inputs().map_err(LaunchError::Launch)?;
         let output = self.output().map_err(LaunchError::Launch)?;
