@@ -505,7 +505,6 @@ impl Watch {
                 check = Some((kind, Box::pin(fut)));
             }
             let deadline = self.tracker.deadline();
-            let waiting_line = !self.tracker.is_ready() && self.inputs.fifo.is_some();
             let input = {
                 let Inputs { notify, fifo } = &mut self.inputs;
                 tokio::select! {
@@ -517,8 +516,10 @@ impl Watch {
                     } => Input::Notify(r),
                     r = async {
                         match fifo.as_mut() {
-                            Some(f) if waiting_line => f.line().await,
-                            _ => std::future::pending().await,
+                            // Drained also once ready: a service that writes again must not
+                            // block on a full pipe.
+                            Some(f) => f.line().await,
+                            None => std::future::pending().await,
                         }
                     } => Input::Line(r),
                     o = async {
@@ -546,10 +547,7 @@ impl Watch {
                     self.inputs.notify = None;
                     None
                 }
-                Input::Line(Ok(())) => {
-                    log::debug!("{}: a line on its readiness descriptor", self.name);
-                    self.tracker.on_signal(now)
-                }
+                Input::Line(Ok(())) => self.tracker.on_signal(now),
                 Input::Line(Err(e)) => {
                     log::error!("{}: its readiness FIFO failed: {e}", self.name);
                     self.inputs.fifo = None;
