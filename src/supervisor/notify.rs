@@ -164,7 +164,9 @@ fn recv_one(fd: RawFd) -> io::Result<Received> {
     mh.msg_iov = &mut iov;
     mh.msg_iovlen = 1;
     mh.msg_control = control.as_mut_ptr().cast();
-    mh.msg_controllen = std::mem::size_of_val(&control);
+    // `as _`: the field is a size_t with glibc and a socklen_t with musl; the buffer's
+    // size (about 1 KiB) fits either.
+    mh.msg_controllen = std::mem::size_of_val(&control) as _;
     // SAFETY: every pointer in `mh` points into buffers that live past the call, with their
     // true lengths. MSG_TRUNC makes a datagram longer than `buf` return its whole length.
     let n = unsafe {
