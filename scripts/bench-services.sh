@@ -9,11 +9,20 @@
 #     idle pause (it should stay flat);
 #   - the time a SIGTERM shutdown of all N takes.
 # Needs root, runc and busybox-static. Usage: scripts/bench-services.sh [N] [RESTART_ROUNDS]
+# With --checks (scripts/bench-services.sh --checks [N]) it measures instead what health
+# checks cost: the supervisor's RSS and CPU time with N services and no checks, then with
+# N services each with an exec health check (`true` in the service's namespaces) every
+# second, each after CHECK_SECS (default 60) of running.
 # LKINIT=path/to/lkinit uses that binary instead of building target/release/lkinit.
 # SUMMARY=FILE also writes the figures as KEY=VALUE lines (scripts/bench.sh reads them).
 # IDLE=SECS (default 20) is the idle pause.
 set -euo pipefail
 
+MODE=all
+if [ "${1:-}" = "--checks" ]; then
+    MODE=checks
+    shift
+fi
 N=${1:-50}
 ROUNDS=${2:-5}
 UP_ROUNDS=${UP_ROUNDS:-3}
@@ -57,7 +66,7 @@ for i in $(seq -w 1 "$N"); do
     b=$work/services/svc$i
     mkdir -p "$b/rootfs/bin" "$b/rootfs/proc" "$b/rootfs/dev" "$b/rootfs/sys"
     ln "$BUSYBOX" "$b/rootfs/bin/busybox" 2>/dev/null || cp "$BUSYBOX" "$b/rootfs/bin/busybox"
-    for a in sh sleep; do ln -s busybox "$b/rootfs/bin/$a"; done
+    for a in sh sleep true; do ln -s busybox "$b/rootfs/bin/$a"; done
 done
 python3 - "$work" "$N" "$cg" <<'EOF'
 import json, sys
@@ -135,6 +144,48 @@ set_order() { # concurrent|sequential
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# The supervisor's CPU time (user + system) in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$sup_pid/stat"; }
+
+# --checks: N services without checks, then with a health check each every second.
+if [ "$MODE" = checks ]; then
+    secs=${CHECK_SECS:-60}
+    hz=$(getconf CLK_TCK)
+    echo "lkinit: $LKINIT"
+    echo "runtime: $(runc --version | head -1); $(nproc) CPUs; kernel $(uname -r)"
+    echo "services: $N busybox bundles; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo
+    for variant in plain checks; do
+        for b in "$work"/services/*; do
+            if [ "$variant" = checks ]; then
+                printf 'health:\n  exec: [true]\n  interval: 1\n  timeout: 5\n' >"$b/service.yml"
+            else
+                rm -f "$b/service.yml"
+            fi
+        done
+        start_supervisor
+        wait_all_up >/dev/null
+        sleep 3
+        c0=$(cpu_ticks)
+        sleep "$secs"
+        c1=$(cpu_ticks)
+        if [ "$variant" = checks ]; then
+            label="$N services, a health check each every 1 s, after ${secs} s"
+        else
+            label="$N services, no checks, after ${secs} s"
+        fi
+        show_rss "$variant"
+        printf '  (%s) supervisor CPU over the %s s: %s s\n' "$label" "$secs" "$(echo "($c1 - $c0) / $hz" | bc -l | cut -c1-5)"
+        if [ "$variant" = checks ]; then
+            bad=$(cli list | awk 'NR > 1 && $2 != "running"' | wc -l)
+            echo "  services not running at the end: $bad; one's last check: $(cli status svc$(printf "%0${#N}d" 1) | grep '^check:')"
+        fi
+        stop_supervisor
+        echo "  SIGTERM shutdown: ${down} ms"
+    done
+    exit 0
+fi
 
 echo "lkinit: $LKINIT"
 echo "runtime: $(runc --version | head -1); $(nproc) CPUs; kernel $(uname -r)"

@@ -92,6 +92,31 @@ fn parse_timeout(s: &str) -> Option<u64> {
     s.parse().ok().filter(|n| *n <= MAX_TIMEOUT_SECS)
 }
 
+/// What lkinit adds to a container's config.json for one launch, in the generated copy:
+/// the user's file is never rewritten.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigExtra {
+    /// Bind mounts after the bundle's own.
+    pub binds: Vec<Bind>,
+    /// `process.env` entries, each replacing any entry of the same name.
+    pub env: Vec<(String, String)>,
+}
+
+impl ConfigExtra {
+    pub fn is_empty(&self) -> bool {
+        self.binds.is_empty() && self.env.is_empty()
+    }
+}
+
+/// A host path bound into the container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bind {
+    pub source: PathBuf,
+    /// Absolute, inside the container.
+    pub destination: String,
+    pub read_only: bool,
+}
+
 #[derive(Debug)]
 pub struct Bundle {
     /// The container id.
@@ -109,6 +134,8 @@ pub struct Bundle {
     /// How many of runtime.json's first mounts prepare the root filesystem (see
     /// [`Bundle::root_form`]).
     root_mounts: usize,
+    /// What the next launch adds to config.json (see [`Bundle::runtime_bundle_dir`]).
+    pub extra: ConfigExtra,
 }
 
 /// How a bundle's root filesystem is made.
@@ -261,6 +288,7 @@ impl Bundle {
             runtime,
             runtime_file,
             root_mounts,
+            extra: ConfigExtra::default(),
         };
         if bundle
             .spec
@@ -398,8 +426,9 @@ impl Bundle {
     }
 
     /// The bundle directory to hand the runtime. The user's config.json is used as it is
-    /// when its `root.path` already names `rootfs`; otherwise a copy is generated under
-    /// `state_dir` that differs only in `root.path`.
+    /// when its `root.path` already names `rootfs` and nothing is to be added; otherwise a
+    /// copy is generated under `state_dir` that differs only in `root.path` and in what
+    /// [`Bundle::extra`] adds.
     pub fn runtime_bundle_dir(&self, state_dir: &Path) -> Result<PathBuf, BundleError> {
         let root_path = self.spec.root().as_ref().map(|r| r.path().clone());
         let points_at_rootfs = match &root_path {
@@ -407,10 +436,10 @@ impl Bundle {
             Some(p) => self.dir.join(p) == self.rootfs || p == Path::new("rootfs"),
             None => false,
         };
-        if points_at_rootfs {
+        if points_at_rootfs && self.extra.is_empty() {
             return Ok(self.dir.clone());
         }
-        let out_dir = state_dir.join("bundles").join(&self.name);
+        let out_dir = generated_dir(state_dir, &self.name);
         let out = out_dir.join("config.json");
         let gen_err = |source| BundleError::Generate {
             path: out.clone(),
@@ -430,6 +459,7 @@ impl Bundle {
                 serde_json::Value::String(self.rootfs.to_string_lossy().into_owned()),
             );
         }
+        add_extra(&mut value, &self.extra);
         std::fs::create_dir_all(&out_dir).map_err(gen_err)?;
         let bytes = serde_json::to_vec_pretty(&value)
             .map_err(|e| gen_err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
@@ -438,9 +468,120 @@ impl Bundle {
     }
 }
 
+/// Where the generated copy of bundle `name`'s config.json goes.
+pub fn generated_dir(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("bundles").join(name)
+}
+
+/// Removes the generated copy of bundle `name`'s config.json, once its container is
+/// deleted (the runtime reads it at `create` only).
+pub fn remove_generated(state_dir: &Path, name: &str) {
+    let dir = generated_dir(state_dir, name);
+    let _ = std::fs::remove_file(dir.join("config.json"));
+    let _ = std::fs::remove_dir(&dir);
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+}
+
+/// Adds `extra` to a config.json as generic JSON (every other field kept as it is).
+fn add_extra(config: &mut serde_json::Value, extra: &ConfigExtra) {
+    use serde_json::{Value, json};
+    let Some(top) = config.as_object_mut() else {
+        return;
+    };
+    if !extra.binds.is_empty() {
+        let mounts = top.entry("mounts").or_insert_with(|| json!([]));
+        if !mounts.is_array() {
+            *mounts = json!([]);
+        }
+        if let Some(list) = mounts.as_array_mut() {
+            for b in &extra.binds {
+                let mut options = vec!["bind", "nosuid", "nodev", "noexec"];
+                if b.read_only {
+                    options.push("ro");
+                }
+                list.push(json!({
+                    "destination": b.destination,
+                    "type": "bind",
+                    "source": b.source.to_string_lossy(),
+                    "options": options,
+                }));
+            }
+        }
+    }
+    if !extra.env.is_empty() {
+        let process = top.entry("process").or_insert_with(|| json!({}));
+        if let Some(process) = process.as_object_mut() {
+            let env = process.entry("env").or_insert_with(|| json!([]));
+            if !env.is_array() {
+                *env = json!([]);
+            }
+            if let Some(list) = env.as_array_mut() {
+                for (k, v) in &extra.env {
+                    let prefix = format!("{k}=");
+                    list.retain(|e| !e.as_str().is_some_and(|e| e.starts_with(&prefix)));
+                    list.push(Value::String(format!("{k}={v}")));
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What lkinit adds goes into the copy, after the bundle's own mounts and replacing an
+    /// env entry of the same name; every other field stays, unknown ones too.
+    #[test]
+    fn extra_goes_into_the_copy() {
+        let t = tempfile::tempdir().unwrap();
+        let b = t.path().join("b");
+        std::fs::create_dir_all(b.join("rootfs")).unwrap();
+        let c = serde_json::json!({
+            "ociVersion": "1.0.2", "root": {"path": "rootfs"}, "x-vendor": {"keep": 1},
+            "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+                        "env": ["PATH=/bin", "NOTIFY_SOCKET=/old"]},
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}]
+        });
+        std::fs::write(b.join("config.json"), c.to_string()).unwrap();
+        let mut bundle = Bundle::open(&b).unwrap();
+        let state = t.path().join("state");
+        assert_eq!(bundle.runtime_bundle_dir(&state).unwrap(), bundle.dir);
+        bundle.extra = ConfigExtra {
+            binds: vec![Bind {
+                source: PathBuf::from("/run/x"),
+                destination: "/run/y".into(),
+                read_only: true,
+            }],
+            env: vec![("NOTIFY_SOCKET".into(), "/run/y/s".into())],
+        };
+        let dir = bundle.runtime_bundle_dir(&state).unwrap();
+        assert_eq!(dir, state.join("bundles/b"));
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+        assert_eq!(v["x-vendor"]["keep"], 1);
+        assert_eq!(
+            v["root"]["path"],
+            b.join("rootfs").to_string_lossy().as_ref()
+        );
+        assert_eq!(
+            v["process"]["env"],
+            serde_json::json!(["PATH=/bin", "NOTIFY_SOCKET=/run/y/s"])
+        );
+        let mounts = v["mounts"].as_array().unwrap();
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(mounts[0]["destination"], "/proc");
+        assert_eq!(mounts[1]["source"], "/run/x");
+        assert_eq!(mounts[1]["destination"], "/run/y");
+        assert!(
+            mounts[1]["options"]
+                .as_array()
+                .unwrap()
+                .contains(&"ro".into())
+        );
+    }
 
     #[test]
     fn tmpfs_sizes() {

@@ -216,6 +216,8 @@ impl RuntimeError {
 pub struct ContainerStdio {
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// The container's descriptors 3, 4, ... in this order (`--preserve-fds`).
+    pub extra: Vec<OwnedFd>,
 }
 
 /// The container's state as the runtime reports it.
@@ -650,8 +652,11 @@ impl OciRuntime {
         cmd.arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
-            .arg(pid_file)
-            .arg(name);
+            .arg(pid_file);
+        if !stdio.extra.is_empty() {
+            cmd.arg("--preserve-fds").arg(stdio.extra.len().to_string());
+        }
+        cmd.arg(name);
         set_stdio(&mut cmd, stdio);
         let (child, note) = self.spawn(op, &cmd, &log)?;
         Ok(RuntimeProcess {
@@ -825,6 +830,9 @@ fn set_stdio<'a>(cmd: &mut Spawn<'a>, stdio: &'a ContainerStdio) {
     cmd.stdin(Io::Null)
         .stdout(Io::Fd(stdio.stdout.as_fd()))
         .stderr(Io::Fd(stdio.stderr.as_fd()));
+    for fd in &stdio.extra {
+        cmd.pass_fd(fd.as_fd());
+    }
 }
 
 /// Kills a runtime command that outlived its bound, with everything it started, and waits
@@ -989,6 +997,7 @@ mod tests {
                 &ContainerStdio {
                     stdout: File::open("/dev/null").unwrap().into(),
                     stderr: File::open("/dev/null").unwrap().into(),
+                    extra: Vec::new(),
                 }
             ),
             Err(RuntimeError::Cancelled { op: "create", .. })

@@ -165,6 +165,8 @@ pub struct Spawn<'a> {
     stdin: Io<'a>,
     stdout: Io<'a>,
     stderr: Io<'a>,
+    /// The child's descriptors 3, 4, ... in this order.
+    fds: Vec<BorrowedFd<'a>>,
 }
 
 impl<'a> Spawn<'a> {
@@ -177,7 +179,15 @@ impl<'a> Spawn<'a> {
             stdin: Io::Null,
             stdout: Io::Inherit,
             stderr: Io::Inherit,
+            fds: Vec::new(),
         }
+    }
+
+    /// Hands `fd` to the child as its next descriptor from 3 on (each child gets its own
+    /// copy, without close-on-exec).
+    pub fn pass_fd(&mut self, fd: BorrowedFd<'a>) -> &mut Self {
+        self.fds.push(fd);
+        self
     }
 
     pub fn arg(&mut self, a: impl AsRef<OsStr>) -> &mut Self {
@@ -507,6 +517,18 @@ impl Reaper {
                 }
             }
         }
+        // Each passed descriptor is first copied above every target, so no dup2 below
+        // lands on a source that is still to be copied.
+        let first_free =
+            RawFd::try_from(3 + s.fds.len()).map_err(|_| io::Error::from(Errno::EMFILE))?;
+        let mut passed: Vec<OwnedFd> = Vec::with_capacity(s.fds.len());
+        for (target, fd) in (3..).zip(&s.fds) {
+            let high = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(first_free))?;
+            // SAFETY: fcntl just made this descriptor; nothing else owns it.
+            let high = unsafe { OwnedFd::from_raw_fd(high) };
+            actions.add_dup2(high.as_raw_fd(), target)?;
+            passed.push(high);
+        }
         let env: Vec<CString> = std::env::vars_os()
             .filter(|(k, _)| !s.env_remove.contains(k))
             .filter_map(|(k, v)| {
@@ -529,6 +551,7 @@ impl Reaper {
         let waiter = Self::register(&mut reg, pid);
         drop(reg);
         drop(theirs);
+        drop(passed);
         let [stdin, stdout, stderr] = ours;
         Ok(Spawned {
             waiter,
@@ -805,6 +828,31 @@ mod tests {
         // Also the C library's internal signals (32, 33), which its posix_spawn would leave
         // ignored here (the test harness's threads make glibc handle them).
         assert_eq!(mask("SigIgn:"), 0, "{out}");
+    }
+
+    /// Passed descriptors arrive as 3, 4, ... in order, also when a source's own number is
+    /// one of the targets.
+    #[test]
+    fn passed_descriptors_arrive_in_order() {
+        let (r1, w1) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        let (r2, w2) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+        let mut s = Spawn::new("sh");
+        s.args([
+            "-c",
+            "echo second >&3; echo first >&4; [ ! -e /proc/self/fd/5 ]",
+        ])
+        .pass_fd(w2.as_fd())
+        .pass_fd(w1.as_fd());
+        let child = global().start(&s).unwrap();
+        drop((w1, w2));
+        assert!(child.waiter.wait().success());
+        let read = |r: OwnedFd| {
+            let mut out = String::new();
+            std::fs::File::from(r).read_to_string(&mut out).unwrap();
+            out
+        };
+        assert_eq!(read(r1), "first\n");
+        assert_eq!(read(r2), "second\n");
     }
 
     /// Taken by the tests that reap by hand and by those that peek at a zombie, which a

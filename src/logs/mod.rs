@@ -212,6 +212,7 @@ pub fn tee(
         ContainerStdio {
             stdout: out_w,
             stderr: err_w,
+            extra: Vec::new(),
         },
         Tee {
             open: vec![(0, File::from(out_r)), (1, File::from(err_r))],

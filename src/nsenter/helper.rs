@@ -218,6 +218,9 @@ fn enter(req: &Request, ns: &[Ns]) -> Result<Entered, InsideError> {
         pid,
     };
     let pidfd = PidFd::open(pid).map_err(|_| gone())?;
+    if req.start_time.is_some() && reaper::start_time(pid) != req.start_time {
+        return Err(gone());
+    }
     let mut join = Vec::new();
     for &n in ns {
         let theirs = open_proc(&format!("/proc/{pid}/ns/{}", n.name()), OFlag::O_RDONLY)?;

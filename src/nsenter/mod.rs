@@ -18,14 +18,14 @@ use crate::bundle;
 use crate::container::Ctx;
 use crate::mountapi;
 use crate::oci_runtime::RuntimeError;
-use crate::reaper::{self, ExitStatus, Waiter};
+use crate::reaper::{self, ExitStatus, PidFd, Waiter};
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::stat::{SFlag, fstat};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -171,6 +171,10 @@ impl NsError {
 struct Request {
     service: String,
     pid: i32,
+    /// The init's start time, when the caller knows it: a pid that names another process
+    /// by now is not entered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start_time: Option<u64>,
     /// The write end of the report pipe, inherited.
     report_fd: RawFd,
     action: Action,
@@ -317,6 +321,7 @@ fn spawn_helper(
     let req = Request {
         service: service.to_string(),
         pid,
+        start_time: None,
         report_fd: wr.as_raw_fd(),
         action,
     };
@@ -350,13 +355,97 @@ fn spawn_helper(
         return Ok(waiter);
     }
     let status = waiter.wait();
+    match parse_report(&report) {
+        Some((code, message)) => Err(NsError::Inside { code, message }),
+        None => Err(NsError::HelperDied(status)),
+    }
+}
+
+/// A command run by the supervisor in a service's namespaces (a readiness or health
+/// check), as `service exec` runs one: every namespace, its cgroups, its root.
+pub struct Check {
+    pub waiter: Waiter,
+    /// None only if the helper ended before it could be pinned.
+    pub pidfd: Option<PidFd>,
+    /// The read end of the command's stdout and stderr (one pipe), non-blocking.
+    pub output: OwnedFd,
+    /// The read end of the helper's report (see the module comment), non-blocking.
+    pub report: OwnedFd,
+}
+
+/// Starts `cmd` in the namespaces of the service whose init is `pid` (started at
+/// `start_time`). Its stdin is /dev/null; if the supervisor dies, the helper and the
+/// command die with it.
+pub fn spawn_check(
+    service: &str,
+    pid: i32,
+    start_time: Option<u64>,
+    cmd: &[String],
+) -> Result<Check, NsError> {
+    let spawn_err = |e: nix::errno::Errno| NsError::Spawn(e.into());
+    let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(spawn_err)?;
+    let (out_r, out_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(spawn_err)?;
+    // The child's ends block, as a command expects of its stdout.
+    for fd in [&wr, &out_w] {
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty())).map_err(spawn_err)?;
+    }
+    let req = Request {
+        service: service.to_string(),
+        pid,
+        start_time,
+        report_fd: wr.as_raw_fd(),
+        action: Action::Exec {
+            ns: Ns::ALL.to_vec(),
+            cmd: cmd.to_vec(),
+        },
+    };
+    let json = serde_json::to_string(&req).expect("a request always serializes");
+    let out_w2 = out_w.try_clone().map_err(NsError::Spawn)?;
+    let mut c = Command::new("/proc/self/exe");
+    c.arg("nsenter-helper")
+        .arg(json)
+        .stdin(std::process::Stdio::null())
+        .stdout(out_w)
+        .stderr(out_w2);
+    let report_fd = wr.as_raw_fd();
+    // SAFETY: between fork and exec only async-signal-safe calls (fcntl, prctl).
+    unsafe {
+        c.pre_exec(move || {
+            if libc::fcntl(report_fd, libc::F_SETFD, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // A check outlives no supervisor.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (child, waiter) = reaper::global().spawn(&mut c).map_err(NsError::Spawn)?;
+    drop(c);
+    drop(wr);
+    // Pinned now; if it has ended already its pid may have been reaped and reused, and
+    // there is nothing left to kill anyway.
+    let pidfd = PidFd::open(child.id().cast_signed()).ok();
+    let pidfd = pidfd.filter(|_| waiter.try_status().is_none());
+    Ok(Check {
+        waiter,
+        pidfd,
+        output: out_r,
+        report: rd,
+    })
+}
+
+/// What a helper reported: None for `ok` (or nothing yet), else the code and message of
+/// its failure.
+pub fn parse_report(report: &str) -> Option<(i32, String)> {
     let mut lines = report.splitn(3, '\n');
     match (lines.next(), lines.next(), lines.next()) {
-        (Some("error"), Some(code), Some(message)) => Err(NsError::Inside {
-            code: code.parse().unwrap_or(EXIT_FAILED),
-            message: message.to_string(),
-        }),
-        _ => Err(NsError::HelperDied(status)),
+        (Some("error"), Some(code), Some(message)) => {
+            Some((code.parse().unwrap_or(EXIT_FAILED), message.to_string()))
+        }
+        _ => None,
     }
 }
 

@@ -312,6 +312,27 @@ fn print_status(out: &mut impl Write, s: &ServiceInfo) -> io::Result<()> {
     if s.adopted {
         writeln!(out, "adopted:  yes (started by an earlier supervisor)")?;
     }
+    if let Some(t) = &s.status_text {
+        writeln!(out, "status:   {}", printable(t))?;
+    }
+    if let Some(c) = &s.check {
+        let verdict = match (c.ok, c.failures) {
+            (true, _) => "ok".to_string(),
+            (false, 0) => "failed".to_string(),
+            (false, n) => format!("failed ({n} in a row)"),
+        };
+        writeln!(
+            out,
+            "check:    {} {verdict}: {}, in {} ms, {}",
+            printable(&c.kind),
+            printable(&c.result),
+            c.took_ms,
+            since_text(c.at)
+        )?;
+        if !c.output.is_empty() {
+            writeln!(out, "output:   {}", printable(&c.output))?;
+        }
+    }
     Ok(())
 }
 
@@ -489,6 +510,44 @@ mod tests {
         assert_eq!(utc(4_107_542_399), "2100-02-28 23:59:59 UTC");
     }
 
+    /// The STATUS text and the last check, escaped, each on its line.
+    #[test]
+    fn status_lines() {
+        let info = ServiceInfo {
+            name: "web".into(),
+            state: State::Running,
+            pid: Some(7),
+            restarts: 0,
+            exit_code: None,
+            exit: None,
+            since: 0.0,
+            reason: None,
+            adopted: false,
+            status_text: Some("serving\nforged: yes".into()),
+            check: Some(super::super::protocol::CheckInfo {
+                kind: "health".into(),
+                ok: false,
+                at: 0.0,
+                took_ms: 5,
+                result: "exit code 1".into(),
+                output: "no\x1b[2Janswer\n".into(),
+                failures: 2,
+            }),
+        };
+        let mut out = Vec::new();
+        print_status(&mut out, &info).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("\nstatus:   serving\\nforged: yes\n"), "{out}");
+        assert!(
+            out.contains("\ncheck:    health failed (2 in a row): exit code 1, in 5 ms, 1970-01-01 00:00:00 UTC ("),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("\noutput:   no\\u{1b}[2Janswer\\n\n"),
+            "{out}"
+        );
+    }
+
     #[test]
     fn list_lines() {
         let s = |name: &str, state, pid, reason: Option<&str>| ServiceInfo {
@@ -501,6 +560,8 @@ mod tests {
             since: 0.0,
             reason: reason.map(str::to_string),
             adopted: false,
+            status_text: None,
+            check: None,
         };
         let mut out = Vec::new();
         print_list(

@@ -7,11 +7,15 @@
 //! (record.rs), so killing the supervisor never takes a service down, and the next one
 //! adopts what still runs.
 
+pub mod checks;
 pub mod client;
 pub mod memory;
+pub mod notify;
 pub mod output;
 pub mod policy;
+pub mod probe;
 pub mod protocol;
+pub mod ready;
 pub mod record;
 pub mod server;
 pub mod service;
@@ -192,6 +196,8 @@ async fn supervise(mut ctx: Ctx, args: SupervisorArgs, sock: PathBuf, memlogd: M
     shutdown(&sup).await;
     let _ = std::fs::remove_dir(record::dir(&ctx.state_dir));
     let _ = std::fs::remove_dir(output::io_dir(&ctx.state_dir));
+    let _ = std::fs::remove_dir(notify::root_dir(&ctx.state_dir));
+    let _ = std::fs::remove_dir(ready::fifo_dir(&ctx.state_dir));
     let _ = std::fs::remove_dir(calls_dir(&ctx.state_dir));
     log::info!("all services stopped");
     0
@@ -210,11 +216,13 @@ fn start_all(sup: &Arc<Sup>) -> Vec<watch::Receiver<Status>> {
 
     // The start order: each service's `after`, checked across all of them.
     let mut after: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut within: BTreeMap<String, Duration> = BTreeMap::new();
     let mut broken: BTreeMap<String, String> = BTreeMap::new();
     for (name, dir) in &found {
         match settings::load(dir, name) {
             Ok(s) => {
                 after.insert(name.clone(), s.after);
+                within.insert(name.clone(), s.after_timeout);
             }
             Err(e) => {
                 after.insert(name.clone(), Vec::new());
@@ -260,13 +268,22 @@ fn start_all(sup: &Arc<Sup>) -> Vec<watch::Receiver<Status>> {
                 continue;
             }
             let wait = deps.iter().map(|d| statuses[d].clone()).collect();
-            spawn(&mut statuses, &name, dir, Boot::Start { after: wait });
+            let within = within.get(&name).copied().unwrap_or(Duration::ZERO);
+            let boot = Boot::Start {
+                after: wait,
+                within,
+            };
+            spawn(&mut statuses, &name, dir, boot);
         }
         if left.len() == before {
             // Only services whose dependencies could not be set up are left.
             for name in left.drain(..) {
                 let dir = found[&name].clone();
-                spawn(&mut statuses, &name, dir, Boot::Start { after: Vec::new() });
+                let boot = Boot::Start {
+                    after: Vec::new(),
+                    within: Duration::ZERO,
+                };
+                spawn(&mut statuses, &name, dir, boot);
             }
         }
         pending = left;

@@ -175,6 +175,7 @@ impl Output {
         Ok(ContainerStdio {
             stdout: open_fifo(&self.fifos[0], false)?.into(),
             stderr: open_fifo(&self.fifos[1], false)?.into(),
+            extra: Vec::new(),
         })
     }
 

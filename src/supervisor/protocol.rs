@@ -153,6 +153,36 @@ pub struct ServiceInfo {
     /// Taken over from an earlier supervisor (its exit status will not be known).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopted: bool,
+    /// The last `STATUS=` text it sent on its notify socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
+    /// Its last readiness or health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckInfo>,
+}
+
+/// A readiness or health check as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckInfo {
+    /// `readiness` or `health`.
+    pub kind: String,
+    pub ok: bool,
+    /// When it ended, in seconds since the Unix epoch.
+    pub at: f64,
+    pub took_ms: u64,
+    /// `exit code 0`, `timed out after 5s and was killed`, ...
+    pub result: String,
+    /// The start of what it printed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub output: String,
+    /// Health checks failed in a row, this one included.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub failures: u32,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -277,11 +307,23 @@ mod tests {
             since: 1.5,
             reason: None,
             adopted: false,
+            status_text: Some("serving".into()),
+            check: Some(CheckInfo {
+                kind: "health".into(),
+                ok: false,
+                at: 2.5,
+                took_ms: 12,
+                result: "exit code 1".into(),
+                output: "no\nanswer".into(),
+                failures: 2,
+            }),
         });
         let line = r.encode();
         assert!(line.contains("\"state\":\"running\""), "{line}");
         assert!(line.contains("\"exitCode\":137"), "{line}");
         assert!(!line.contains("adopted"), "{line}");
+        assert!(line.contains("\"statusText\":\"serving\""), "{line}");
+        assert!(line.contains("\"tookMs\":12"), "{line}");
         assert_eq!(Response::decode(line.as_bytes()).unwrap(), r);
         let e = Response::error("nope").encode();
         assert_eq!(e, "{\"v\":1,\"ok\":false,\"error\":\"nope\"}\n");

@@ -14,8 +14,13 @@ pub const VERSION: u32 = 1;
 pub enum Persisted {
     /// Being launched: a supervisor killed now leaves a half-made container behind.
     Launching,
-    /// Running: everything needed to take it over.
-    Running { container: Handover },
+    /// Running: everything needed to take it over, and whether it was ready (a record
+    /// written before readiness existed says nothing, and the service was running then).
+    Running {
+        container: Handover,
+        #[serde(default = "was_ready")]
+        ready: bool,
+    },
     /// Being stopped: a new supervisor finishes the stop.
     Stopping { container: Handover },
     /// Wanted up, nothing running (between a crash and its restart).
@@ -50,6 +55,10 @@ pub enum RecordError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+}
+
+fn was_ready() -> bool {
+    true
 }
 
 pub fn dir(state_dir: &Path) -> PathBuf {
@@ -153,6 +162,7 @@ mod tests {
                         replay: Some(Replay::Unmount { path: "/x".into() }),
                     }],
                 },
+                ready: false,
             },
         };
         save(t.path(), &r).unwrap();
@@ -170,5 +180,17 @@ mod tests {
         assert_eq!(errors.len(), 1);
         remove(t.path(), "web");
         assert_eq!(load_all(t.path()).0.len(), 1);
+    }
+
+    /// A record of a running service written before readiness was recorded: it was
+    /// running, which meant ready.
+    #[test]
+    fn older_records_were_ready() {
+        let p: Persisted = serde_json::from_str(
+            r#"{"state": "running", "container": {"name": "web", "pid": 4, "startTime": 9,
+                "cgroupProcs": null, "cleanup": []}}"#,
+        )
+        .unwrap();
+        assert!(matches!(p, Persisted::Running { ready: true, .. }), "{p:?}");
     }
 }

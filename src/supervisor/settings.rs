@@ -9,10 +9,15 @@
 //! maxRestartDelay: 30        # the doubling stops here
 //! crashLoop: {restarts: 5, within: 60}   # a 6th exit within 60 s marks the service failed
 //! stopGrace: 10              # seconds between SIGTERM and SIGKILL
-//! after: [dhcpcd]            # at boot, start once these have started
+//! after: [dhcpcd]            # at boot, start once these are ready
+//! afterTimeout: 120          # ... or once this long has passed
 //! logs: {maxSize: 8m, keep: 3, timestamps: true}   # the log files (not memlogd's)
+//! ready: notify              # or {fd: 3}, or {exec: [CMD, ...]} (see checks.rs)
+//! readyTimeout: 60           # not ready by then: a failed start
+//! health: {exec: [CMD, ...], interval: 10, timeout: 5, retries: 3, watchdog: 30}
 //! ```
 
+use super::checks::{self, Health, Ready};
 use crate::bundle;
 use crate::logs::{self, rotate};
 use crate::runtime_config::{self, ConfigError};
@@ -121,7 +126,15 @@ pub struct Settings {
     #[serde(deserialize_with = "seconds")]
     pub stop_grace: Duration,
     pub after: Vec<String>,
+    /// How long to wait for the services of `after` to be ready.
+    #[serde(deserialize_with = "checks::de_positive_seconds")]
+    pub after_timeout: Duration,
     pub logs: LogSettings,
+    /// How it tells it is ready; None: once it has started.
+    pub ready: Option<Ready>,
+    #[serde(deserialize_with = "checks::de_positive_seconds")]
+    pub ready_timeout: Duration,
+    pub health: Option<Health>,
 }
 
 impl Default for Settings {
@@ -133,23 +146,18 @@ impl Default for Settings {
             crash_loop: CrashLoop::default(),
             stop_grace: Duration::from_secs(10),
             after: Vec::new(),
+            after_timeout: Duration::from_secs(120),
             logs: LogSettings::default(),
+            ready: None,
+            ready_timeout: Duration::from_secs(60),
+            health: None,
         }
     }
 }
 
-/// The longest duration a setting may take; longer is surely a unit mistake.
-const MAX_SECONDS: f64 = 24.0 * 3600.0;
-
 /// A duration written as a number of seconds (fractions allowed).
 fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = f64::deserialize(d)?;
-    if !s.is_finite() || !(0.0..=MAX_SECONDS).contains(&s) {
-        return Err(serde::de::Error::custom(format!(
-            "{s} is not a number of seconds between 0 and {MAX_SECONDS}"
-        )));
-    }
-    Ok(Duration::from_secs_f64(s))
+    checks::de_seconds_from(d, 0.0)
 }
 
 #[derive(Debug, thiserror::Error)]

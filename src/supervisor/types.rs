@@ -1,7 +1,8 @@
 //! What the supervisor, its socket and each service's task share: the supervisor's state,
 //! a service's handle, its commands and status, and how its task begins.
 
-use super::protocol::{ServiceInfo, State};
+use super::protocol::{CheckInfo, ServiceInfo, State};
+use super::ready::CheckReport;
 use super::record::Record;
 use crate::container::Ctx;
 use crate::logs::Memlogd;
@@ -85,8 +86,12 @@ pub struct Status {
     pub adopted: bool,
     /// Start time and order of the current container, while there is one.
     pub started: Option<(SystemTime, u64)>,
-    /// Started at least once, or down for good: services that start `after` it may go.
+    /// Ready at least once, or down: services that start `after` it may go.
     pub settled: bool,
+    /// The last `STATUS=` text it sent (this run).
+    pub notify_status: Option<String>,
+    /// Its last readiness or health check (this run).
+    pub check: Option<CheckReport>,
 }
 
 impl Status {
@@ -111,6 +116,16 @@ impl Status {
             since: unix_secs(self.since),
             reason: self.reason.clone(),
             adopted: self.adopted,
+            status_text: self.notify_status.clone(),
+            check: self.check.as_ref().map(|c| CheckInfo {
+                kind: c.kind.as_str().to_string(),
+                ok: c.ok,
+                at: unix_secs(c.at),
+                took_ms: u64::try_from(c.took.as_millis()).unwrap_or(u64::MAX),
+                result: c.summary.clone(),
+                output: c.output.clone(),
+                failures: c.failures,
+            }),
         }
     }
 }
@@ -130,8 +145,11 @@ pub(super) fn from_unix_secs(s: f64) -> SystemTime {
 
 /// How a service task begins.
 pub enum Boot {
-    /// Start it, once the services it starts `after` have started.
-    Start { after: Vec<watch::Receiver<Status>> },
+    /// Start it, once the services it starts `after` are ready, or `within` has passed.
+    Start {
+        after: Vec<watch::Receiver<Status>>,
+        within: Duration,
+    },
     /// Take over from what an earlier supervisor recorded.
     Record(Box<Record>),
     /// Leave it down until started (a bundle added after the supervisor started).

@@ -19,6 +19,11 @@ pub struct Status {
     pub exit: String,
     pub adopted: bool,
     pub reason: String,
+    /// The `STATUS=` text a service sent on its notify socket.
+    pub text: String,
+    /// Its last readiness or health check, and the start of what that printed.
+    pub check: String,
+    pub output: String,
 }
 
 impl TestEnv {
@@ -175,6 +180,9 @@ impl Supervisor {
             exit: field("exit"),
             adopted: field("adopted").starts_with("yes"),
             reason: field("reason"),
+            text: field("status"),
+            check: field("check"),
+            output: field("output"),
         }
     }
 

@@ -2,6 +2,9 @@
 //! container adopted, what it was doing finished.
 
 use super::*;
+use crate::supervisor::checks::Ready;
+use crate::supervisor::notify::NotifySocket;
+use crate::supervisor::ready::ReadyFifo;
 
 impl Task {
     /// Picks up where an earlier supervisor left this service.
@@ -43,19 +46,25 @@ impl Task {
                 }
                 self.start(None).await
             }
-            Persisted::Running { container } => match self.take_over(container, since).await {
-                Ok(inst) => Phase::Up(inst),
-                Err(left) if !left.is_empty() => {
-                    self.fail_cleanup(&left);
-                    Phase::Down
+            Persisted::Running { container, ready } => {
+                match self.take_over(container, since, ready).await {
+                    Ok(mut inst) => {
+                        let inputs = self.readopt_inputs(ready);
+                        inst.monitor = self.monitor(&inst, inputs, ready);
+                        Phase::Up(inst)
+                    }
+                    Err(left) if !left.is_empty() => {
+                        self.fail_cleanup(&left);
+                        Phase::Down
+                    }
+                    Err(_) => {
+                        let d = self.history.on_exit(&self.policy, Instant::now(), false);
+                        self.decide(d)
+                    }
                 }
-                Err(_) => {
-                    let d = self.history.on_exit(&self.policy, Instant::now(), false);
-                    self.decide(d)
-                }
-            },
+            }
             Persisted::Stopping { container } => {
-                let left = match self.take_over(container, since).await {
+                let left = match self.take_over(container, since, true).await {
                     Ok(mut inst) => {
                         log::info!(
                             "{}: finishing the stop the last supervisor began",
@@ -76,6 +85,28 @@ impl Task {
         }
     }
 
+    /// What an adopted container's readiness and watchdog are read from: a fresh notify
+    /// socket at the path the container already sees, and the readiness FIFO it holds
+    /// (a line written while no supervisor ran waits in it). A READY=1 sent while no
+    /// supervisor listened is lost: a service not ready yet gets its readyTimeout again.
+    fn readopt_inputs(&self, ready: bool) -> Inputs {
+        let state_dir = self.sup.state_dir();
+        let mut inputs = Inputs::default();
+        if self.plan.wants_notify() {
+            match NotifySocket::bind(state_dir, &self.name) {
+                Ok(s) => inputs.notify = Some(s),
+                Err(e) => log::error!("{}: cannot bind its notify socket again: {e}", self.name),
+            }
+        }
+        if !ready && let Some(Ready::Fd(_)) = self.plan.ready {
+            match ReadyFifo::reopen(state_dir, &self.name) {
+                Ok(f) => inputs.fifo = Some(f),
+                Err(e) => log::error!("{}: cannot open its readiness FIFO again: {e}", self.name),
+            }
+        }
+        inputs
+    }
+
     /// Takes over a container an earlier supervisor recorded; when it is gone (or not the
     /// one recorded any more), clears what is left of it and returns what that cleanup
     /// could not undo.
@@ -83,6 +114,7 @@ impl Task {
         &mut self,
         h: Handover,
         since: SystemTime,
+        ready: bool,
     ) -> Result<Box<Instance>, UndoFailures> {
         let rt = self.rt().clone();
         let adopted = blocking(move || container::adopt(&rt, h)).await;
@@ -111,13 +143,14 @@ impl Task {
                 };
                 let pid = a.pid();
                 log::info!("{}: adopted, pid {pid}", self.name);
-                self.set_running(pid, since, true);
+                self.set_running(pid, since, true, ready);
                 let handover = Some(a.handover().clone());
                 Ok(Box::new(Instance {
                     pid,
                     ctl: Some(Ctl::Adopted(Box::new(a))),
                     exit: ExitWatch::PidFd(fd),
                     handover,
+                    monitor: None,
                 }))
             }
             Err((e, h)) => {

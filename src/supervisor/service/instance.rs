@@ -54,6 +54,8 @@ pub(super) struct Instance {
     pub(super) exit: ExitWatch,
     /// What the record says about it, for a supervisor that takes over.
     pub(super) handover: Option<Handover>,
+    /// What watches its readiness and health, if its settings ask for that.
+    pub(super) monitor: Option<Monitor>,
 }
 
 impl ExitWatch {

@@ -2,6 +2,13 @@
 //! short by a stop or a shutdown), and what a failed launch becomes.
 
 use super::*;
+use crate::bundle::ConfigExtra;
+use crate::supervisor::checks::Ready;
+use crate::supervisor::notify::{self, NotifySocket};
+use crate::supervisor::ready::ReadyFifo;
+
+/// A launch under way on a blocking thread.
+pub(super) type Job = tokio::task::JoinHandle<Result<Running, LaunchError>>;
 
 impl Task {
     /// Launches the container; a failure counts as an exit (or fails the service for good
@@ -14,6 +21,8 @@ impl Task {
             s.reason = None;
             s.pid = None;
             s.adopted = false;
+            s.notify_status = None;
+            s.check = None;
         });
         if let Some(e) = crate::supervisor::name_error(&self.name, &self.sup.log_dir) {
             return self.launch_failed(LaunchError::Config(e), reply);
@@ -28,7 +37,7 @@ impl Task {
         }
         self.persist(Persisted::Launching);
         let cancel = Cancel::new();
-        let mut job = match self.launch_job(&cancel) {
+        let (mut job, inputs) = match self.launch_job(&cancel) {
             Ok(j) => j,
             Err(e) => return self.launch_failed(e, reply),
         };
@@ -58,8 +67,13 @@ impl Task {
         };
         match (launched, interrupt) {
             (Ok(running), interrupt) => {
-                let inst = self.running(running);
-                let msg = format!("{}: running, pid {}", self.name, inst.pid);
+                let inst = self.running(running, inputs);
+                let msg = if self.plan.ready.is_some() {
+                    let waiting = self.plan.waiting();
+                    format!("{}: started, pid {}; {waiting}", self.name, inst.pid)
+                } else {
+                    format!("{}: running, pid {}", self.name, inst.pid)
+                };
                 log::info!("{msg}");
                 let _ = reply.map(|r| r.send(Ok(msg)));
                 // Up before the command could cut it short: it is acted on as it would be
@@ -73,6 +87,7 @@ impl Task {
     }
 
     pub(super) fn launch_failed(&mut self, e: LaunchError, reply: Option<Reply>) -> Phase {
+        crate::bundle::remove_generated(self.sup.state_dir(), &self.name);
         match e {
             LaunchError::Config(reason) | LaunchError::Leftovers(reason, _) => {
                 log::error!("{}: {reason}", self.name);
@@ -111,6 +126,7 @@ impl Task {
         reply: Option<Reply>,
         cmd: Cmd,
     ) -> Phase {
+        crate::bundle::remove_generated(self.sup.state_dir(), &self.name);
         let reason = e.reason();
         log::info!("{}: its start was cut short: {reason}", self.name);
         let _ = reply.map(|r| {
@@ -146,18 +162,19 @@ impl Task {
     }
 
     /// Starts the launch on a blocking thread; `cancel` cuts its runtime commands short.
-    pub(super) fn launch_job(
-        &mut self,
-        cancel: &Cancel,
-    ) -> Result<tokio::task::JoinHandle<Result<Running, LaunchError>>, LaunchError> {
+    /// Also returns what the container's readiness and health are read from (its notify
+    /// socket, its readiness FIFO), made before the container can use them.
+    pub(super) fn launch_job(&mut self, cancel: &Cancel) -> Result<(Job, Inputs), LaunchError> {
         let io_dir = crate::supervisor::output::io_dir(self.sup.state_dir());
+        let (inputs, extra, fds) = self.readiness_inputs().map_err(LaunchError::Launch)?;
         let output = self.output().map_err(LaunchError::Launch)?;
-        let stdio = output.stdio().map_err(|e| {
+        let mut stdio = output.stdio().map_err(|e| {
             LaunchError::Launch(format!(
                 "cannot open its output FIFOs in {}: {e}",
                 io_dir.display()
             ))
         })?;
+        stdio.extra = fds;
         output.reopen_logs();
         output.log_policy().set(self.log_policy);
         let dir = self.dir.clone();
@@ -165,9 +182,10 @@ impl Task {
             runtime: self.rt().cancelled_by(cancel),
             ..self.sup.ctx.clone()
         };
-        Ok(tokio::task::spawn_blocking(move || {
-            let bundle =
+        let job = tokio::task::spawn_blocking(move || {
+            let mut bundle =
                 Bundle::open(&dir).map_err(|e| LaunchError::Config(crate::error_chain(&e)))?;
+            bundle.extra = extra;
             container::launch(&bundle, &ctx, &stdio, Mode::Detached).map_err(|e| {
                 if e.undo.is_empty() {
                     LaunchError::Launch(e.report())
@@ -175,25 +193,68 @@ impl Task {
                     LaunchError::Leftovers(e.report(), e.undo.clone())
                 }
             })
-        }))
+        });
+        Ok((job, inputs))
     }
 
-    /// A launched container becomes the running instance.
-    pub(super) fn running(&mut self, mut running: Running) -> Box<Instance> {
+    /// What the container needs for its readiness and watchdog: the notify socket (bound
+    /// into it, with its variables), the readiness FIFO as descriptor N (3 to N-1 are
+    /// /dev/null: the runtime hands over a run of descriptors from 3).
+    fn readiness_inputs(&self) -> Result<(Inputs, ConfigExtra, Vec<OwnedFd>), String> {
+        let state_dir = self.sup.state_dir();
+        let mut inputs = Inputs::default();
+        let mut extra = ConfigExtra::default();
+        let mut fds = Vec::new();
+        if self.plan.wants_notify() {
+            let sock = NotifySocket::bind(state_dir, &self.name).map_err(|e| {
+                format!(
+                    "cannot bind its notify socket {}: {e}",
+                    notify::host_path(state_dir, &self.name).display()
+                )
+            })?;
+            extra = sock.config(self.plan.watchdog());
+            inputs.notify = Some(sock);
+        }
+        if let Some(Ready::Fd(n)) = self.plan.ready {
+            let fifo_err = |e: std::io::Error| {
+                format!(
+                    "cannot make its readiness FIFO in {}: {e}",
+                    ready::fifo_dir(state_dir).display()
+                )
+            };
+            let (fifo, theirs) = ReadyFifo::create(state_dir, &self.name).map_err(fifo_err)?;
+            for _ in 3..n {
+                let null =
+                    std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+                fds.push(OwnedFd::from(null));
+            }
+            fds.push(theirs);
+            inputs.fifo = Some(fifo);
+        }
+        Ok((inputs, extra, fds))
+    }
+
+    /// A launched container becomes the running instance, watched as its settings say.
+    pub(super) fn running(&mut self, mut running: Running, inputs: Inputs) -> Box<Instance> {
         let waiter = running.exit_waiter();
         let handover = running.handover();
         let pid = waiter.pid();
+        let ready = self.plan.ready.is_none();
         if let Some(h) = &handover {
             self.persist(Persisted::Running {
                 container: h.clone(),
+                ready,
             });
         }
-        self.set_running(pid, SystemTime::now(), false);
-        Box::new(Instance {
+        self.set_running(pid, SystemTime::now(), false, ready);
+        let mut inst = Box::new(Instance {
             pid,
             ctl: Some(Ctl::Ours(Box::new(running))),
             exit: ExitWatch::Child(waiter),
             handover,
-        })
+            monitor: None,
+        });
+        inst.monitor = self.monitor(&inst, inputs, ready);
+        inst
     }
 }

@@ -9,6 +9,10 @@
 //!   └──── stopped / exited / failed ◄─── Stopping                Starting ◄──────┘
 //! ```
 //!
+//! A service with `ready:` stays `starting`, its container up, until it is ready; not
+//! ready within `readyTimeout`, or unhealthy once ready, it is stopped and its end counts
+//! as an exit, with the reason (see ready.rs, which watches it).
+//!
 //! Everything that blocks (the runtime, mounts, the bundle on disk) runs on tokio's
 //! blocking threads; the task itself only waits: for the init's exit (the reaper's waiter
 //! for our own children, the pidfd for adopted ones), for commands, for timers.
@@ -16,6 +20,7 @@
 use super::output::Output;
 use super::policy::{Decision, History, Policy};
 use super::protocol::State;
+use super::ready::{self, Event, Inputs, Monitor, Plan};
 use super::record::{self, Persisted, Record};
 use super::settings::{self, Settings};
 use super::types::{Boot, Cmd, Handle, Reply, Status, Sup, from_unix_secs, unix_secs};
@@ -69,7 +74,7 @@ pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> Handle {
             Persisted::Exited => (State::Exited, None, None),
             Persisted::Failed { reason } => (State::Failed, None, Some(reason.clone())),
             Persisted::Restarting | Persisted::Launching => (State::Starting, None, None),
-            Persisted::Running { container } => (
+            Persisted::Running { container, .. } => (
                 State::Starting,
                 Some(container.pid),
                 Some("being adopted from the previous supervisor".to_string()),
@@ -89,6 +94,8 @@ pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> Handle {
         adopted: false,
         started: None,
         settled: false,
+        notify_status: None,
+        check: None,
     });
     let handle = Handle {
         tx,
@@ -107,6 +114,7 @@ pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> Handle {
         history: History::default(),
         policy: Policy::from(&Settings::default()),
         grace: Settings::default().stop_grace,
+        plan: Plan::default(),
         log_policy: logs::Policy::default(),
         restarts: 0,
         deferred: None,
@@ -126,8 +134,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 enum Phase {
-    /// Waiting for the services it starts after.
-    After(Vec<watch::Receiver<Status>>),
+    /// Waiting for the services it starts after to be ready, until the instant.
+    After(Vec<watch::Receiver<Status>>, tokio::time::Instant),
     Down,
     /// Restarting at this instant.
     Waiting(tokio::time::Instant),
@@ -163,6 +171,8 @@ struct Task {
     history: History,
     policy: Policy,
     grace: Duration,
+    /// Its readiness and health checks, from the settings.
+    plan: Plan,
     /// The log files' size cap and rotation, from the settings.
     log_policy: logs::Policy,
     restarts: u32,
@@ -173,7 +183,7 @@ struct Task {
 /// How long the init may take to end after SIGKILL before the stop goes on without it.
 const KILL_EXIT_WAIT: Duration = Duration::from_secs(5);
 
-fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s.fract() == 0.0 {
         format!("{s:.0}s")
@@ -217,19 +227,44 @@ impl Task {
         });
     }
 
-    /// Enters a state where nothing runs.
-    /// Running since `since`; the start order counts from now, for "last started first".
-    fn set_running(&self, pid: i32, since: SystemTime, adopted: bool) {
+    /// Up since `since`, `running` if ready, `starting` until then; the start order counts
+    /// from now, for "last started first".
+    fn set_running(&self, pid: i32, since: SystemTime, adopted: bool, ready: bool) {
         let seq = self.sup.seq.fetch_add(1, Ordering::Relaxed);
+        let waiting = (!ready).then(|| self.plan.waiting());
         self.set(|s| {
-            s.state = State::Running;
+            s.state = if ready {
+                State::Running
+            } else {
+                State::Starting
+            };
             s.pid = Some(pid);
             s.since = since;
-            s.reason = None;
+            s.reason = waiting;
             s.adopted = adopted;
             s.started = Some((since, seq));
-            s.settled = true;
+            s.settled = ready;
         });
+    }
+
+    /// Starts watching a container that is up, if its settings ask for anything.
+    fn monitor(&self, inst: &Instance, inputs: Inputs, ready: bool) -> Option<Monitor> {
+        if !self.plan.watches() {
+            return None;
+        }
+        let ident = super::notify::Identity::of(inst.pid);
+        let start_time = match &inst.handover {
+            Some(h) => h.start_time,
+            None => crate::reaper::start_time(inst.pid),
+        };
+        Some(ready::start(
+            &self.name,
+            self.plan.clone(),
+            ident,
+            start_time,
+            inputs,
+            ready,
+        ))
     }
 
     fn set_down(&self, state: State, reason: Option<String>) {
@@ -280,6 +315,7 @@ impl Task {
     fn apply(&mut self, s: &Settings) {
         self.policy = Policy::from(s);
         self.grace = s.stop_grace;
+        self.plan = Plan::of(s);
         // Given to the output at the next launch, before the new run's first line.
         self.log_policy = s.logs.policy();
         if let Some(o) = &self.output {
@@ -291,7 +327,7 @@ impl Task {
         let mut phase = self.boot(boot).await;
         loop {
             phase = match phase {
-                Phase::After(deps) => self.after(deps).await,
+                Phase::After(deps, until) => self.after(deps, until).await,
                 Phase::Down => self.down().await,
                 Phase::Waiting(at) => self.waiting(at).await,
                 Phase::Up(inst) => self.up(inst).await,
@@ -304,7 +340,9 @@ impl Task {
 
     async fn boot(&mut self, boot: Boot) -> Phase {
         match boot {
-            Boot::Start { after } => Phase::After(after),
+            Boot::Start { after, within } => {
+                Phase::After(after, tokio::time::Instant::now() + within)
+            }
             Boot::Idle => {
                 self.set_down(State::Stopped, None);
                 Phase::Down
@@ -318,26 +356,45 @@ impl Task {
         }
     }
 
-    async fn after(&mut self, mut deps: Vec<watch::Receiver<Status>>) -> Phase {
+    async fn after(
+        &mut self,
+        mut deps: Vec<watch::Receiver<Status>>,
+        until: tokio::time::Instant,
+    ) -> Phase {
         deps.retain(|d| !d.borrow().settled);
         if deps.is_empty() {
             return self.start(None).await;
         }
         let waiting: Vec<String> = deps.iter().map(|d| d.borrow().name.clone()).collect();
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
         self.set(|s| {
             s.state = State::Starting;
-            s.reason = Some(format!("waiting for {}", waiting.join(", ")));
+            s.reason = Some(format!(
+                "waiting for {} to be ready (at most {} more)",
+                waiting.join(", "),
+                secs(Duration::from_secs(
+                    left.as_secs() + u64::from(left.subsec_nanos() > 0)
+                ))
+            ));
         });
         let ev = tokio::select! {
             r = deps[0].changed() => Ok(r.is_err()),
             cmd = self.recv() => Err(cmd),
+            _ = tokio::time::sleep_until(until) => {
+                log::warn!(
+                    "{}: {} not ready after its afterTimeout; starting without waiting longer",
+                    self.name,
+                    waiting.join(", ")
+                );
+                return self.start(None).await;
+            }
         };
         match ev {
             Ok(gone) => {
                 if gone {
                     deps.remove(0);
                 }
-                Phase::After(deps)
+                Phase::After(deps, until)
             }
             Err(None) => Phase::Down,
             Err(Some(Cmd::Start(r))) | Err(Some(Cmd::Restart(r))) => self.start(Some(r)).await,
@@ -423,6 +480,7 @@ impl Task {
         enum Ev {
             Exit(Option<ExitStatus>),
             Cmd(Cmd),
+            Watched(Option<Event>),
         }
         let ev = tokio::select! {
             st = inst.exit.exited() => Ev::Exit(st),
@@ -431,8 +489,19 @@ impl Task {
                 // No more commands can come: only the end is left to wait for.
                 None => Ev::Exit(inst.exit.exited().await),
             },
+            ev = async {
+                match inst.monitor.as_mut() {
+                    Some(m) => m.events.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => Ev::Watched(ev),
         };
         match ev {
+            Ev::Watched(None) => {
+                inst.monitor = None;
+                Phase::Up(inst)
+            }
+            Ev::Watched(Some(ev)) => self.watched(inst, ev).await,
             Ev::Exit(st) => {
                 match st {
                     Some(st) => log::warn!("{}: pid {} ended: {st}", self.name, inst.pid),
@@ -490,6 +559,78 @@ impl Task {
                 Phase::Down
             }
         }
+    }
+
+    /// What the monitor of the running container saw.
+    async fn watched(&mut self, inst: Box<Instance>, ev: Event) -> Phase {
+        match ev {
+            Event::Ready => {
+                let took = self.status.borrow().since.elapsed().unwrap_or_default();
+                log::info!(
+                    "{}: ready, pid {} ({:.1}s after its start)",
+                    self.name,
+                    inst.pid,
+                    took.as_secs_f64()
+                );
+                self.set(|s| {
+                    s.state = State::Running;
+                    s.reason = None;
+                    s.since = SystemTime::now();
+                    s.settled = true;
+                });
+                if let Some(h) = &inst.handover {
+                    self.persist(Persisted::Running {
+                        container: h.clone(),
+                        ready: true,
+                    });
+                }
+            }
+            Event::Text(t) => self.set(|s| s.notify_status = Some(t)),
+            Event::Stopping => {
+                log::info!("{}: it says it is stopping (STOPPING=1)", self.name);
+                self.set(|s| s.reason = Some("stopping (it sent STOPPING=1)".into()));
+            }
+            Event::Check(c) => {
+                if !c.ok && c.kind == ready::Kind::Health {
+                    log::warn!(
+                        "{}: health check failed ({} in a row): {}",
+                        self.name,
+                        c.failures,
+                        crate::bundle::printable_name(&c.summary)
+                    );
+                }
+                self.set(|s| s.check = Some(c));
+            }
+            Event::Fail(why) => return self.unwell(inst, why).await,
+        }
+        Phase::Up(inst)
+    }
+
+    /// A running container that failed what its settings check (readiness in time, its
+    /// health, its watchdog): stopped, and its end counted as an exit with the reason.
+    async fn unwell(&mut self, mut inst: Box<Instance>, why: String) -> Phase {
+        log::warn!("{}: {why}; stopping it", self.name);
+        let (_, left) = self.stop(&mut inst, None).await;
+        if !left.is_empty() {
+            self.fail_cleanup(&left);
+            return Phase::Down;
+        }
+        let d = self.history.on_exit(&self.policy, Instant::now(), false);
+        let phase = self.decide(d);
+        let reason = {
+            let st = self.status.borrow();
+            match &st.reason {
+                Some(r) => format!("{r}: {why}"),
+                None => why.clone(),
+            }
+        };
+        if self.status.borrow().state == State::Failed {
+            self.persist(Persisted::Failed {
+                reason: reason.clone(),
+            });
+        }
+        self.set(|s| s.reason = Some(reason));
+        phase
     }
 
     /// Acts on a restart decision.

@@ -13,6 +13,8 @@ impl Task {
         inst: &mut Instance,
         signalled: Option<oneshot::Sender<()>>,
     ) -> (Option<ExitStatus>, UndoFailures) {
+        // No check may fail it, nor run in it, while it goes.
+        inst.monitor = None;
         log::info!(
             "{}: stopping pid {} (SIGTERM, SIGKILL after {})",
             self.name,
@@ -68,12 +70,24 @@ impl Task {
     /// The end of a container: kill what is left, delete it, undo its preparation; what
     /// could not be undone is returned.
     pub(super) async fn retire(&mut self, inst: &mut Instance) -> UndoFailures {
+        inst.monitor = None;
         let Some(ctl) = inst.ctl.take() else {
             return UndoFailures::default();
         };
         let rt = self.rt().clone();
         let name = self.name.clone();
-        blocking(move || ctl.retire(&rt, &name)).await
+        let state_dir = self.sup.state_dir().to_path_buf();
+        blocking(move || {
+            let left = ctl.retire(&rt, &name);
+            if left.is_empty() {
+                crate::bundle::remove_generated(&state_dir, &name);
+            }
+            // Gone with the container: its watcher (ended above) may be dropped later.
+            crate::supervisor::notify::remove(&state_dir, &name);
+            crate::supervisor::ready::remove_fifo(&state_dir, &name);
+            left
+        })
+        .await
     }
 
     /// A container whose cleanup left something behind (a mount, the runtime's container):
