@@ -41,7 +41,7 @@ fn init_logging(g: &Global, uptime: bool) {
 fn main() {
     // Before any thread exists: see reaper.rs.
     lkinit::reaper::block_sigchld();
-    lkinit::reaper::close_inherited_on_exec();
+    let inherited = lkinit::reaper::close_inherited_on_exec();
     let is_pid1 = std::process::id() == 1;
     let argv = normalize_args(std::env::args_os().collect(), is_pid1);
     let cli = match Cli::try_parse_from(argv) {
@@ -56,6 +56,9 @@ fn main() {
     let uptime = matches!(cli.command, Some(Command::Init(_)))
         || std::env::var_os(pid1::UPTIME_ENV).is_some();
     init_logging(&cli.global, uptime);
+    if let Err(e) = inherited {
+        log::warn!("cannot mark inherited descriptors close-on-exec: {e}");
+    }
     if let Some(c) = &cli.command
         && c.needs_root()
         && !nix::unistd::geteuid().is_root()

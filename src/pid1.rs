@@ -32,9 +32,12 @@ pub use shutdown::{Action, action_for};
 
 use crate::cli::Global;
 use crate::reaper::{self, ExitStatus, PidFd, Waiter};
+use nix::fcntl::{FcntlArg, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::time::{ClockId, clock_gettime};
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -63,13 +66,8 @@ const CHILD_POLL: Duration = Duration::from_millis(200);
 
 /// Time since boot (CLOCK_MONOTONIC, the clock of the kernel's own log lines).
 pub fn uptime() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a pointer to a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    // CLOCK_MONOTONIC cannot fail on Linux; zero would only make a log prefix wrong.
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(Duration::ZERO, Duration::from)
 }
 
 /// `[    5.123456] `, as the kernel prints it.
@@ -210,20 +208,28 @@ fn with_runtime(g: &Global, kopts: &KernelOptions) -> Global {
 /// The console on 0, 1 and 2, in case the kernel could not open it for us (an image
 /// without /dev/console).
 fn ensure_console() {
-    // SAFETY: F_GETFD on a descriptor number only reads its flags.
-    let open = unsafe { libc::fcntl(1, libc::F_GETFD) } != -1;
-    if open {
+    if fcntl(std::io::stdout().as_fd(), FcntlArg::F_GETFD).is_ok() {
         return;
     }
-    if let Ok(f) = std::fs::OpenOptions::new()
+    let console = match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/console")
     {
-        use std::os::fd::AsRawFd;
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors, which nothing else owns yet.
-            unsafe { libc::dup2(f.as_raw_fd(), fd) };
+        Ok(f) => f,
+        // Said to nobody, most likely: there is no console to say it on.
+        Err(e) => {
+            log::error!("no standard output, and /dev/console: {e}");
+            return;
+        }
+    };
+    for (name, r) in [
+        ("stdin", dup2_stdin(&console)),
+        ("stdout", dup2_stdout(&console)),
+        ("stderr", dup2_stderr(&console)),
+    ] {
+        if let Err(e) = r {
+            log::error!("cannot put /dev/console on {name}: {e}");
         }
     }
 }

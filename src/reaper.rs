@@ -13,6 +13,7 @@
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::stat::Mode;
@@ -304,8 +305,8 @@ pub fn block_sigchld() {
 
 /// Marks every descriptor above stdio that lkinit inherited close-on-exec, so none of them
 /// reaches a runtime, a container or a helper (lkinit opens its own with close-on-exec;
-/// these came from whoever started it). Call early in `main`.
-pub fn close_inherited_on_exec() {
+/// these came from whoever started it). Call early in `main`, before any thread exists.
+pub fn close_inherited_on_exec() -> io::Result<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC changes descriptor flags only.
     let r = unsafe {
         libc::syscall(
@@ -316,21 +317,24 @@ pub fn close_inherited_on_exec() {
         )
     };
     if r == 0 {
-        return;
+        return Ok(());
     }
     // Kernels before 5.11: one descriptor at a time (the listing's own is close-on-exec).
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    let fds: Vec<i32> = dir
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .filter(|fd| *fd > 2)
         .collect();
     for fd in fds {
-        // SAFETY: F_SETFD on a number that may or may not be open; no pointers.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        // Raw, not nix's fcntl, which takes an open descriptor: the listing's own number is
+        // in the list and closed by now (EBADF, which is fine).
+        // SAFETY: F_SETFD on a descriptor number; no pointers.
+        let r = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        if r == -1 && Errno::last() != Errno::EBADF {
+            return Err(io::Error::last_os_error());
+        }
     }
+    Ok(())
 }
 
 /// The kernel's `sigset_t` size, which rt_sigaction checks (64 signals on every
@@ -683,20 +687,27 @@ impl PidFd {
     pub fn wait_exited(&self, limit: Duration) -> bool {
         let end = Instant::now() + limit;
         loop {
-            let mut p = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ms = end.saturating_duration_since(Instant::now()).as_millis();
-            // SAFETY: one valid pollfd.
-            let r = unsafe { libc::poll(&mut p, 1, ms.min(i32::MAX as u128) as i32) };
-            if r > 0 && p.revents & libc::POLLIN != 0 {
-                return true;
+            let mut p = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            let left = end.saturating_duration_since(Instant::now());
+            // A bound past poll's range waits in turns.
+            let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            match poll(&mut p, timeout) {
+                Ok(n)
+                    if n > 0
+                        && p[0]
+                            .revents()
+                            .is_some_and(|r| r.contains(PollFlags::POLLIN)) =>
+                {
+                    return true;
+                }
+                Ok(_) | Err(Errno::EINTR) => {}
+                // Only a bug gets here (a bad descriptor): the process is not seen to end.
+                Err(e) => {
+                    log::error!("poll on the pidfd of {}: {e}", self.pid);
+                    return false;
+                }
             }
-            let interrupted =
-                r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
-            if !interrupted && Instant::now() >= end {
+            if Instant::now() >= end {
                 return false;
             }
         }
@@ -707,6 +718,8 @@ impl PidFd {
     /// for the reaper thread to run. None if it has not ended, is not our child, or was
     /// reaped already.
     pub fn peek_exit(&self) -> Option<ExitStatus> {
+        // Raw, not nix's waitid: its WaitStatus has no room for a real-time signal (see
+        // `decode_wait_status`).
         // SAFETY: an all-zero siginfo_t is valid (si_pid 0 means "nothing has ended").
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: waitid writes into `info`; the pidfd is open for as long as `self`.

@@ -126,7 +126,9 @@ pub fn helper(request: &str) -> i32 {
     // SAFETY: the CLI passed this descriptor to us alone; nothing else owns it here.
     let report = unsafe { OwnedFd::from_raw_fd(req.report_fd) };
     // The command must not hold the report pipe open: the CLI reads it to its end.
-    set_cloexec(&report);
+    if let Err(e) = set_cloexec(&report) {
+        log::warn!("the command may hold the report pipe open: {e}");
+    }
     let report = File::from(report);
     match &req.action {
         Action::Exec { ns, cmd } => helper_exec(&req, ns, cmd, report),
@@ -138,7 +140,9 @@ pub fn helper(request: &str) -> i32 {
         } => {
             // SAFETY: as the report descriptor: passed to us alone.
             let tree = unsafe { OwnedFd::from_raw_fd(*tree_fd) };
-            set_cloexec(&tree);
+            if let Err(e) = set_cloexec(&tree) {
+                log::warn!("the command may hold the mount's descriptor: {e}");
+            }
             match helper_mount(&req, &tree, src, *src_is_dir, dst) {
                 Ok(()) => report_ok(report, 0),
                 Err(e) => {

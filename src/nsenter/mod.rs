@@ -19,13 +19,15 @@ use crate::container::Ctx;
 use crate::mountapi;
 use crate::oci_runtime::RuntimeError;
 use crate::reaper::{self, ExitStatus, Waiter};
-use nix::fcntl::OFlag;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sched::CloneFlags;
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::Signal;
 use nix::sys::stat::{SFlag, fstat};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -329,15 +331,13 @@ fn spawn_helper(
     // on a vector allocated before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            for fd in &fds {
-                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
+            for &fd in &fds {
+                // SAFETY: the caller holds these descriptors open until the spawn returns.
+                let fd = BorrowedFd::borrow_raw(fd);
+                fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
             }
             // Nothing of an exec outlives the CLI that started it.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            set_pdeathsig(Signal::SIGKILL)?;
             Ok(())
         });
     }
@@ -360,9 +360,8 @@ fn spawn_helper(
     }
 }
 
-fn set_cloexec(fd: &impl AsRawFd) {
-    // SAFETY: fcntl on a descriptor we own, with no pointers.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+fn set_cloexec(fd: &impl AsFd) -> nix::Result<()> {
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(drop)
 }
 
 /// SIGINT and SIGQUIT from the terminal are the command's to handle, not ours.
