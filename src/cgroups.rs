@@ -264,7 +264,7 @@ mod tests {
     #[test]
     fn our_own_cgroup_is_never_a_containers() {
         // Killing the members of the cgroup lkinit is in would kill lkinit and more.
-        assert_eq!(procs_file(std::process::id() as i32), None);
+        assert_eq!(procs_file(nix::unistd::getpid().as_raw()), None);
     }
 
     #[test]

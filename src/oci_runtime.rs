@@ -910,7 +910,7 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
-        let pid = child.id() as i32;
+        let pid = reaper::pid_of(&child);
         let note = d.path().join(pid.to_string());
         let start = reaper::start_time(pid).unwrap();
         std::fs::write(&note, (start + 1).to_string()).unwrap();

@@ -383,8 +383,9 @@ fn open_no_symlinks(dir: &Path) -> Result<OwnedFd, Errno> {
     if fd < 0 {
         return Err(Errno::last());
     }
+    let fd = std::os::fd::RawFd::try_from(fd).map_err(|_| Errno::EOVERFLOW)?;
     // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
 /// `mkdir -p` for an absolute host path, returning what it created (for the undo).

@@ -143,7 +143,7 @@ pub fn run(g: &Global) -> ! {
     ensure_console();
     log::info!("early mounts: {}", early::summary(&early::read_mountinfo()));
     let g = &with_runtime(g, &kopts);
-    // SAFETY (set_var): no thread has been started yet.
+    // SAFETY: set_var with no other thread started yet.
     unsafe {
         if std::env::var_os("PATH").is_none() {
             std::env::set_var("PATH", DEFAULT_PATH);
@@ -370,7 +370,7 @@ impl Init<'_> {
     fn spawn(&self, what: &'static str, args: &[&str]) -> Option<Child> {
         match reaper::global().spawn(&mut self.lkinit(args)) {
             Ok((child, waiter)) => {
-                let pidfd = PidFd::open(child.id() as i32).ok();
+                let pidfd = PidFd::open(reaper::pid_of(&child)).ok();
                 Some(Child {
                     what,
                     waiter,
@@ -387,7 +387,7 @@ impl Init<'_> {
 
     fn read_request(&self) -> Option<Request> {
         let si = self.sigfd.read_signal().ok()??;
-        let signal = Signal::try_from(si.ssi_signo as i32).ok()?;
+        let signal = Signal::try_from(i32::try_from(si.ssi_signo).ok()?).ok()?;
         let action = action_for(signal)?;
         Some(Request {
             action,

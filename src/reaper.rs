@@ -54,6 +54,12 @@ impl ExitStatus {
     }
 }
 
+/// The pid of a child std started: std hands out the kernel's pid_t (always positive) as
+/// a u32, and this is the same bits back.
+pub fn pid_of(child: &Child) -> i32 {
+    child.id().cast_signed()
+}
+
 /// `SIGKILL` for 9; `signal N` for numbers without a name.
 pub fn signal_name(sig: i32) -> String {
     Signal::try_from(sig)
@@ -241,8 +247,8 @@ fn resettable_signals() -> impl Iterator<Item = libc::c_int> {
 fn default_signals() -> SigSet {
     const WORDS: usize = std::mem::size_of::<libc::sigset_t>() / 8;
     let mut bits = [0u64; WORDS];
-    for sig in resettable_signals() {
-        let n = (sig - 1) as usize;
+    // Signal numbers start at 1.
+    for n in resettable_signals().filter_map(|sig| usize::try_from(sig - 1).ok()) {
         bits[n / 64] |= 1 << (n % 64);
     }
     // SAFETY: sigset_t is a plain array of words on Linux (bit N-1 is signal N), of exactly
@@ -470,7 +476,7 @@ impl Reaper {
         }
         let mut reg = self.lock();
         let child = cmd.spawn()?;
-        let w = Self::register(&mut reg, child.id() as i32);
+        let w = Self::register(&mut reg, pid_of(&child));
         Ok((child, w))
     }
 
@@ -490,23 +496,29 @@ impl Reaper {
         // The parent's ends of the pipes; the child's ends close when this returns.
         let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
         let mut theirs: Vec<OwnedFd> = Vec::new();
-        for (target, io) in [&s.stdin, &s.stdout, &s.stderr].into_iter().enumerate() {
+        let streams = [
+            (libc::STDIN_FILENO, &s.stdin),
+            (libc::STDOUT_FILENO, &s.stdout),
+            (libc::STDERR_FILENO, &s.stderr),
+        ];
+        for (mine_slot, (target, io)) in ours.iter_mut().zip(streams) {
+            let input = target == libc::STDIN_FILENO;
             match io {
                 Io::Inherit => {}
                 Io::Null => {
-                    let flags = if target == 0 {
+                    let flags = if input {
                         OFlag::O_RDONLY
                     } else {
                         OFlag::O_WRONLY
                     };
-                    actions.add_open(target as RawFd, c"/dev/null", flags, Mode::empty())?
+                    actions.add_open(target, c"/dev/null", flags, Mode::empty())?
                 }
-                Io::Fd(fd) => actions.add_dup2(fd.as_raw_fd(), target as RawFd)?,
+                Io::Fd(fd) => actions.add_dup2(fd.as_raw_fd(), target)?,
                 Io::Piped => {
                     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-                    let (mine, child) = if target == 0 { (w, r) } else { (r, w) };
-                    actions.add_dup2(child.as_raw_fd(), target as RawFd)?;
-                    ours[target] = Some(mine);
+                    let (mine, child) = if input { (w, r) } else { (r, w) };
+                    actions.add_dup2(child.as_raw_fd(), target)?;
+                    *mine_slot = Some(mine);
                     theirs.push(child);
                 }
             }
@@ -638,8 +650,9 @@ impl PidFd {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
+        let fd = RawFd::try_from(fd).map_err(|_| io::Error::from(Errno::EOVERFLOW))?;
         // SAFETY: the kernel just returned this descriptor to us; we own it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(PidFd { fd, pid })
     }
 
@@ -720,13 +733,14 @@ impl PidFd {
     pub fn peek_exit(&self) -> Option<ExitStatus> {
         // Raw, not nix's waitid: its WaitStatus has no room for a real-time signal (see
         // `decode_wait_status`).
+        let id = libc::id_t::try_from(self.fd.as_raw_fd()).ok()?;
         // SAFETY: an all-zero siginfo_t is valid (si_pid 0 means "nothing has ended").
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: waitid writes into `info`; the pidfd is open for as long as `self`.
         let r = unsafe {
             libc::waitid(
                 libc::P_PIDFD,
-                self.fd.as_raw_fd() as libc::id_t,
+                id,
                 &mut info,
                 libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
             )
@@ -794,6 +808,7 @@ mod tests {
         set.add(Signal::SIGTERM);
         set.add(Signal::SIGCHLD);
         pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).unwrap();
+        // SAFETY: ignoring a signal installs no handler; restored below.
         let old_usr1 = unsafe {
             nix::sys::signal::signal(Signal::SIGUSR1, nix::sys::signal::SigHandler::SigIgn)
         }
@@ -802,6 +817,7 @@ mod tests {
         s.args(["-E", "^Sig(Blk|Ign):", "/proc/self/status"])
             .stdout(Io::Piped);
         let child = global().start(&s);
+        // SAFETY: puts back the disposition taken above.
         unsafe { nix::sys::signal::signal(Signal::SIGUSR1, old_usr1) }.unwrap();
         pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).unwrap();
         let child = child.unwrap();
@@ -892,7 +908,7 @@ mod tests {
         let _g = reaping();
         let alive = Command::new("sleep").arg("30").spawn().unwrap();
         let gone = Command::new("true").spawn().unwrap();
-        let (alive, gone) = (alive.id() as i32, gone.id() as i32);
+        let (alive, gone) = (pid_of(&alive), pid_of(&gone));
         // `true` has exited once its pidfd polls readable (no pidfd: another test's
         // reap_all took it already); then reap it as the reaper would.
         if let Ok(fd) = PidFd::open(gone) {

@@ -3,6 +3,10 @@
 //! bind, runtime state, cgroup, lkinit state file or process (a census before and after),
 //! and lkinit itself ends in the state it began, with the same descriptors and threads and
 //! no zombie (seen through /proc while a probe bundle runs first and last).
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 

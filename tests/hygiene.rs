@@ -4,6 +4,10 @@
 //! the create/start path) and commands run by `service exec` must still start with stdin,
 //! stdout and stderr only, no blocked or ignored signal, and none of that environment;
 //! lkinit itself keeps every descriptor above stdio close-on-exec.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 
@@ -242,9 +246,9 @@ fn services_start_clean() {
         String::from_utf8_lossy(&o.stdout).contains("state:    exited")
     };
     let all = eventually(|| ["status", "fds", "env"].iter().all(|n| exited(n)));
-    let view = ProcView::of(sup.id() as i32, "");
+    let view = ProcView::of(pid_of(&sup), "");
     // SAFETY: kill(2) of the supervisor this test started.
-    unsafe { libc::kill(sup.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(pid_of(&sup), libc::SIGTERM) };
     let _ = sup.wait();
     assert!(all, "the services did not all run");
     let out = format!(

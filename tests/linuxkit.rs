@@ -7,6 +7,10 @@
 //!
 //! The CLI is `$LINUXKIT`, or `linuxkit` on PATH; without it these tests say they skipped
 //! and pass, unless `LKINIT_REQUIRE_LINUXKIT=1`.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 

@@ -1,6 +1,10 @@
 //! Container output into LinuxKit's memlogd (the real one, on the test's own sockets),
 //! read back with LinuxKit's logread and with `service logs`; the fall back to log files
 //! when memlogd dies.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 

@@ -1,4 +1,8 @@
 //! onboot / onshutdown against real runc (and crun) with busybox bundles.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 

@@ -73,7 +73,8 @@ pub fn pump_pipes(
                 }
                 // Rounded up, so the deadline has passed when poll times out.
                 let ms = left.as_micros().div_ceil(1000);
-                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+                // Past poll's range: it wakes at its longest, and waits again.
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
             }
         };
         let mut fds: Vec<PollFd<'_>> = open

@@ -298,7 +298,7 @@ impl Init<'_> {
                 return;
             }
         };
-        let pid = child.id() as i32;
+        let pid = reaper::pid_of(&child);
         let c = Child {
             what: "hook",
             pidfd: PidFd::open(pid).ok(),

@@ -225,7 +225,7 @@ mod tests {
 
     #[test]
     fn this_test_process_is_a_user_process() {
-        let me = std::process::id() as i32;
+        let me = nix::unistd::getpid().as_raw();
         let all = user_processes();
         assert!(all.iter().any(|(p, _)| *p == me), "{all:?}");
     }

@@ -384,7 +384,7 @@ impl Background {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        super::pid_of(&self.child)
     }
 
     /// Waits for the end; the same report as a foreground run.

@@ -77,7 +77,7 @@ pub struct Memlogd {
 
 impl Memlogd {
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
+        super::pid_of(self.child.as_ref().expect("running"))
     }
 
     /// `logread -socket QUERY`: every line memlogd keeps, as `(name, line)`.

@@ -39,6 +39,12 @@ fn busybox() -> PathBuf {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// The pid of a child std started: std hands out the kernel's pid_t (always positive) as
+/// a u32, and this is the same bits back.
+pub fn pid_of(child: &std::process::Child) -> i32 {
+    child.id().cast_signed()
+}
+
 /// A name no other test (or test run) uses at the same time.
 pub fn unique(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -401,7 +407,7 @@ impl Drop for TestEnv {
                 }
                 if matches!(child.try_wait(), Ok(None)) {
                     let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(child.id() as i32),
+                        nix::unistd::Pid::from_raw(pid_of(&child)),
                         nix::sys::signal::Signal::SIGKILL,
                     );
                     let _ = child.wait();
@@ -496,7 +502,7 @@ impl Run {
             }
             if start.elapsed() > limit {
                 let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::unistd::Pid::from_raw(pid_of(&child)),
                     nix::sys::signal::Signal::SIGKILL,
                 );
                 let _ = child.wait();

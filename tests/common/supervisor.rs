@@ -141,7 +141,7 @@ pub fn alive(pid: i32) -> bool {
 
 impl Supervisor {
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
+        super::pid_of(self.child.as_ref().expect("running"))
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -231,7 +231,7 @@ impl Supervisor {
     /// SIGTERM, then waits for the exit; returns the exit code.
     pub fn terminate(&mut self) -> i32 {
         let mut c = self.child.take().expect("running");
-        signal(c.id() as i32, libc::SIGTERM);
+        signal(super::pid_of(&c), libc::SIGTERM);
         let st = wait_timeout(&mut c, Duration::from_secs(60)).unwrap_or_else(|| {
             let _ = c.kill();
             panic!("the supervisor did not exit after SIGTERM:\n{}", self.log())
@@ -263,7 +263,7 @@ fn wait_timeout(c: &mut Child, t: Duration) -> Option<std::process::ExitStatus> 
 impl Drop for Supervisor {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            signal(c.id() as i32, libc::SIGTERM);
+            signal(super::pid_of(&c), libc::SIGTERM);
             if wait_timeout(&mut c, Duration::from_secs(30)).is_none() {
                 let _ = c.kill();
                 let _ = c.wait();
