@@ -12,7 +12,7 @@
 
 use crate::bundle::{Bundle, BundleError};
 use crate::oci_runtime::{ContainerStdio, Deadline, OciRuntime, RuntimeError, RuntimeProcess};
-use crate::reaper::{self, ExitStatus, PidFd, Waiter};
+use crate::process::{self, ExitStatus, PidFd, Waiter};
 use crate::undo::{PlannedStep, Replay, Undo, UndoFailures};
 use crate::{cgroups, mounts, net, nsbind, paths, rootfs};
 use nix::mount::{MntFlags, umount2};
@@ -342,7 +342,7 @@ fn launch_steps(
     // Claimed now, before `start` lets the init run, so its status cannot be missed; the
     // pidfd is opened under the reaper's lock, so an init killed meanwhile (OOM, a stray
     // kill) cannot have left its pid to another process.
-    let (waiter, pidfd) = reaper::global().watch_with_pidfd(pid);
+    let (waiter, pidfd) = process::reaper().watch_with_pidfd(pid);
 
     net::apply(bundle, pid, undo).map_err(|e| ContainerError::new(Step::Interfaces, e))?;
     nsbind::apply(bundle, pid, undo).map_err(|e| ContainerError::new(Step::BindNs, e))?;
@@ -420,7 +420,7 @@ impl Running {
     /// with everything it started; `finish` then deletes what it left.
     pub fn kill_runtime(&mut self) {
         if let Exit::Runtime(p) = &self.exit {
-            reaper::kill_tree(p.waiter.pid());
+            process::kill_tree(p.waiter.pid());
             self.runtime_killed = true;
         }
     }
@@ -530,7 +530,7 @@ impl Running {
         Some(Handover {
             name: self.name.clone(),
             pid,
-            start_time: reaper::start_time(pid),
+            start_time: process::start_time(pid),
             cgroup_procs: self.cgroup_procs.clone(),
             pid_file: Some(self.pid_file.clone()),
             cleanup: self.undo.plan(),
@@ -633,7 +633,7 @@ pub fn adopt(rt: &OciRuntime, h: Handover) -> Result<Adopted, (AdoptError, Hando
     if pidfd.has_exited() {
         return Err((AdoptError::Gone(pid), h));
     }
-    if h.start_time.is_none() || reaper::start_time(pid) != h.start_time {
+    if h.start_time.is_none() || process::start_time(pid) != h.start_time {
         return Err((AdoptError::Reused(pid), h));
     }
     match rt.state(&h.name) {

@@ -21,7 +21,8 @@ pub mod oci_runtime;
 pub mod onboot;
 pub mod paths;
 pub mod pid1;
-pub mod reaper;
+pub mod process;
+
 pub mod rootfs;
 pub mod runtime_config;
 pub mod safefile;

@@ -39,9 +39,9 @@ fn init_logging(g: &Global, uptime: bool) {
 }
 
 fn main() {
-    // Before any thread exists: see reaper.rs.
-    lkinit::reaper::block_sigchld();
-    let inherited = lkinit::reaper::close_inherited_on_exec();
+    // Before any thread exists: see process/inherit.rs.
+    lkinit::process::block_sigchld();
+    let inherited = lkinit::process::close_inherited_on_exec();
     let is_pid1 = std::process::id() == 1;
     let argv = normalize_args(std::env::args_os().collect(), is_pid1);
     let cli = match Cli::try_parse_from(argv) {

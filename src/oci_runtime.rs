@@ -9,7 +9,7 @@
 //! it was making) and reported as [`RuntimeError::TimedOut`]; what it leaves is cleared
 //! here (see [`OciRuntime::create`] and [`OciRuntime::delete`]).
 
-use crate::reaper::{self, ExitStatus, Io, PidFd, Spawn, Spawned, Waiter};
+use crate::process::{self, ExitStatus, Io, PidFd, Spawn, Spawned, Waiter};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -117,7 +117,7 @@ impl Cancel {
             std::mem::take(&mut st.running)
         };
         for fd in &running {
-            reaper::kill_tree_of(fd);
+            process::kill_tree_of(fd);
         }
     }
 
@@ -291,7 +291,7 @@ impl RuntimeProcess {
             return Err(RuntimeError::Killed {
                 bin: self.bin.clone(),
                 op: self.op,
-                signal: reaper::signal_name(sig),
+                signal: process::signal_name(sig),
             });
         }
         match runtime_log_error(&self.log) {
@@ -391,7 +391,7 @@ impl OciRuntime {
     fn note_call(&self, pid: i32) -> Option<PathBuf> {
         let dir = self.calls_dir.as_ref()?;
         // A command that has ended (and been reaped) already needs no note.
-        let start = reaper::start_time(pid)?;
+        let start = process::start_time(pid)?;
         let path = dir.join(pid.to_string());
         match write_making_dir(dir, &path, start.to_string().as_bytes()) {
             Ok(()) => Some(path),
@@ -426,7 +426,7 @@ impl OciRuntime {
                     "a runtime command of the last supervisor was still running \
                      (pid {pid}{sep}{cmd}); killing it and what it started"
                 );
-                reaper::kill_tree_of(&fd);
+                process::kill_tree_of(&fd);
                 if !fd.wait_exited(LEFTOVER_WAIT) {
                     log::error!("runtime command {pid} survives SIGKILL");
                 }
@@ -491,7 +491,7 @@ impl OciRuntime {
         if cancel.is_some_and(Cancel::fired) {
             return Err(cancelled());
         }
-        let child = reaper::global().start(cmd).map_err(|source| {
+        let child = process::reaper().start(cmd).map_err(|source| {
             let _ = std::fs::remove_file(log);
             RuntimeError::Spawn {
                 bin: self.bin.clone(),
@@ -508,7 +508,7 @@ impl OciRuntime {
                 note.cancel = Some((c.clone(), pid));
             } else {
                 // Fired while it started: it goes the way it would have gone a moment later.
-                reaper::kill_tree_of(fd);
+                process::kill_tree_of(fd);
             }
         }
         Ok((child, note))
@@ -817,7 +817,7 @@ fn leftover(note: &Path) -> Option<PidFd> {
     let start: u64 = std::fs::read_to_string(note).ok()?.trim().parse().ok()?;
     let fd = PidFd::open(pid).ok()?;
     // Checked once the pidfd is open: from then on the pid cannot change hands.
-    (reaper::start_time(pid) == Some(start) && !fd.has_exited()).then_some(fd)
+    (process::start_time(pid) == Some(start) && !fd.has_exited()).then_some(fd)
 }
 
 /// The container's stdio, shared with the runtime (which hands it on to the container).
@@ -831,8 +831,8 @@ fn set_stdio<'a>(cmd: &mut Spawn<'a>, stdio: &'a ContainerStdio) {
 /// for it to end.
 fn kill_call(waiter: &Waiter, pidfd: Option<&PidFd>) {
     match pidfd {
-        Some(fd) => reaper::kill_tree_of(fd),
-        None => reaper::kill_tree(waiter.pid()),
+        Some(fd) => process::kill_tree_of(fd),
+        None => process::kill_tree(waiter.pid()),
     }
     if waiter.wait_timeout(LEFTOVER_WAIT).is_none() {
         log::error!("runtime command {} survives SIGKILL", waiter.pid());
@@ -910,9 +910,9 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
-        let pid = reaper::pid_of(&child);
+        let pid = process::pid_of(&child);
         let note = d.path().join(pid.to_string());
-        let start = reaper::start_time(pid).unwrap();
+        let start = process::start_time(pid).unwrap();
         std::fs::write(&note, (start + 1).to_string()).unwrap();
         assert!(leftover(&note).is_none());
         std::fs::write(&note, start.to_string()).unwrap();

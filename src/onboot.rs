@@ -6,7 +6,7 @@ use crate::bundle::Bundle;
 use crate::container::{self, Ctx, Mode, Running};
 use crate::logs::{self, Memlogd, Pumped};
 use crate::oci_runtime::{Deadline, RuntimeError};
-use crate::reaper::ExitStatus;
+use crate::process::ExitStatus;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -31,7 +31,7 @@ use cmdline::KernelOptions;
 pub use shutdown::{Action, action_for};
 
 use crate::cli::Global;
-use crate::reaper::{self, ExitStatus, PidFd, Waiter};
+use crate::process::{self, ExitStatus, PidFd, Waiter};
 use nix::fcntl::{FcntlArg, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
@@ -168,7 +168,7 @@ pub fn run(g: &Global) -> ! {
         Err(e) => fatal(&format!("signalfd: {e}")),
     };
     // From here on every orphan of the system is reaped.
-    reaper::global();
+    process::reaper();
 
     load_modules();
     // After the modules: eth0's driver may be one of them.
@@ -368,9 +368,9 @@ impl Init<'_> {
     }
 
     fn spawn(&self, what: &'static str, args: &[&str]) -> Option<Child> {
-        match reaper::global().spawn(&mut self.lkinit(args)) {
+        match process::reaper().spawn(&mut self.lkinit(args)) {
             Ok((child, waiter)) => {
-                let pidfd = PidFd::open(reaper::pid_of(&child)).ok();
+                let pidfd = PidFd::open(process::pid_of(&child)).ok();
                 Some(Child {
                     what,
                     waiter,

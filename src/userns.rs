@@ -5,7 +5,7 @@
 //! reaper) unshares it and waits; lkinit writes the mappings, keeps a descriptor of the
 //! namespace and lets the child go. The namespace lives as long as the descriptor.
 
-use crate::reaper;
+use crate::process;
 use nix::sched::{CloneFlags, unshare};
 use oci_spec::runtime::LinuxIdMapping;
 use std::io::{self, Read, Write};
@@ -50,7 +50,7 @@ pub fn with_mappings(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let (mut child, waiter) = reaper::global()
+    let (mut child, waiter) = process::reaper()
         .spawn(&mut cmd)
         .map_err(UsernsError::Spawn)?;
     let pid = waiter.pid();

@@ -7,7 +7,7 @@ use super::{
     Request, ignore_terminal_signals, send_error, set_cloexec,
 };
 use crate::paths::{self, Create, PathError};
-use crate::reaper::{self, PidFd, Waiter};
+use crate::process::{self, PidFd, Waiter};
 use crate::{cgroups, mountapi};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -400,7 +400,7 @@ fn start(entered: &Entered, cmd: &[String]) -> Result<Waiter, InsideError> {
     // The reaper thread starts now: the mount and user namespaces, which want a
     // single-threaded caller, are joined already, and the pid namespace, after which no
     // thread can start, is not yet.
-    let reaper = reaper::global();
+    let reaper = process::reaper();
     if let Some(fd) = &entered.pid_ns {
         join_one(Ns::Pid, fd, service)?;
     }

@@ -18,7 +18,7 @@ use crate::bundle;
 use crate::container::Ctx;
 use crate::mountapi;
 use crate::oci_runtime::RuntimeError;
-use crate::reaper::{self, ExitStatus, Waiter};
+use crate::process::{self, ExitStatus, Waiter};
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sched::CloneFlags;
 use nix::sys::prctl::set_pdeathsig;
@@ -239,7 +239,7 @@ fn exec_inner(
     let pid = service_pid(ctx, name)?;
     // The command shares our process group, so a ^C from the terminal reaches it directly;
     // what it does with it decides the status we report. The helper ignores them likewise,
-    // and the command starts with the defaults (see reaper::spawn).
+    // and the command starts with the defaults (see process::Reaper::spawn).
     ignore_terminal_signals();
     let action = Action::Exec {
         ns,
@@ -341,7 +341,7 @@ fn spawn_helper(
             Ok(())
         });
     }
-    let (_child, waiter) = reaper::global().spawn(&mut cmd).map_err(NsError::Spawn)?;
+    let (_child, waiter) = process::reaper().spawn(&mut cmd).map_err(NsError::Spawn)?;
     drop(cmd);
     drop(wr);
     let mut report = String::new();

@@ -15,7 +15,7 @@
 //! PID 1 reaps it when it ends.
 
 use super::{Child, Event, Init};
-use crate::reaper::{self, ExitStatus, PidFd};
+use crate::process::{self, ExitStatus, PidFd};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -291,14 +291,14 @@ impl Init<'_> {
         let mut cmd = Command::new(path);
         // Its own process group: what it starts can be found and killed with it.
         cmd.process_group(0).stdin(Stdio::null());
-        let (child, waiter) = match reaper::global().spawn(&mut cmd) {
+        let (child, waiter) = match process::reaper().spawn(&mut cmd) {
             Ok(c) => c,
             Err(e) => {
                 log::error!("{shown}: cannot run: {e}");
                 return;
             }
         };
-        let pid = reaper::pid_of(&child);
+        let pid = process::pid_of(&child);
         let c = Child {
             what: "hook",
             pidfd: PidFd::open(pid).ok(),
@@ -383,8 +383,8 @@ impl Init<'_> {
 /// reparented to PID 1); its status once it is gone.
 fn kill_hook(c: &Child) -> Option<ExitStatus> {
     match &c.pidfd {
-        Some(fd) => reaper::kill_tree_of(fd),
-        None => reaper::kill_tree(c.waiter.pid()),
+        Some(fd) => process::kill_tree_of(fd),
+        None => process::kill_tree(c.waiter.pid()),
     }
     let _ = killpg(Pid::from_raw(c.waiter.pid()), Signal::SIGKILL);
     c.waiter.wait_timeout(KILLED_WAIT)

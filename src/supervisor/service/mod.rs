@@ -23,7 +23,7 @@ use crate::bundle::Bundle;
 use crate::container::{self, Adopted, Ctx, Handover, Mode, Running};
 use crate::logs::{self};
 use crate::oci_runtime::{Cancel, OciRuntime};
-use crate::reaper::{ExitStatus, Waiter};
+use crate::process::{ExitStatus, Waiter};
 use crate::undo::UndoFailures;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
