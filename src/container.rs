@@ -11,7 +11,8 @@
 //! was done and returns one error naming the step.
 
 use crate::bundle::{Bundle, BundleError};
-use crate::oci_runtime::{ContainerStdio, Deadline, OciRuntime, RuntimeError, RuntimeProcess};
+use crate::logs::ContainerStdio;
+use crate::oci_runtime::{Deadline, OciRuntime, RuntimeError, RuntimeProcess};
 use crate::process::{self, ExitStatus, PidFd, Waiter};
 use crate::undo::{PlannedStep, Replay, Undo, UndoFailures};
 use crate::{cgroups, mounts, net, nsbind, paths, rootfs};

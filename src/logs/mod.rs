@@ -15,7 +15,6 @@ pub use memlogd::Memlogd;
 pub use rotate::Policy;
 pub use sink::{Sink, file_of, open_log, stream_names};
 
-use crate::oci_runtime::ContainerStdio;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::fs::File;
@@ -23,6 +22,13 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// The write ends of a container's stdout and stderr, handed to the runtime (which hands
+/// them on to the container).
+pub struct ContainerStdio {
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
 
 /// The read ends of one container's output, each with its sink (same index).
 pub struct Tee {
