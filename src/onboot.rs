@@ -3,7 +3,7 @@
 //! it never stops the boot.
 
 use crate::bundle::Bundle;
-use crate::container::{self, Ctx, Mode, Running};
+use crate::container::{self, ContainerError, Ctx, Mode, Running, StepError};
 use crate::logs::{self, Memlogd, Pumped};
 use crate::oci_runtime::{Deadline, RuntimeError};
 use crate::process::ExitStatus;
@@ -327,15 +327,10 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
     };
     tee.finish(OUTPUT_GRACE);
     let undo = match &result {
-        Err(e)
-            if e.step == container::Step::Run
-                && matches!(
-                    e.source.downcast_ref::<RuntimeError>(),
-                    Some(RuntimeError::Failed { .. })
-                ) =>
-        {
-            running.finish_failed(rt)
-        }
+        Err(ContainerError {
+            failed: StepError::Run(RuntimeError::Failed { .. }),
+            ..
+        }) => running.finish_failed(rt),
         _ => running.finish(rt),
     };
     let mut outcome = match result {
