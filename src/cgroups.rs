@@ -3,7 +3,7 @@
 
 use crate::mountinfo::{self, MountEntry};
 use crate::paths::{self, PathError};
-use crate::undo::Undo;
+use crate::undo::{Undo, UndoError};
 use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
 use std::path::{Path, PathBuf};
 
@@ -75,7 +75,7 @@ pub fn apply(root: &Path, names: &[String], undo: &mut Undo) -> Result<(), Cgrou
             })?;
             for c in r.created {
                 undo.push_persistent(format!("remove cgroup {}", c.path.display()), move || {
-                    c.remove().map_err(|e| e.to_string())
+                    c.remove().map_err(UndoError::from)
                 });
             }
         }

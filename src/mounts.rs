@@ -4,9 +4,9 @@
 //! relative ones resolve inside the prepared rootfs through [`crate::paths`] and go away with
 //! it. Mounts come before mkdir, so a directory can be made inside a fresh mount.
 
-use crate::paths::{self, Create, Created, PathError};
+use crate::paths::{self, Create, Created, Escape, PathError};
 use crate::runtime_config::Mount;
-use crate::undo::{Replay, Undo};
+use crate::undo::{Replay, Undo, UndoError};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ pub enum MountError {
     Escape {
         index: usize,
         destination: String,
-        reason: String,
+        reason: Escape,
     },
     #[error("mounts[{index}]: mount {what} on {target}")]
     Mount {
@@ -53,7 +53,7 @@ pub enum MountError {
     MkdirEscape {
         index: usize,
         path: String,
-        reason: String,
+        reason: Escape,
     },
 }
 
@@ -208,7 +208,7 @@ fn push_created(undo: &mut Undo, created: Vec<Created>, persistent: bool, scratc
         }
         let what = format!("remove {}", c.path.display());
         let replay = c.replay();
-        let f = move || c.remove().map_err(|e| e.to_string());
+        let f = move || c.remove().map_err(UndoError::from);
         if persistent {
             undo.push_persistent(what, f);
         } else {
@@ -365,7 +365,7 @@ pub fn apply_mount(
         let label = format!("unmount {}", real.display());
         let p = real.clone();
         let f = move || {
-            umount2(&p, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(|e| e.to_string())
+            umount2(&p, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(UndoError::from)
         };
         if persistent {
             undo.push_persistent(label, f);

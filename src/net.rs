@@ -60,6 +60,41 @@ pub enum NetError {
     },
 }
 
+/// Why a link could not be put back as it was found (the undo of a step above).
+#[derive(Debug, thiserror::Error)]
+pub enum LinkUndoError {
+    #[error("cannot delete `{name}` in {ns}")]
+    Delete {
+        name: String,
+        ns: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot look up `{name}` in {ns}")]
+    Lookup {
+        name: String,
+        ns: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot find `{name}` in {ns} to move it back")]
+    Find {
+        name: String,
+        ns: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot move `{name}` back to {ns}")]
+    MoveBack {
+        name: String,
+        ns: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{name}` is no longer in {ns}; it cannot be moved back")]
+    Gone { name: String, ns: String },
+}
+
 /// Sets up every interface of the bundle for the container whose init is `pid`, pushing
 /// the undo of each step as it succeeds.
 pub fn apply(bundle: &Bundle, pid: i32, undo: &mut Undo) -> Result<(), NetError> {
@@ -193,30 +228,47 @@ impl Netns {
 
     /// Deletes `name` if it still has `index` here; gone already (with its namespace, its
     /// veth peer, or by hand) is fine, and a link that is no longer ours is left alone.
-    fn delete_if_ours(&self, name: &str, index: u32) -> Result<(), String> {
+    fn delete_if_ours(&self, name: &str, index: u32) -> Result<(), LinkUndoError> {
         match self.link_by_index(index) {
             Ok(Some(l)) if link_name(&l) == Some(name) => match self.del(index) {
-                Err(e) if e.raw_os_error() != Some(libc::ENODEV) => {
-                    Err(format!("cannot delete `{name}` in {}: {e}", self.label))
+                Err(source) if source.raw_os_error() != Some(libc::ENODEV) => {
+                    Err(LinkUndoError::Delete {
+                        name: name.to_string(),
+                        ns: self.label.clone(),
+                        source,
+                    })
                 }
                 _ => Ok(()),
             },
             Ok(_) => Ok(()),
-            Err(e) => Err(format!("cannot look up `{name}` in {}: {e}", self.label)),
+            Err(source) => Err(self.lookup_failed(name, source)),
+        }
+    }
+
+    fn lookup_failed(&self, name: &str, source: io::Error) -> LinkUndoError {
+        LinkUndoError::Lookup {
+            name: name.to_string(),
+            ns: self.label.clone(),
+            source,
         }
     }
 
     /// Moves `name` (with `index` here) back to `to`.
-    fn move_back(&self, name: &str, index: u32, to: &Netns) -> Result<(), String> {
+    fn move_back(&self, name: &str, index: u32, to: &Netns) -> Result<(), LinkUndoError> {
         match self.link_by_index(index) {
-            Ok(Some(l)) if link_name(&l) == Some(name) => self
-                .move_link(index, to)
-                .map_err(|e| format!("cannot move `{name}` back to {}: {e}", to.label)),
-            Ok(_) => Err(format!(
-                "`{name}` is no longer in {}; it cannot be moved back",
-                self.label
-            )),
-            Err(e) => Err(format!("cannot look up `{name}` in {}: {e}", self.label)),
+            Ok(Some(l)) if link_name(&l) == Some(name) => {
+                self.move_link(index, to)
+                    .map_err(|source| LinkUndoError::MoveBack {
+                        name: name.to_string(),
+                        ns: to.label.clone(),
+                        source,
+                    })
+            }
+            Ok(_) => Err(LinkUndoError::Gone {
+                name: name.to_string(),
+                ns: self.label.clone(),
+            }),
+            Err(source) => Err(self.lookup_failed(name, source)),
         }
     }
 }
@@ -460,11 +512,13 @@ impl Net {
         undo.push_persistent(format!("move `{name}` back to {}", root.label), move || {
             let index = match known {
                 Some(i) => i,
-                None => inner.index_of(&n).map_err(|e| {
-                    format!("cannot find `{n}` in {} to move it back: {e}", inner.label)
+                None => inner.index_of(&n).map_err(|source| LinkUndoError::Find {
+                    name: n.clone(),
+                    ns: inner.label.clone(),
+                    source,
                 })?,
             };
-            inner.move_back(&n, index, &root)
+            Ok(inner.move_back(&n, index, &root)?)
         });
         index.map(drop).map_err(|e| {
             let reason = format!(
@@ -489,7 +543,7 @@ impl Net {
                     Err(_) => return Ok(()),
                 },
             };
-            ns2.delete_if_ours(&n, index)
+            Ok(ns2.delete_if_ours(&n, index)?)
         });
         index.map_err(|e| {
             (

@@ -13,7 +13,7 @@
 use crate::bundle::{Bundle, RootForm, RootOwner};
 use crate::mounts::{self, MountError, Role, Scratch};
 use crate::paths::{self, PathError};
-use crate::undo::{Replay, Undo};
+use crate::undo::{Replay, Undo, UndoError};
 use crate::{mountapi, userns};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -75,7 +75,7 @@ fn unmount_step(undo: &mut Undo, target: &Path) {
     let t = target.to_path_buf();
     let replay = Replay::Unmount { path: t.clone() };
     undo.push_replayable(format!("unmount {}", t.display()), replay, move || {
-        umount2(&t, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(|e| e.to_string())
+        umount2(&t, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(UndoError::from)
     });
 }
 
@@ -88,7 +88,7 @@ fn mkdir(path: &Path, undo: &mut Undo) -> Result<(), RootfsError> {
         undo.push_replayable(
             format!("remove {}", c.path.display()),
             c.replay(),
-            move || c.remove().map_err(|e| e.to_string()),
+            move || c.remove().map_err(UndoError::from),
         );
     }
     Ok(())

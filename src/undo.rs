@@ -6,7 +6,24 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
 
-type Action = Box<dyn FnOnce() -> Result<(), String> + Send>;
+type Action = Box<dyn FnOnce() -> Result<(), UndoError> + Send>;
+
+/// Why one step could not be undone: the error of the module that undoes it, kept with its
+/// type and its causes until the failure is written out (one line, every cause on it).
+#[derive(Debug)]
+pub struct UndoError(Box<dyn std::error::Error + Send + Sync>);
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for UndoError {
+    fn from(e: E) -> Self {
+        UndoError(Box::new(e))
+    }
+}
+
+impl fmt::Display for UndoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::error_chain(&*self.0))
+    }
+}
 
 struct Step {
     what: String,
@@ -75,7 +92,7 @@ impl Undo {
     /// Records a step that goes away with the container.
     pub fn push<F>(&mut self, what: impl Into<String>, action: F)
     where
-        F: FnOnce() -> Result<(), String> + Send + 'static,
+        F: FnOnce() -> Result<(), UndoError> + Send + 'static,
     {
         self.record(what.into(), false, None, Box::new(action));
     }
@@ -83,7 +100,7 @@ impl Undo {
     /// Like `push`, for a step that can also be written down as data (see [`Undo::plan`]).
     pub fn push_replayable<F>(&mut self, what: impl Into<String>, replay: Replay, action: F)
     where
-        F: FnOnce() -> Result<(), String> + Send + 'static,
+        F: FnOnce() -> Result<(), UndoError> + Send + 'static,
     {
         self.record(what.into(), false, Some(replay), Box::new(action));
     }
@@ -91,7 +108,7 @@ impl Undo {
     /// Records a step whose effect outlives a successful container on purpose.
     pub fn push_persistent<F>(&mut self, what: impl Into<String>, action: F)
     where
-        F: FnOnce() -> Result<(), String> + Send + 'static,
+        F: FnOnce() -> Result<(), UndoError> + Send + 'static,
     {
         self.record(what.into(), true, None, Box::new(action));
     }
@@ -225,9 +242,12 @@ mod tests {
         let (log, make) = recorder();
         let mut u = Undo::new();
         u.push("first", make("first"));
-        u.push("broken", || Err("EBUSY".to_string()));
+        u.push("broken", || Err(nix::errno::Errno::EBUSY.into()));
         let f = u.rollback();
-        assert_eq!(f.0, vec!["broken: EBUSY".to_string()]);
+        assert_eq!(
+            f.0,
+            vec!["broken: EBUSY: Device or resource busy".to_string()]
+        );
         assert_eq!(*log.lock().unwrap(), vec!["first"]);
     }
 

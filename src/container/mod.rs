@@ -30,7 +30,7 @@ use crate::nsbind::NsBindError;
 use crate::oci_runtime::{Deadline, OciRuntime, RuntimeError};
 use crate::process::{self, PidFd};
 use crate::rootfs::RootfsError;
-use crate::undo::{Replay, Undo, UndoFailures};
+use crate::undo::{Replay, Undo, UndoError, UndoFailures};
 use crate::{cgroups, mounts, net, nsbind, rootfs};
 use running::Exit;
 use std::path::PathBuf;
@@ -360,7 +360,7 @@ fn launch_steps(
         format!("{} delete --force {name}", rt.bin),
         replay,
         move || {
-            let r = rt2.delete(&n, true).map_err(|e| crate::error_chain(&e));
+            let r = rt2.delete(&n, true).map_err(UndoError::from);
             rt2.forget_logs(&n);
             r
         },
