@@ -14,26 +14,29 @@
 //! earlier supervisor, `replay.rs` the cleanup carried out from its record.
 
 mod adopt;
+mod host;
 mod replay;
 mod running;
+#[cfg(test)]
+mod tests;
 
 pub use adopt::{AdoptError, Adopted, Handover, adopt};
 pub use replay::{clear_interrupted_launch, replay};
 pub use running::{Running, kill_remaining};
 
 use crate::bundle::{Bundle, BundleError};
-use crate::cgroups::CgroupError;
+use crate::cgroups::{self, CgroupError};
 use crate::logs::ContainerStdio;
-use crate::mounts::MountError;
+use crate::mounts::{self, MountError};
 use crate::net::NetError;
 use crate::nsbind::NsBindError;
 use crate::oci_runtime::{Deadline, OciRuntime, RuntimeError};
-use crate::process::{self, PidFd};
+use crate::process::PidFd;
 use crate::rootfs::RootfsError;
-use crate::undo::{Replay, Undo, UndoError, UndoFailures};
-use crate::{cgroups, mounts, net, nsbind, rootfs};
+use crate::undo::{Replay, Undo, UndoFailures};
+use host::{Host, Runtime, System};
 use running::Exit;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What every container launch needs to know about the host.
 #[derive(Debug, Clone)]
@@ -199,7 +202,7 @@ fn cgroups_path(bundle: &Bundle) -> Option<String> {
 /// Removes a stopped (or never started) leftover of an earlier run of `name`, as left by an
 /// lkinit that was killed half way, or what a runtime killed in `create` left of it; a
 /// running one is an error.
-fn clear_stale(rt: &OciRuntime, name: &str) -> Result<(), RuntimeError> {
+fn clear_stale(rt: &impl Runtime, name: &str) -> Result<(), RuntimeError> {
     match rt.state(name)? {
         Some(st) if st.status == "stopped" || st.status == "created" => {
             log::warn!(
@@ -209,7 +212,7 @@ fn clear_stale(rt: &OciRuntime, name: &str) -> Result<(), RuntimeError> {
             rt.delete(name, true)
         }
         Some(st) => Err(RuntimeError::Failed {
-            bin: rt.bin.clone(),
+            bin: rt.bin().to_string(),
             op: "create",
             message: format!(
                 "a container named `{name}` already exists and is {}",
@@ -223,8 +226,8 @@ fn clear_stale(rt: &OciRuntime, name: &str) -> Result<(), RuntimeError> {
 /// Runs `f`, clearing a leftover container of the same name first when the runtime's state
 /// directory shows one, or afterwards when the runtime says it exists (a runtime whose
 /// state directory lkinit does not know).
-fn with_stale_retry<T>(
-    rt: &OciRuntime,
+fn with_stale_retry<T, R: Runtime>(
+    rt: &R,
     name: &str,
     mut f: impl FnMut() -> Result<T, RuntimeError>,
 ) -> Result<T, RuntimeError> {
@@ -263,22 +266,31 @@ pub fn launch_within(
     mode: Mode,
     deadline: Option<Deadline>,
 ) -> Result<Running, ContainerError> {
-    let ctx = &Ctx {
-        runtime: ctx.runtime.within(deadline),
-        ..ctx.clone()
-    };
+    let rt = ctx.runtime.within(deadline);
+    launch_with(&System::new(ctx), &rt, bundle, stdio, mode)
+}
+
+/// The launch, whatever carries out its steps.
+fn launch_with<R: Runtime>(
+    host: &impl Host,
+    rt: &R,
+    bundle: &Bundle,
+    stdio: &ContainerStdio,
+    mode: Mode,
+) -> Result<Running, ContainerError> {
     let mut undo = Undo::new();
-    match launch_steps(bundle, ctx, stdio, mode, &mut undo) {
+    let pid_file = host.pid_file(&bundle.name);
+    match launch_steps(host, rt, bundle, &pid_file, stdio, mode, &mut undo) {
         Ok((pid, pidfd, exit)) => Ok(Running {
             name: bundle.name.clone(),
             pid,
             pidfd,
             exit,
             undo,
-            pid_file: ctx.pid_file(&bundle.name),
-            cgroup_procs: pid.and_then(cgroups::procs_file),
+            pid_file,
+            cgroup_procs: pid.and_then(|p| host.procs_file(p)),
             cgroups_path: cgroups_path(bundle),
-            cgroup_root: ctx.cgroup_root.clone(),
+            cgroup_root: host.cgroup_root().to_path_buf(),
             runtime_killed: false,
         }),
         Err(mut e) => {
@@ -287,64 +299,46 @@ pub fn launch_within(
             failures.0.append(&mut e.undo.0);
             e.undo = failures;
             // The runtime may have written it before the launch failed.
-            let _ = std::fs::remove_file(ctx.pid_file(&bundle.name));
+            host.remove_pid_file(&pid_file);
             Err(e)
         }
     }
 }
 
-fn launch_steps(
+fn launch_steps<R: Runtime>(
+    host: &impl Host,
+    rt: &R,
     bundle: &Bundle,
-    ctx: &Ctx,
+    pid_file: &Path,
     stdio: &ContainerStdio,
     mode: Mode,
     undo: &mut Undo,
 ) -> Result<(Option<i32>, Option<PidFd>, Exit), ContainerError> {
-    let rt = &ctx.runtime;
     let name = bundle.name.as_str();
-    let cfg = &bundle.runtime;
 
     let mut scratch = mounts::Scratch::default();
-    rootfs::prepare(bundle, undo, &mut scratch).map_err(StepError::Rootfs)?;
-    mounts::apply(
-        &bundle.rootfs,
-        bundle.runtime_mounts(),
-        &cfg.mkdir,
-        undo,
-        &mut scratch,
-    )
-    .map_err(StepError::Mounts)?;
-    cgroups::apply(&ctx.cgroup_root, &cfg.cgroups, undo).map_err(StepError::Cgroups)?;
-
-    let bundle_dir = bundle
-        .runtime_bundle_dir(&ctx.state_dir)
-        .map_err(StepError::Config)?;
-    let pid_file = ctx.pid_file(name);
-    if let Some(dir) = pid_file.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| {
-            StepError::StateDir(StateDirError {
-                path: dir.to_path_buf(),
-                source,
-            })
-        })?;
-    }
+    host.prepare_rootfs(bundle, undo, &mut scratch)
+        .map_err(StepError::Rootfs)?;
+    host.apply_mounts(bundle, undo, &mut scratch)
+        .map_err(StepError::Mounts)?;
+    host.apply_cgroups(bundle, undo)
+        .map_err(StepError::Cgroups)?;
+    let bundle_dir = host.prepare_config(bundle, pid_file)?;
 
     // A bundle with OCI hooks goes through create and start even so: each of those is
     // bounded on its own, while a `run` lasts as long as its container, hooks and all.
     if mode == Mode::Foreground && !bundle.needs_create_start() && bundle.spec.hooks().is_none() {
-        let p = with_stale_retry(rt, name, || rt.run(name, &bundle_dir, &pid_file, stdio))
+        let p = with_stale_retry(rt, name, || rt.run(name, &bundle_dir, pid_file, stdio))
             .map_err(StepError::Run)?;
         return Ok((None, None, Exit::Runtime(p)));
     }
 
-    let pid = with_stale_retry(rt, name, || rt.create(name, &bundle_dir, &pid_file, stdio))
+    let pid = with_stale_retry(rt, name, || rt.create(name, &bundle_dir, pid_file, stdio))
         .map_err(|e| {
             // Killed before it saved the container's state, the runtime left a cgroup that no
             // `delete` knows of.
             let left = match cgroups_path(bundle) {
-                Some(cg) if e.was_killed() => {
-                    cgroups::remove_container_cgroup(&ctx.cgroup_root, &cg)
-                }
+                Some(cg) if e.was_killed() => host.remove_container_cgroup(&cg),
                 _ => Vec::new(),
             };
             let mut ce = ContainerError::from(StepError::Create(e));
@@ -357,21 +351,23 @@ fn launch_steps(
         name: name.to_string(),
     };
     undo.push_replayable(
-        format!("{} delete --force {name}", rt.bin),
+        format!("{} delete --force {name}", rt.bin()),
         replay,
         move || {
-            let r = rt2.delete(&n, true).map_err(UndoError::from);
+            let r = rt2.delete(&n, true);
             rt2.forget_logs(&n);
-            r
+            Ok(r?)
         },
     );
     // Claimed now, before `start` lets the init run, so its status cannot be missed; the
     // pidfd is opened under the reaper's lock, so an init killed meanwhile (OOM, a stray
     // kill) cannot have left its pid to another process.
-    let (waiter, pidfd) = process::reaper().watch_with_pidfd(pid);
+    let (waiter, pidfd) = host.watch(pid);
 
-    net::apply(bundle, pid, undo).map_err(StepError::Interfaces)?;
-    nsbind::apply(bundle, pid, undo).map_err(StepError::BindNs)?;
+    host.apply_interfaces(bundle, pid, undo)
+        .map_err(StepError::Interfaces)?;
+    host.bind_namespaces(bundle, pid, undo)
+        .map_err(StepError::BindNs)?;
 
     rt.start(name).map_err(StepError::Start)?;
     Ok((Some(pid), pidfd, Exit::Init(waiter)))

@@ -1,6 +1,7 @@
 //! A started container until its end: waiting for it, signalling and killing it, the
 //! cleanup after it, and what a later supervisor needs to take it over.
 
+use super::host::Runtime;
 use super::{ContainerError, Handover, StepError};
 use crate::cgroups;
 use crate::oci_runtime::{OciRuntime, RuntimeProcess};
@@ -139,7 +140,8 @@ impl Running {
         self.end(rt, true)
     }
 
-    fn end(self, rt: &OciRuntime, failed: bool) -> UndoFailures {
+    /// The end, whatever runtime carries it out.
+    pub(super) fn end(self, rt: &impl Runtime, failed: bool) -> UndoFailures {
         let mut failures = UndoFailures::default();
         // A foreground `run` deletes its container as it ends; one still there was left by
         // a runtime that died under it, running: it goes before its rootfs does.
@@ -147,7 +149,7 @@ impl Running {
             log::warn!(
                 "{}: `{} run` ended and left its container behind; killing and deleting it",
                 self.name,
-                rt.bin
+                rt.bin()
             );
             if let Err(e) = rt.kill(&self.name, "KILL", true) {
                 log::debug!("{}: {}", self.name, crate::error_chain(&e));
@@ -155,7 +157,7 @@ impl Running {
             if let Err(e) = rt.delete(&self.name, true) {
                 failures.0.push(format!(
                     "{} delete --force {}: {}",
-                    rt.bin,
+                    rt.bin(),
                     self.name,
                     crate::error_chain(&e)
                 ));

@@ -22,6 +22,17 @@ pub(super) struct CallNote {
     cancel: Option<(Cancel, i32)>,
 }
 
+#[cfg(test)]
+impl CallNote {
+    /// The note of a command that was never started.
+    pub(super) fn none() -> CallNote {
+        CallNote {
+            path: None,
+            cancel: None,
+        }
+    }
+}
+
 impl Drop for CallNote {
     fn drop(&mut self) {
         if let Some(p) = &self.path {

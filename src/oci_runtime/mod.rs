@@ -110,6 +110,21 @@ impl RuntimeProcess {
     }
 }
 
+#[cfg(test)]
+impl RuntimeProcess {
+    /// A foreground `run` that is no process, for tests of what holds one.
+    pub(crate) fn unstarted(bin: &str, waiter: Waiter) -> RuntimeProcess {
+        RuntimeProcess {
+            waiter,
+            pidfd: None,
+            op: "run",
+            log: PathBuf::new(),
+            bin: bin.to_string(),
+            _note: CallNote::none(),
+        }
+    }
+}
+
 impl OciRuntime {
     pub fn new(bin: impl Into<String>, root: Option<PathBuf>, log_dir: PathBuf) -> Self {
         OciRuntime {

@@ -93,6 +93,17 @@ impl Waiter {
     }
 }
 
+#[cfg(test)]
+impl Waiter {
+    /// A claim that no reaper serves, for tests of code that only holds one.
+    pub(crate) fn unregistered(pid: i32) -> Waiter {
+        Waiter {
+            pid,
+            slot: Arc::default(),
+        }
+    }
+}
+
 /// Statuses of unregistered children kept for a late claim; bounded so orphans cannot grow it.
 const UNCLAIMED_MAX: usize = 256;
 
