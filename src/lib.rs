@@ -31,6 +31,11 @@ pub mod undo;
 pub mod userns;
 pub mod volumes;
 
+/// PATH when lkinit's own environment has none (PID 1 sets it; a command run inside a
+/// service looks its program up in it).
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// An error and all its causes on one line, joined by `: ` (console lines are read one at a
 /// time; causes below the line get lost).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

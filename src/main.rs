@@ -3,7 +3,7 @@ use lkinit::bundle::printable_name;
 use lkinit::cli::{Cli, Command, Global, normalize_args};
 use lkinit::container::Ctx;
 use lkinit::nsenter;
-use lkinit::onboot::{self, Phase};
+use lkinit::onboot::{self, Runner};
 use lkinit::pid1;
 use lkinit::supervisor;
 use std::io::Write;
@@ -79,12 +79,12 @@ fn main() {
     let ctx = ctx;
     let code = match &cli.command {
         Some(Command::Onboot(a)) | Some(Command::Onshutdown(a)) => {
-            let phase = match cli.command {
-                Some(Command::Onboot(_)) => Phase::Onboot,
-                _ => Phase::Onshutdown,
+            let runner = match cli.command {
+                Some(Command::Onboot(_)) => Runner::Onboot,
+                _ => Runner::Onshutdown,
             };
             let opts = onboot::Options::new(
-                phase,
+                runner,
                 a.path.clone(),
                 a.log_dir.clone(),
                 a.timeout.filter(|s| *s > 0).map(Duration::from_secs),

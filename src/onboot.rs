@@ -13,16 +13,16 @@ use std::time::{Duration, Instant};
 
 /// Which of the two runners this is; it names the default paths and the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub enum Runner {
     Onboot,
     Onshutdown,
 }
 
-impl Phase {
+impl Runner {
     pub fn name(self) -> &'static str {
         match self {
-            Phase::Onboot => "onboot",
-            Phase::Onshutdown => "onshutdown",
+            Runner::Onboot => "onboot",
+            Runner::Onshutdown => "onshutdown",
         }
     }
 
@@ -30,12 +30,12 @@ impl Phase {
         PathBuf::from(format!("/containers/{}", self.name()))
     }
 
-    /// What LinuxKit calls the logs of this phase: `onboot.NAME`, `shutdown.NAME`, in
+    /// What LinuxKit calls the logs of this runner: `onboot.NAME`, `shutdown.NAME`, in
     /// `/run/log/onboot` and `/run/log/shutdown`.
     pub fn log_prefix(self) -> &'static str {
         match self {
-            Phase::Onboot => "onboot",
-            Phase::Onshutdown => "shutdown",
+            Runner::Onboot => "onboot",
+            Runner::Onshutdown => "shutdown",
         }
     }
 
@@ -51,10 +51,10 @@ impl Phase {
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub phase: Phase,
+    pub runner: Runner,
     pub path: PathBuf,
     pub log_dir: PathBuf,
-    /// Link `/var/log/PHASE` to the log directory (done when the default is used).
+    /// Link `/var/log/onboot` or `/var/log/shutdown` to the log directory (done when the default is used).
     pub link_var_log: bool,
     /// The path was given (a missing one is then a mistake, not an image without onboot).
     pub path_given: bool,
@@ -70,7 +70,7 @@ pub struct Options {
 
 impl Options {
     pub fn new(
-        phase: Phase,
+        runner: Runner,
         path: Option<PathBuf>,
         log_dir: Option<PathBuf>,
         timeout: Option<Duration>,
@@ -79,11 +79,11 @@ impl Options {
         log_policy: logs::Policy,
     ) -> Options {
         Options {
-            phase,
+            runner,
             path_given: path.is_some(),
-            path: path.unwrap_or_else(|| phase.default_path()),
+            path: path.unwrap_or_else(|| runner.default_path()),
             link_var_log: log_dir.is_none(),
-            log_dir: log_dir.unwrap_or_else(|| phase.default_log_dir()),
+            log_dir: log_dir.unwrap_or_else(|| runner.default_log_dir()),
             timeout,
             quiet,
             memlogd,
@@ -144,7 +144,7 @@ fn entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn link_var_log(opts: &Options) {
-    let link = opts.phase.var_log_link();
+    let link = opts.runner.var_log_link();
     match std::fs::read_link(&link) {
         Ok(t) if t == opts.log_dir => return,
         Ok(_) => {}
@@ -178,7 +178,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && opts.path_given => {
             log::error!(
                 "{}: --path {} does not exist",
-                opts.phase.name(),
+                opts.runner.name(),
                 opts.path.display()
             );
             return 1;
@@ -186,7 +186,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             log::info!(
                 "{}: {} does not exist, nothing to run",
-                opts.phase.name(),
+                opts.runner.name(),
                 opts.path.display()
             );
             return 0;
@@ -194,7 +194,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
         Err(e) => {
             log::error!(
                 "{}: cannot read {}: {e}",
-                opts.phase.name(),
+                opts.runner.name(),
                 opts.path.display()
             );
             return 1;
@@ -203,7 +203,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
     if opts.path.join("config.json").exists() {
         log::error!(
             "{}: {} is a bundle, not a directory of bundles: give its parent (--path {})",
-            opts.phase.name(),
+            opts.runner.name(),
             opts.path.display(),
             opts.path
                 .parent()
@@ -228,7 +228,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
         if !dir.is_dir() {
             log::warn!(
                 "{}: skipping {}: not a directory",
-                opts.phase.name(),
+                opts.runner.name(),
                 crate::bundle::printable_name(&dir.to_string_lossy())
             );
             continue;
@@ -242,7 +242,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
     }
     log::info!(
         "{}: {ran} bundle(s), {} ok, {failed} failed",
-        opts.phase.name(),
+        opts.runner.name(),
         ran - failed
     );
     i32::from(failed > 0)
@@ -260,7 +260,7 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
         Ok(b) => b,
         Err(e) => return Outcome::Failed(crate::error_chain(&e)),
     };
-    let base = format!("{}.{}", opts.phase.log_prefix(), bundle.name);
+    let base = format!("{}.{}", opts.runner.log_prefix(), bundle.name);
     let tee = logs::tee(
         &opts.memlogd,
         &opts.log_dir,

@@ -3,8 +3,8 @@
 //! does its part and reports back on the pipe (see the parent module).
 
 use super::{
-    Action, CONTAINER_DIRS, DEFAULT_PATH, EXIT_CANNOT_EXECUTE, EXIT_FAILED, EXIT_NOT_FOUND, Ns,
-    Request, ignore_terminal_signals, send_error, set_cloexec,
+    Action, CONTAINER_DIRS, EXIT_CANNOT_EXECUTE, EXIT_FAILED, EXIT_NOT_FOUND, HelperRequest, Ns,
+    ignore_terminal_signals, send_error, set_cloexec,
 };
 use crate::paths::{self, Create, PathError};
 use crate::process::{self, PidFd, Waiter};
@@ -116,7 +116,7 @@ impl InsideError {
 
 /// The hidden `nsenter-helper` command: runs in a fresh, single-threaded process.
 pub fn helper(request: &str) -> i32 {
-    let req: Request = match serde_json::from_str(request) {
+    let req: HelperRequest = match serde_json::from_str(request) {
         Ok(r) => r,
         Err(e) => {
             log::error!("nsenter-helper: unreadable request: {e}");
@@ -166,7 +166,7 @@ fn report_ok(mut report: File, code: i32) -> i32 {
     code
 }
 
-fn helper_exec(req: &Request, ns: &[Ns], cmd: &[String], report: File) -> i32 {
+fn helper_exec(req: &HelperRequest, ns: &[Ns], cmd: &[String], report: File) -> i32 {
     ignore_terminal_signals();
     let started = enter(req, ns).and_then(|entered| start(&entered, cmd));
     match started {
@@ -215,7 +215,7 @@ fn same_object(a: &impl AsFd, b: &impl AsFd) -> bool {
 /// Joins the namespaces `ns` of the service's init (skipping the ones we share already),
 /// its cgroups with `cgroup`, and its root and working directory with `mnt`; all but the
 /// pid namespace, which `start` joins.
-fn enter(req: &Request, ns: &[Ns]) -> Result<Entered, InsideError> {
+fn enter(req: &HelperRequest, ns: &[Ns]) -> Result<Entered, InsideError> {
     let (pid, service) = (req.pid, req.service.clone());
     let gone = || InsideError::Gone {
         service: service.clone(),
@@ -357,7 +357,7 @@ fn find_command(cmd: &str, entered: &Entered, service: &str) -> Result<PathBuf, 
             format!("{} of service {service}", CONTAINER_DIRS.join(", ")),
         )
     } else {
-        let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
+        let path = std::env::var("PATH").unwrap_or_else(|_| crate::DEFAULT_PATH.to_string());
         (
             std::env::split_paths(&path).collect(),
             format!("lkinit's PATH ({path})"),
@@ -423,7 +423,7 @@ fn kind_name(is_dir: bool) -> &'static str {
 }
 
 fn helper_mount(
-    req: &Request,
+    req: &HelperRequest,
     tree: &OwnedFd,
     src: &Path,
     src_is_dir: bool,
@@ -477,7 +477,7 @@ fn helper_mount(
     })
 }
 
-fn helper_umount(req: &Request, dst: &Path) -> Result<(), InsideError> {
+fn helper_umount(req: &HelperRequest, dst: &Path) -> Result<(), InsideError> {
     enter(req, &[Ns::Mnt])?;
     // Detached: the service's processes that still use it keep it until they let go, and
     // the path is free at once.

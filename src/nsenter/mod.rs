@@ -37,8 +37,6 @@ pub use helper::helper;
 
 /// Where a bare command name is looked up inside the service's root.
 const CONTAINER_DIRS: [&str; 3] = ["/bin", "/usr/sbin", "/usr/bin"];
-/// PATH when lkinit's own environment has none.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// `exec`: lkinit itself failed (the service could not be entered).
 pub const EXIT_FAILED: i32 = 125;
@@ -170,7 +168,7 @@ impl NsError {
 
 /// What the CLI asks the helper to do; passed as JSON on the helper's command line.
 #[derive(Debug, Serialize, Deserialize)]
-struct Request {
+struct HelperRequest {
     service: String,
     pid: i32,
     /// The write end of the report pipe, inherited.
@@ -316,7 +314,7 @@ fn spawn_helper(
     inherit: &[RawFd],
 ) -> Result<Waiter, NsError> {
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| NsError::Spawn(e.into()))?;
-    let req = Request {
+    let req = HelperRequest {
         service: service.to_string(),
         pid,
         report_fd: wr.as_raw_fd(),
