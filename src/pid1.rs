@@ -166,8 +166,9 @@ pub fn run(g: &Global) -> ! {
     load_modules();
     // After the modules: eth0's driver may be one of them.
     rc::set_hostname();
-    if let Err(e) = loopback_up() {
-        log::error!("loopback: {e}");
+    match crate::net::loopback_up() {
+        Ok(()) => log::debug!("loopback up"),
+        Err(e) => log::error!("loopback: {e}"),
     }
 
     let mut init = Init {
@@ -256,54 +257,6 @@ fn list_or_none(v: &[String]) -> String {
     } else {
         v.join(" ")
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum LoopbackError {
-    #[error("tokio runtime")]
-    Runtime(#[source] std::io::Error),
-    #[error("netlink connection")]
-    Connect(#[source] std::io::Error),
-    #[error("find link `lo`")]
-    Find(#[source] rtnetlink::Error),
-    #[error("no link `lo`")]
-    Missing,
-    #[error("set `lo` up")]
-    Up(#[source] rtnetlink::Error),
-}
-
-/// `lo` up over rtnetlink; the kernel gives it 127.0.0.1 and ::1 as it comes up.
-fn loopback_up() -> Result<(), LoopbackError> {
-    use futures::TryStreamExt;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(LoopbackError::Runtime)?;
-    rt.block_on(async {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(LoopbackError::Connect)?;
-        tokio::spawn(conn);
-        let link = handle
-            .link()
-            .get()
-            .match_name("lo".to_string())
-            .execute()
-            .try_next()
-            .await
-            .map_err(LoopbackError::Find)?
-            .ok_or(LoopbackError::Missing)?;
-        handle
-            .link()
-            .set(
-                rtnetlink::LinkUnspec::new_with_index(link.header.index)
-                    .up()
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(LoopbackError::Up)
-    })?;
-    log::debug!("loopback up");
-    Ok(())
 }
 
 struct Init<'a> {
