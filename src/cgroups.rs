@@ -88,7 +88,7 @@ pub fn apply(root: &Path, names: &[String], undo: &mut Undo) -> Result<(), Cgrou
 pub struct CgroupMount {
     pub point: PathBuf,
     /// The directory of the hierarchy that is mounted there.
-    pub root: String,
+    pub root: PathBuf,
     /// v1: its controllers (and `name=`); empty for v2.
     pub controllers: Vec<String>,
     pub v2: bool,
@@ -114,7 +114,7 @@ pub fn cgroup_mounts_in(table: &[MountEntry]) -> Vec<CgroupMount> {
                     .collect()
             };
             Some(CgroupMount {
-                point: PathBuf::from(&e.mount_point),
+                point: e.mount_point.clone(),
                 root: e.root.clone(),
                 controllers,
                 v2,
@@ -142,10 +142,13 @@ pub fn cgroup_dirs(proc_cgroup: &str, mounts: &[CgroupMount]) -> Vec<(String, Pa
                     .all(|c| m.controllers.iter().any(|x| x == c))
         });
         let Some(m) = found else { continue };
-        let rel = if m.root == "/" {
+        let rel = if m.root == Path::new("/") {
             Some(path)
         } else {
-            path.strip_prefix(m.root.as_str())
+            // /proc/PID/cgroup is text: a root that is not is no prefix of it.
+            m.root
+                .to_str()
+                .and_then(|root| path.strip_prefix(root))
                 .filter(|r| r.is_empty() || r.starts_with('/'))
         };
         if let Some(rel) = rel {

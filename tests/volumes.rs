@@ -29,7 +29,7 @@ fn volumes(path: &Path) -> Run {
 
 fn fstype(p: &Path) -> String {
     let table = lkinit::mountinfo::read();
-    lkinit::mountinfo::mounted_at(&table, &p.to_string_lossy())
+    lkinit::mountinfo::mounted_at(&table, p)
         .map(|e| e.fstype.clone())
         .unwrap_or_default()
 }

@@ -56,7 +56,7 @@ fn list_tree(root: &Path, out: &mut Vec<String>) {
 fn mount_points() -> Vec<String> {
     lkinit::mountinfo::read()
         .into_iter()
-        .map(|e| e.mount_point)
+        .map(|e| e.mount_point.to_string_lossy().into_owned())
         .collect()
 }
 

@@ -341,12 +341,10 @@ impl TestEnv {
 
     /// Mount points at or below `dir`.
     pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-        let d = dir.to_string_lossy().to_string();
         lkinit::mountinfo::read()
             .into_iter()
             .map(|e| e.mount_point)
-            .filter(|m| m == &d || m.starts_with(&format!("{d}/")))
-            .map(PathBuf::from)
+            .filter(|m| m.starts_with(dir))
             .collect()
     }
 
@@ -677,10 +675,9 @@ pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
 
 /// How many mounts sit exactly on `p`.
 pub fn mount_count(p: &Path) -> usize {
-    let s = p.to_string_lossy();
     lkinit::mountinfo::read()
         .iter()
-        .filter(|e| e.mount_point == s)
+        .filter(|e| e.mount_point == p)
         .count()
 }
 
