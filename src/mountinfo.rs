@@ -26,7 +26,7 @@ pub struct MountEntry {
 
 /// Undoes the kernel's octal escapes (`\040` for a space, `\011` a tab, `\012` a newline,
 /// `\134` a backslash); a backslash not followed by three octal digits stays as it is.
-pub fn unescape(s: &[u8]) -> Vec<u8> {
+pub(crate) fn unescape(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
@@ -60,7 +60,7 @@ fn lossy(field: &[u8]) -> String {
 }
 
 /// Every line of a mountinfo file.
-pub fn parse(table: impl AsRef<[u8]>) -> Vec<MountEntry> {
+pub(crate) fn parse(table: impl AsRef<[u8]>) -> Vec<MountEntry> {
     table
         .as_ref()
         .split(|&b| b == b'\n')

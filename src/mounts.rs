@@ -60,18 +60,18 @@ pub enum MountError {
 /// Parsed fstab-style options: what mount(2) takes as flags, what it takes as data, and the
 /// propagation changes that need calls of their own.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MountOptions {
-    pub flags: MsFlags,
-    pub propagation: Vec<MsFlags>,
-    pub data: Vec<String>,
+pub(crate) struct MountOptions {
+    pub(crate) flags: MsFlags,
+    pub(crate) propagation: Vec<MsFlags>,
+    pub(crate) data: Vec<String>,
 }
 
 impl MountOptions {
-    pub fn is_bind(&self) -> bool {
+    pub(crate) fn is_bind(&self) -> bool {
         self.flags.contains(MsFlags::MS_BIND)
     }
 
-    pub fn data_string(&self) -> Option<String> {
+    pub(crate) fn data_string(&self) -> Option<String> {
         (!self.data.is_empty()).then(|| self.data.join(","))
     }
 
@@ -130,7 +130,7 @@ fn propagation_option(name: &str) -> Option<MsFlags> {
 }
 
 /// Splits options into flags, propagation and filesystem data (everything not in the table).
-pub fn parse_options(options: &[String]) -> MountOptions {
+pub(crate) fn parse_options(options: &[String]) -> MountOptions {
     let mut o = MountOptions {
         flags: MsFlags::empty(),
         propagation: Vec::new(),
@@ -160,19 +160,19 @@ pub fn parse_options(options: &[String]) -> MountOptions {
 pub struct Scratch(Vec<PathBuf>);
 
 impl Scratch {
-    pub fn add(&mut self, mount_point: PathBuf) {
+    pub(crate) fn add(&mut self, mount_point: PathBuf) {
         self.0.push(mount_point);
     }
 
     /// Whether `path` (a real path) lies on one of these mounts.
-    pub fn covers(&self, path: &Path) -> bool {
+    pub(crate) fn covers(&self, path: &Path) -> bool {
         self.0.iter().any(|m| path.starts_with(m))
     }
 }
 
 /// Whose mount it is, which decides how long it lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// runtime.json's own: an absolute destination outlives the container (as in
     /// LinuxKit), a relative one goes with the rootfs.
     Runtime,
@@ -183,7 +183,7 @@ pub enum Role {
 }
 
 /// Everything mount-related one container was told to do.
-pub fn apply(
+pub(crate) fn apply(
     rootfs: &Path,
     mounts: &[Mount],
     mkdirs: &[String],
@@ -255,7 +255,7 @@ fn overlay_dirs(opts: &MountOptions) -> impl Iterator<Item = (&'static str, &str
     })
 }
 
-pub fn apply_mount(
+pub(crate) fn apply_mount(
     rootfs: &Path,
     index: usize,
     m: &Mount,

@@ -19,27 +19,27 @@ pub enum Runner {
 }
 
 impl Runner {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Runner::Onboot => "onboot",
             Runner::Onshutdown => "onshutdown",
         }
     }
 
-    pub fn default_path(self) -> PathBuf {
+    pub(crate) fn default_path(self) -> PathBuf {
         PathBuf::from(format!("/containers/{}", self.name()))
     }
 
     /// What LinuxKit calls the logs of this runner: `onboot.NAME`, `shutdown.NAME`, in
     /// `/run/log/onboot` and `/run/log/shutdown`.
-    pub fn log_prefix(self) -> &'static str {
+    pub(crate) fn log_prefix(self) -> &'static str {
         match self {
             Runner::Onboot => "onboot",
             Runner::Onshutdown => "shutdown",
         }
     }
 
-    pub fn default_log_dir(self) -> PathBuf {
+    pub(crate) fn default_log_dir(self) -> PathBuf {
         PathBuf::from(format!("/run/log/{}", self.log_prefix()))
     }
 
@@ -51,21 +51,21 @@ impl Runner {
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub runner: Runner,
-    pub path: PathBuf,
-    pub log_dir: PathBuf,
+    pub(crate) runner: Runner,
+    pub(crate) path: PathBuf,
+    pub(crate) log_dir: PathBuf,
     /// Link `/var/log/onboot` or `/var/log/shutdown` to the log directory (done when the default is used).
-    pub link_var_log: bool,
+    pub(crate) link_var_log: bool,
     /// The path was given (a missing one is then a mistake, not an image without onboot).
-    pub path_given: bool,
+    pub(crate) path_given: bool,
     /// The limit of a bundle without a `lkinit.timeout` annotation.
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// Report failures only.
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// Output goes there when it is running (looked at for each bundle), else to log files.
-    pub memlogd: Memlogd,
+    pub(crate) memlogd: Memlogd,
     /// How the log files are kept.
-    pub log_policy: logs::Policy,
+    pub(crate) log_policy: logs::Policy,
 }
 
 impl Options {
@@ -94,7 +94,7 @@ impl Options {
 
 /// How one bundle ended.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Exited(ExitStatus),
     TimedOut(Duration, ExitStatus),
     /// Timed out, and the runtime did not end when its container was killed: it was killed
@@ -104,7 +104,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         matches!(self, Outcome::Exited(s) if s.success())
     }
 
@@ -255,7 +255,7 @@ const KILL_GRACE: Duration = Duration::from_secs(3);
 const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 
 /// One bundle from its directory to its outcome, cleanup included.
-pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
+pub(crate) fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
     let bundle = match Bundle::open(dir) {
         Ok(b) => b,
         Err(e) => return Outcome::Failed(crate::error_chain(&e)),

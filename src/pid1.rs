@@ -31,7 +31,7 @@ mod switch_root;
 use children::{Child, Event};
 use cmdline::KernelOptions;
 
-pub use shutdown::{Action, action_for};
+pub(crate) use shutdown::{Action, action_for};
 
 use crate::cli::Global;
 use crate::process;
@@ -58,7 +58,7 @@ const RESTART_FIRST: Duration = Duration::from_secs(1);
 const RESTART_MAX: Duration = Duration::from_secs(30);
 const RESTART_RESET_AFTER: Duration = Duration::from_secs(30);
 /// Time since boot (CLOCK_MONOTONIC, the clock of the kernel's own log lines).
-pub fn uptime() -> Duration {
+pub(crate) fn uptime() -> Duration {
     // CLOCK_MONOTONIC cannot fail on Linux; zero would only make a log prefix wrong.
     clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(Duration::ZERO, Duration::from)
 }

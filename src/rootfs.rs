@@ -69,7 +69,7 @@ pub enum RootfsError {
 
 /// The writable layer's size when the bundle does not say (LinuxKit's choice: a tenth of
 /// RAM, so one runaway container cannot take all memory).
-pub const DEFAULT_TMPFS_SIZE: &str = "10%";
+pub(crate) const DEFAULT_TMPFS_SIZE: &str = "10%";
 
 fn unmount_step(undo: &mut Undo, target: &Path) {
     let t = target.to_path_buf();

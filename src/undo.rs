@@ -11,7 +11,7 @@ type Action = Box<dyn FnOnce() -> Result<(), UndoError> + Send>;
 /// Why one step could not be undone: the error of the module that undoes it, kept with its
 /// type and its causes until the failure is written out (one line, every cause on it).
 #[derive(Debug)]
-pub struct UndoError(Box<dyn std::error::Error + Send + Sync>);
+pub(crate) struct UndoError(Box<dyn std::error::Error + Send + Sync>);
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for UndoError {
     fn from(e: E) -> Self {
@@ -89,8 +89,11 @@ impl Undo {
         Self::default()
     }
 
-    /// Records a step that goes away with the container.
-    pub fn push<F>(&mut self, what: impl Into<String>, action: F)
+    /// Records a step that goes away with the container and that a restarted supervisor
+    /// could not redo. Only tests record such steps: lkinit's own are replayable or
+    /// persistent.
+    #[cfg(test)]
+    pub(crate) fn push<F>(&mut self, what: impl Into<String>, action: F)
     where
         F: FnOnce() -> Result<(), UndoError> + Send + 'static,
     {
@@ -98,7 +101,7 @@ impl Undo {
     }
 
     /// Like `push`, for a step that can also be written down as data (see [`Undo::plan`]).
-    pub fn push_replayable<F>(&mut self, what: impl Into<String>, replay: Replay, action: F)
+    pub(crate) fn push_replayable<F>(&mut self, what: impl Into<String>, replay: Replay, action: F)
     where
         F: FnOnce() -> Result<(), UndoError> + Send + 'static,
     {
@@ -106,7 +109,7 @@ impl Undo {
     }
 
     /// Records a step whose effect outlives a successful container on purpose.
-    pub fn push_persistent<F>(&mut self, what: impl Into<String>, action: F)
+    pub(crate) fn push_persistent<F>(&mut self, what: impl Into<String>, action: F)
     where
         F: FnOnce() -> Result<(), UndoError> + Send + 'static,
     {
@@ -122,22 +125,9 @@ impl Undo {
         });
     }
 
-    pub fn len(&self) -> usize {
-        self.steps.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
-    }
-
-    /// Descriptions of the recorded steps, oldest first (for logs and tests).
-    pub fn descriptions(&self) -> Vec<&str> {
-        self.steps.iter().map(|s| s.what.as_str()).collect()
-    }
-
     /// What `cleanup` would do, in its order (newest first), as data that can be persisted.
     /// Steps recorded without a [`Replay`] keep only their description.
-    pub fn plan(&self) -> Vec<PlannedStep> {
+    pub(crate) fn plan(&self) -> Vec<PlannedStep> {
         self.steps
             .iter()
             .rev()
@@ -149,11 +139,6 @@ impl Undo {
             .collect()
     }
 
-    /// Moves the steps of `other` on top of these (they were done after ours).
-    pub fn append(&mut self, mut other: Undo) {
-        self.steps.append(&mut other.steps);
-    }
-
     /// Undoes everything, newest first; failures are collected, and later steps still run.
     pub fn rollback(mut self) -> UndoFailures {
         let steps = std::mem::take(&mut self.steps);
@@ -161,13 +146,13 @@ impl Undo {
     }
 
     /// The end of a container that ran: undoes what belongs to it, keeps what outlives it.
-    pub fn cleanup(mut self) -> UndoFailures {
+    pub(crate) fn cleanup(mut self) -> UndoFailures {
         let steps = std::mem::take(&mut self.steps);
         run(steps, |s| !s.persistent)
     }
 
     /// Keeps everything as it is (a container handed over to another owner).
-    pub fn forget(mut self) {
+    pub(crate) fn forget(mut self) {
         self.steps.clear();
     }
 }

@@ -34,14 +34,14 @@ pub enum UsernsError {
 }
 
 /// `/proc/PID/uid_map` text: one `inside outside count` line per mapping.
-pub fn map_text(maps: &[LinuxIdMapping]) -> String {
+pub(crate) fn map_text(maps: &[LinuxIdMapping]) -> String {
     maps.iter()
         .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
         .collect()
 }
 
 /// A new user namespace with these mappings.
-pub fn with_mappings(
+pub(crate) fn with_mappings(
     uid: &[LinuxIdMapping],
     gid: &[LinuxIdMapping],
 ) -> Result<OwnedFd, UsernsError> {

@@ -26,7 +26,7 @@ pub struct Handover {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum AdoptError {
+pub(crate) enum AdoptError {
     #[error("its init (pid {0}) has exited")]
     Gone(i32),
     #[error("pid {0} is another process now")]
@@ -39,8 +39,8 @@ pub enum AdoptError {
 
 /// A running container taken over from an earlier supervisor. Its init is not our child:
 /// its end is seen through the pidfd, and its exit status is not ours to know.
-pub struct Adopted {
-    pub name: String,
+pub(crate) struct Adopted {
+    pub(crate) name: String,
     pid: i32,
     pidfd: PidFd,
     handover: Handover,
@@ -48,7 +48,7 @@ pub struct Adopted {
 
 /// Takes over the container `h` describes, if its init is still the process that was
 /// recorded and the runtime still runs it.
-pub fn adopt(rt: &OciRuntime, h: Handover) -> Result<Adopted, (AdoptError, Handover)> {
+pub(crate) fn adopt(rt: &OciRuntime, h: Handover) -> Result<Adopted, (AdoptError, Handover)> {
     let pid = h.pid;
     // The pidfd first: once it is open the pid cannot be reused under it.
     let pidfd = match PidFd::open(pid) {
@@ -76,37 +76,37 @@ pub fn adopt(rt: &OciRuntime, h: Handover) -> Result<Adopted, (AdoptError, Hando
 }
 
 impl Adopted {
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.pid
     }
 
     /// Polls readable once the init has exited.
-    pub fn pidfd(&self) -> &PidFd {
+    pub(crate) fn pidfd(&self) -> &PidFd {
         &self.pidfd
     }
 
-    pub fn terminate(&self, rt: &OciRuntime) {
+    pub(crate) fn terminate(&self, rt: &OciRuntime) {
         signal_init(rt, &self.name, Some(&self.pidfd), Signal::SIGTERM);
     }
 
     /// Kills every process of the container (see [`Running::kill`]).
-    pub fn kill(&self, rt: &OciRuntime) {
+    pub(crate) fn kill(&self, rt: &OciRuntime) {
         if let Err(e) = rt.kill(&self.name, "KILL", true) {
             log::debug!("{}: {}", self.name, crate::error_chain(&e));
         }
         let _ = self.pidfd.signal(Signal::SIGKILL);
     }
 
-    pub fn kill_remaining(&self, rt: &OciRuntime) -> Result<(), Vec<i32>> {
+    pub(crate) fn kill_remaining(&self, rt: &OciRuntime) -> Result<(), Vec<i32>> {
         kill_remaining(rt, &self.name, self.handover.cgroup_procs.as_deref())
     }
 
-    pub fn handover(&self) -> &Handover {
+    pub(crate) fn handover(&self) -> &Handover {
         &self.handover
     }
 
     /// After the end: the recorded cleanup, as [`Running::finish`] would have done it.
-    pub fn finish(self, rt: &OciRuntime) -> UndoFailures {
+    pub(crate) fn finish(self, rt: &OciRuntime) -> UndoFailures {
         let failures = replay(rt, &self.handover.cleanup);
         if let Some(p) = &self.handover.pid_file {
             let _ = std::fs::remove_file(p);

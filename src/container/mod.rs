@@ -20,9 +20,9 @@ mod running;
 #[cfg(test)]
 mod tests;
 
-pub use adopt::{AdoptError, Adopted, Handover, adopt};
-pub use replay::{clear_interrupted_launch, replay};
-pub use running::{Running, kill_remaining};
+pub(crate) use adopt::{Adopted, Handover, adopt};
+pub(crate) use replay::{clear_interrupted_launch, replay};
+pub(crate) use running::{Running, kill_remaining};
 
 use crate::bundle::{Bundle, BundleError};
 use crate::cgroups::{self, CgroupError};
@@ -43,8 +43,8 @@ use std::path::{Path, PathBuf};
 pub struct Ctx {
     pub runtime: OciRuntime,
     /// lkinit's own state: pid files, generated configs, runtime logs.
-    pub state_dir: PathBuf,
-    pub cgroup_root: PathBuf,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) cgroup_root: PathBuf,
 }
 
 impl Ctx {
@@ -56,14 +56,14 @@ impl Ctx {
         }
     }
 
-    pub fn pid_file(&self, name: &str) -> PathBuf {
+    pub(crate) fn pid_file(&self, name: &str) -> PathBuf {
         self.state_dir.join("pids").join(format!("{name}.pid"))
     }
 }
 
 /// The steps of the path, as they are named in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     Rootfs,
     Mounts,
     Cgroups,
@@ -76,7 +76,7 @@ pub enum Step {
 }
 
 impl Step {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Step::Rootfs => "rootfs",
             Step::Mounts => "mounts",
@@ -93,7 +93,7 @@ impl Step {
 
 /// The step that failed, with the error its module gave.
 #[derive(Debug, thiserror::Error)]
-pub enum StepError {
+pub(crate) enum StepError {
     #[error(transparent)]
     Rootfs(RootfsError),
     #[error(transparent)]
@@ -119,7 +119,7 @@ pub enum StepError {
 }
 
 impl StepError {
-    pub fn step(&self) -> Step {
+    pub(crate) fn step(&self) -> Step {
         match self {
             StepError::Rootfs(_) => Step::Rootfs,
             StepError::Mounts(_) => Step::Mounts,
@@ -138,11 +138,11 @@ impl StepError {
 /// error, and what the rollback could not undo.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .failed.step().as_str())]
-pub struct ContainerError {
+pub(crate) struct ContainerError {
     #[source]
-    pub failed: StepError,
+    pub(crate) failed: StepError,
     /// What the rollback could not undo (nothing, normally).
-    pub undo: UndoFailures,
+    pub(crate) undo: UndoFailures,
 }
 
 impl From<StepError> for ContainerError {
@@ -155,12 +155,8 @@ impl From<StepError> for ContainerError {
 }
 
 impl ContainerError {
-    pub fn step(&self) -> Step {
-        self.failed.step()
-    }
-
     /// One line: the step, every cause, and anything the rollback left behind.
-    pub fn report(&self) -> String {
+    pub(crate) fn report(&self) -> String {
         let mut s = crate::error_chain(self);
         if !self.undo.is_empty() {
             s.push_str(&format!(" (undo failed: {})", self.undo));
@@ -172,15 +168,15 @@ impl ContainerError {
 /// lkinit's own state directory cannot hold what a container needs there.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot create {path}")]
-pub struct StateDirError {
-    pub path: PathBuf,
+pub(crate) struct StateDirError {
+    pub(crate) path: PathBuf,
     #[source]
-    pub source: std::io::Error,
+    pub(crate) source: std::io::Error,
 }
 
 /// How the caller will wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// The caller waits for the end right away (onboot): the runtime may stay in the
     /// foreground.
     Foreground,
@@ -245,7 +241,7 @@ fn with_stale_retry<T, R: Runtime>(
 
 /// Prepares and starts a container (see the module comment). On error, everything done for
 /// it is undone before returning.
-pub fn launch(
+pub(crate) fn launch(
     bundle: &Bundle,
     ctx: &Ctx,
     stdio: &ContainerStdio,
@@ -258,8 +254,8 @@ pub fn launch(
 /// [`OciRuntime::within`]): a `create` still running then (a hook that never returns) is
 /// killed and the launch fails. The cleanup commands pushed on the undo stack keep the
 /// deadline, so a container's whole life, its `delete` included, ends within it (and
-/// [`crate::oci_runtime::CLEANUP_FLOOR`]).
-pub fn launch_within(
+/// `CLEANUP_FLOOR` in oci_runtime/limits.rs).
+pub(crate) fn launch_within(
     bundle: &Bundle,
     ctx: &Ctx,
     stdio: &ContainerStdio,

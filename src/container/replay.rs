@@ -10,7 +10,7 @@ use std::path::Path;
 /// Carries out a recorded cleanup. A step already done (by a process killed half way
 /// through it) counts as done; a step that was recorded without a way to redo it is
 /// reported.
-pub fn replay(rt: &OciRuntime, plan: &[PlannedStep]) -> UndoFailures {
+pub(crate) fn replay(rt: &OciRuntime, plan: &[PlannedStep]) -> UndoFailures {
     let mut failures = Vec::new();
     for step in plan {
         log::debug!("cleanup: {}", step.what);
@@ -51,7 +51,11 @@ pub fn replay(rt: &OciRuntime, plan: &[PlannedStep]) -> UndoFailures {
 /// Clears what a launch that was cut short (lkinit killed during it, before anything was
 /// recorded) can have left: the runtime's container and the bundle's rootfs and overlay
 /// tmpfs mounts. Directories it may have created inside the rootfs cannot be known.
-pub fn clear_interrupted_launch(rt: &OciRuntime, name: &str, bundle_dir: &Path) -> UndoFailures {
+pub(crate) fn clear_interrupted_launch(
+    rt: &OciRuntime,
+    name: &str,
+    bundle_dir: &Path,
+) -> UndoFailures {
     let mut plan = vec![PlannedStep {
         what: format!("{} delete --force {name}", rt.bin),
         replay: Some(Replay::DeleteContainer {

@@ -20,8 +20,8 @@ pub(super) enum Exit {
 }
 
 /// A started container and what has to be undone when it ends.
-pub struct Running {
-    pub name: String,
+pub(crate) struct Running {
+    pub(crate) name: String,
     /// The container's init; None while a foreground runtime has not written it yet.
     pub(super) pid: Option<i32>,
     pub(super) pidfd: Option<PidFd>,
@@ -40,7 +40,7 @@ pub struct Running {
 
 impl Running {
     /// The container's init pid, once known.
-    pub fn pid(&mut self) -> Option<i32> {
+    pub(crate) fn pid(&mut self) -> Option<i32> {
         if self.pid.is_none() {
             self.pid = std::fs::read_to_string(&self.pid_file)
                 .ok()
@@ -65,7 +65,7 @@ impl Running {
 
     /// Polls readable once the process whose end is the container's end has exited (the
     /// foreground runtime, or the init); None where the kernel gave no pidfd.
-    pub fn exit_fd(&self) -> Option<BorrowedFd<'_>> {
+    pub(crate) fn exit_fd(&self) -> Option<BorrowedFd<'_>> {
         self.exit_pidfd().map(AsFd::as_fd)
     }
 
@@ -77,13 +77,13 @@ impl Running {
     }
 
     /// Waits for the container to end; an error is the runtime's own failure.
-    pub fn wait(&self) -> Result<ExitStatus, ContainerError> {
+    pub(crate) fn wait(&self) -> Result<ExitStatus, ContainerError> {
         self.status(self.waiter().wait())
     }
 
     /// The status once `exit_fd` has turned readable, without waiting for the reaper
     /// thread to hand it over (one thread switch less per container).
-    pub fn ended(&self) -> Result<ExitStatus, ContainerError> {
+    pub(crate) fn ended(&self) -> Result<ExitStatus, ContainerError> {
         match self.exit_pidfd().and_then(PidFd::peek_exit) {
             Some(st) => self.status(st),
             None => self.wait(),
@@ -91,20 +91,18 @@ impl Running {
     }
 
     /// Like `wait`, giving up after `timeout` (None: still running).
-    pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<ExitStatus, ContainerError>> {
+    pub(crate) fn wait_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Option<Result<ExitStatus, ContainerError>> {
         self.waiter()
             .wait_timeout(timeout)
             .map(|st| self.status(st))
     }
 
-    pub async fn wait_async(&self) -> Result<ExitStatus, ContainerError> {
-        let st = self.waiter().wait_async().await;
-        self.status(st)
-    }
-
     /// Kills a foreground runtime that did not end with its container (it hangs in a hook),
     /// with everything it started; `finish` then deletes what it left.
-    pub fn kill_runtime(&mut self) {
+    pub(crate) fn kill_runtime(&mut self) {
         if let Exit::Runtime(p) = &self.exit {
             process::kill_tree(p.waiter.pid());
             self.runtime_killed = true;
@@ -113,7 +111,7 @@ impl Running {
 
     /// Kills every process of the container: through the runtime (its whole cgroup), and
     /// the init directly through its pidfd in case the runtime cannot.
-    pub fn kill(&mut self, rt: &OciRuntime) {
+    pub(crate) fn kill(&mut self, rt: &OciRuntime) {
         if let Err(e) = rt.kill(&self.name, "KILL", true) {
             log::debug!("{}: {}", self.name, crate::error_chain(&e));
         }
@@ -129,14 +127,14 @@ impl Running {
 
     /// After the end: deletes the container and undoes what belongs to it, keeping what is
     /// meant to outlive it (absolute mounts, cgroups, namespace binds).
-    pub fn finish(self, rt: &OciRuntime) -> UndoFailures {
+    pub(crate) fn finish(self, rt: &OciRuntime) -> UndoFailures {
         self.end(rt, false)
     }
 
     /// After a foreground `run` that the runtime itself failed (it could not create or
     /// start the container): like a launch that failed, everything done for the container
     /// is undone, what would have outlived it too.
-    pub fn finish_failed(self, rt: &OciRuntime) -> UndoFailures {
+    pub(crate) fn finish_failed(self, rt: &OciRuntime) -> UndoFailures {
         self.end(rt, true)
     }
 
@@ -185,18 +183,14 @@ impl Running {
         failures
     }
 
-    pub fn pid_file(&self) -> &Path {
-        &self.pid_file
-    }
-
     /// A claim on the init's exit status, for a caller that waits elsewhere.
-    pub fn exit_waiter(&self) -> Waiter {
+    pub(crate) fn exit_waiter(&self) -> Waiter {
         self.waiter().clone()
     }
 
     /// Asks the container to stop: SIGTERM to its init through the runtime (the pidfd when
     /// the runtime cannot).
-    pub fn terminate(&mut self, rt: &OciRuntime) {
+    pub(crate) fn terminate(&mut self, rt: &OciRuntime) {
         if self.pidfd.is_none()
             && let Some(pid) = self.pid()
         {
@@ -206,13 +200,13 @@ impl Running {
     }
 
     /// After the init ended: see [`kill_remaining`].
-    pub fn kill_remaining(&self, rt: &OciRuntime) -> Result<(), Vec<i32>> {
+    pub(crate) fn kill_remaining(&self, rt: &OciRuntime) -> Result<(), Vec<i32>> {
         kill_remaining(rt, &self.name, self.cgroup_procs.as_deref())
     }
 
     /// What a later supervisor needs to take this container over (None before the init's
     /// pid is known).
-    pub fn handover(&mut self) -> Option<Handover> {
+    pub(crate) fn handover(&mut self) -> Option<Handover> {
         let pid = self.pid()?;
         Some(Handover {
             name: self.name.clone(),
@@ -242,7 +236,11 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// a container that shares the host's pid namespace outlive its init) and waits until the
 /// cgroup is empty. Returns the pids still there after [`KILL_WAIT`]. Without a known
 /// cgroup, the runtime's `kill --all` is all there is (and `delete --force` after it).
-pub fn kill_remaining(rt: &OciRuntime, name: &str, procs: Option<&Path>) -> Result<(), Vec<i32>> {
+pub(crate) fn kill_remaining(
+    rt: &OciRuntime,
+    name: &str,
+    procs: Option<&Path>,
+) -> Result<(), Vec<i32>> {
     if procs.is_some_and(|p| cgroups::members(p).is_empty()) {
         return Ok(());
     }

@@ -165,10 +165,6 @@ impl LogFile {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Appends `data` as `policy` says: rotated at line boundaries, lines stamped.
     pub fn write(&mut self, data: &[u8], policy: &Policy) -> Result<(), LogError> {
         if policy.timestamps {

@@ -39,16 +39,16 @@ pub use helper::helper;
 const CONTAINER_DIRS: [&str; 3] = ["/bin", "/usr/sbin", "/usr/bin"];
 
 /// `exec`: lkinit itself failed (the service could not be entered).
-pub const EXIT_FAILED: i32 = 125;
+pub(crate) const EXIT_FAILED: i32 = 125;
 /// `exec`: CMD exists but cannot be executed.
-pub const EXIT_CANNOT_EXECUTE: i32 = 126;
+pub(crate) const EXIT_CANNOT_EXECUTE: i32 = 126;
 /// `exec`: CMD was not found.
-pub const EXIT_NOT_FOUND: i32 = 127;
+pub(crate) const EXIT_NOT_FOUND: i32 = 127;
 
 /// A namespace kind, as named in `/proc/PID/ns/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Ns {
+pub(crate) enum Ns {
     // The order of joining: user first, since the others belong to it and joining it gives
     // the capabilities to join them; mnt last, since its root replaces ours.
     User,
@@ -61,7 +61,7 @@ pub enum Ns {
 }
 
 impl Ns {
-    pub const ALL: [Ns; 7] = [
+    pub(crate) const ALL: [Ns; 7] = [
         Ns::User,
         Ns::Cgroup,
         Ns::Ipc,
@@ -71,7 +71,7 @@ impl Ns {
         Ns::Mnt,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Ns::User => "user",
             Ns::Cgroup => "cgroup",
@@ -96,7 +96,7 @@ impl Ns {
     }
 
     /// `/proc/PID/ns/` names, plus the OCI spellings `mount` and `network`.
-    pub fn parse(s: &str) -> Result<Ns, NsError> {
+    pub(crate) fn parse(s: &str) -> Result<Ns, NsError> {
         let s = s.trim();
         match s {
             "mount" => return Ok(Ns::Mnt),
@@ -111,7 +111,7 @@ impl Ns {
 }
 
 /// The namespaces `--ns` names, in joining order; all of them when it is absent.
-pub fn parse_ns_list(list: Option<&[String]>) -> Result<Vec<Ns>, NsError> {
+pub(crate) fn parse_ns_list(list: Option<&[String]>) -> Result<Vec<Ns>, NsError> {
     let Some(list) = list else {
         return Ok(Ns::ALL.to_vec());
     };
@@ -130,7 +130,7 @@ pub fn parse_ns_list(list: Option<&[String]>) -> Result<Vec<Ns>, NsError> {
 
 /// What the CLI side can fail at; the helper's failures arrive as `Inside`.
 #[derive(Debug, thiserror::Error)]
-pub enum NsError {
+pub(crate) enum NsError {
     #[error("`{0}` is not a valid service name")]
     InvalidName(String),
     #[error("unknown namespace `{0}` (known: mnt, uts, ipc, net, pid, cgroup, user)")]

@@ -28,7 +28,7 @@ mod runtime_log;
 
 pub use cancel::Cancel;
 pub use error::RuntimeError;
-pub use limits::{CLEANUP_FLOOR, Deadline, own_limit};
+pub use limits::Deadline;
 
 use crate::logs::ContainerStdio;
 use crate::process::{ExitStatus, PidFd, Waiter};
@@ -141,7 +141,8 @@ impl OciRuntime {
 
     /// This runtime with every command bounded by `deadline` too (a bundle's `--timeout`):
     /// `create`, `start` and `run` end by it, the commands that clean up get what is left
-    /// of it but at least [`CLEANUP_FLOOR`] (see [`own_limit`] for the bounds without one).
+    /// of it but at least [`limits::CLEANUP_FLOOR`] (see [`limits::own_limit`] for the bounds
+    /// without one).
     pub fn within(&self, deadline: Option<Deadline>) -> OciRuntime {
         OciRuntime {
             deadline,

@@ -146,7 +146,7 @@ pub fn cgroup_mounts(v1: bool, proc_cgroups: &str) -> Vec<EarlyMount> {
     v
 }
 
-pub use crate::mountinfo::{MountEntry, mounted_at, read as read_mountinfo};
+pub(crate) use crate::mountinfo::{MountEntry, mounted_at, read as read_mountinfo};
 
 /// Mounts one entry unless something is mounted there already.
 fn mount_one(e: &EarlyMount, current: &[MountEntry]) -> Result<bool, EarlyError> {

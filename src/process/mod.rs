@@ -9,9 +9,9 @@ mod pidfd;
 mod reaper;
 mod spawn;
 
-pub use exit::{ExitStatus, signal_name};
+pub(crate) use exit::{ExitStatus, signal_name};
 pub use inherit::{block_sigchld, close_inherited_on_exec};
-pub use kill::{kill_tree, kill_tree_of};
-pub use pidfd::{PidFd, start_time};
-pub use reaper::{Reaper, Waiter, reaper};
-pub use spawn::{Io, Spawn, Spawned, pid_of};
+pub(crate) use kill::{kill_tree, kill_tree_of};
+pub(crate) use pidfd::{PidFd, start_time};
+pub(crate) use reaper::{Waiter, reaper};
+pub(crate) use spawn::{Io, Spawn, Spawned, pid_of};

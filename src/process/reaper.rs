@@ -199,13 +199,6 @@ impl Reaper {
         Waiter { pid, slot }
     }
 
-    /// Claims the exit status of a process that is (or is about to become) our child by
-    /// reparenting, and that cannot exit before this call returns.
-    pub fn watch(&self, pid: i32) -> Waiter {
-        let mut reg = self.lock();
-        Self::register(&mut reg, pid)
-    }
-
     /// Like `watch`, with a pidfd for the process opened while no reaping can happen, so it
     /// names this child: None if the child has ended and been reaped already (its pid may
     /// name another process by then), or on a kernel without pidfds.
@@ -217,12 +210,6 @@ impl Reaper {
             None => PidFd::open(pid).ok(),
         };
         (w, fd)
-    }
-
-    /// Drops a claim (the process is someone else's business now); a status that arrives
-    /// later is kept like an orphan's.
-    pub fn forget(&self, w: &Waiter) {
-        self.lock().waiting.remove(&w.pid);
     }
 }
 

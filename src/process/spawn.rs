@@ -29,7 +29,8 @@ pub enum Io<'a> {
     Inherit,
     /// `/dev/null`.
     Null,
-    /// A new pipe; the parent's end comes back in [`Spawned`].
+    /// A new pipe; the parent's end comes back in [`Spawned`] (stdout and stderr: no
+    /// child is given its input through lkinit).
     Piped,
     /// This descriptor (the child gets its own copy).
     Fd(BorrowedFd<'a>),
@@ -90,10 +91,6 @@ impl<'a> Spawn<'a> {
         self.stderr = io;
         self
     }
-
-    pub fn program(&self) -> &str {
-        self.argv[0].to_str().unwrap_or("?")
-    }
 }
 
 /// An argument with a NUL byte cannot reach a program; it is cut there (paths and names
@@ -110,7 +107,6 @@ pub struct Spawned {
     /// Polls readable once the child has exited (None on a kernel without pidfds).
     pub pidfd: Option<PidFd>,
     /// The parent's ends of the pipes asked for with [`Io::Piped`].
-    pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
 }
@@ -167,12 +163,17 @@ impl Reaper {
                     actions.add_open(target, c"/dev/null", flags, Mode::empty())?
                 }
                 Io::Fd(fd) => actions.add_dup2(fd.as_raw_fd(), target)?,
+                Io::Piped if input => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a child's stdin is never a pipe from lkinit",
+                    ));
+                }
                 Io::Piped => {
                     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-                    let (mine, child) = if input { (w, r) } else { (r, w) };
-                    actions.add_dup2(child.as_raw_fd(), target)?;
-                    *mine_slot = Some(mine);
-                    theirs.push(child);
+                    actions.add_dup2(w.as_raw_fd(), target)?;
+                    *mine_slot = Some(r);
+                    theirs.push(w);
                 }
             }
         }
@@ -198,11 +199,10 @@ impl Reaper {
         let waiter = Self::register(&mut reg, pid);
         drop(reg);
         drop(theirs);
-        let [stdin, stdout, stderr] = ours;
+        let [_, stdout, stderr] = ours;
         Ok(Spawned {
             waiter,
             pidfd,
-            stdin,
             stdout,
             stderr,
         })

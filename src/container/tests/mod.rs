@@ -87,7 +87,7 @@ fn a_failure_at_each_step_undoes_exactly_the_steps_before_it_in_reverse() {
         let e = launch(&d, &b, Mode::Detached)
             .err()
             .expect("the launch fails");
-        assert_eq!(e.step(), step);
+        assert_eq!(e.failed.step(), step);
         assert!(e.undo.is_empty(), "{step:?}: {}", e.undo);
         let mut want: Vec<String> = DETACHED[..=k].iter().flat_map(|s| done(*s)).collect();
         want.extend(DETACHED[..k].iter().rev().flat_map(|s| undone(*s)));
@@ -130,7 +130,7 @@ fn a_step_that_fails_half_way_has_its_own_part_undone_too() {
     let e = launch(&d, &b, Mode::Detached)
         .err()
         .expect("the launch fails");
-    assert_eq!(e.step(), Step::Mounts);
+    assert_eq!(e.failed.step(), Step::Mounts);
     assert_eq!(
         d.take(),
         [
@@ -297,7 +297,7 @@ fn a_stale_container_is_cleared_first_and_a_running_one_refused() {
     let e = launch(&d, &b, Mode::Detached)
         .err()
         .expect("the launch fails");
-    assert_eq!(e.step(), Step::Create);
+    assert_eq!(e.failed.step(), Step::Create);
     assert!(
         e.report()
             .ends_with("a container named `c1` already exists and is running"),
@@ -335,7 +335,7 @@ fn create_is_retried_once_over_a_container_that_already_exists() {
     let e = launch(&d, &b, Mode::Detached)
         .err()
         .expect("the launch fails");
-    assert_eq!(e.step(), Step::Create);
+    assert_eq!(e.failed.step(), Step::Create);
     let journal = d.take();
     assert_eq!(
         journal[4..7],
