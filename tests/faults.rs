@@ -685,11 +685,10 @@ fn a_poststop_hook_holding_the_delete(runtime: &str) {
     env.bundle(&ob, "3-next", &["echo", "next ran"]);
     let before = env.census(&[&ns]);
     let onboot = |extra: &[&str]| {
-        let mut c = match runtime {
-            "crun" => crun_onboot_command(&env, &ob),
-            _ => env.onboot_command(&ob, &[]),
+        let c = match runtime {
+            "crun" => crun_onboot_command(&env, &ob, extra),
+            _ => env.onboot_command(&ob, extra),
         };
-        c.args(extra);
         run_within(c, Duration::from_secs(300), "onboot").0
     };
     let begun = std::time::Instant::now();

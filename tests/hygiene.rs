@@ -135,12 +135,7 @@ fn containers_start_clean_through_runc() {
             }
         }
         let probe = env.probe(&ob, "4-probe");
-        let mut c = env.lkinit();
-        c.arg("onboot")
-            .arg("--path")
-            .arg(&ob)
-            .arg("--log-dir")
-            .arg(&env.log_dir);
+        let mut c = env.onboot_command(&ob, &[]);
         dirty(&mut c, &file);
         let mut bg = Background::spawn(c);
         let lk = probe.view(&mut bg, || {}).expect("the probe ran");
@@ -171,7 +166,7 @@ fn containers_start_clean_through_crun() {
     ] {
         env.bundle(&ob, name, &["sh", "-c", script]);
     }
-    let mut c = crun_onboot_command(&env, &ob);
+    let mut c = crun_onboot_command(&env, &ob, &[]);
     dirty(&mut c, &file);
     let r = Run::of(c);
     assert_eq!(r.code, 0);

@@ -74,13 +74,7 @@ fn onshutdown_output_goes_to_memlogd_as_shutdown_name() {
     let memlogd = env.memlogd();
     let sd = env.bundles_dir("onshutdown");
     env.bundle(&sd, "bye", &["sh", "-c", "echo goodbye; echo bye-err >&2"]);
-    let mut c = env.lkinit();
-    c.arg("onshutdown")
-        .arg("--path")
-        .arg(&sd)
-        .arg("--log-dir")
-        .arg(&env.log_dir);
-    let r = Run::of(c);
+    let r = Run::of(env.runner_command("onshutdown", &sd, &[]));
     assert_eq!(r.code, 0);
     assert_eq!(
         memlogd.wait_for("shutdown.bye.out", |l| !l.is_empty()),

@@ -82,11 +82,13 @@ impl Memlogd {
 
     /// `logread -socket QUERY`: every line memlogd keeps, as `(name, line)`.
     pub fn lines(&self) -> Vec<(String, String)> {
-        let o = Command::new(tool("logread"))
-            .arg("-socket")
-            .arg(&self.query)
-            .output()
-            .expect("logread runs");
+        let o = super::output_within(
+            Command::new(tool("logread"))
+                .arg("-socket")
+                .arg(&self.query),
+            super::QUICK_LIMIT,
+            "logread",
+        );
         assert!(
             o.status.success(),
             "logread: {}",

@@ -50,7 +50,9 @@ impl TestEnv {
         let s = self.system_init_nowait_args(services, extra);
         s.wait_until("the supervisor answers", Duration::from_secs(20), || {
             let mut c = s.command(&["list"]);
-            c.output().ok().filter(|o| o.status.success()).map(|_| ())
+            super::output_or_kill(&mut c, super::QUICK_LIMIT)
+                .filter(|o| o.status.success())
+                .map(|_| ())
         });
         s
     }
@@ -159,7 +161,11 @@ impl Supervisor {
 
     /// `status NAME`, quietly (it is polled).
     pub fn status(&self, name: &str) -> Status {
-        let o = self.command(&["status", name]).output().unwrap();
+        let o = super::output_within(
+            &mut self.command(&["status", name]),
+            super::QUICK_LIMIT,
+            &format!("status {name}"),
+        );
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
         let field = |k: &str| {
             out.lines()
