@@ -100,13 +100,16 @@ pub(super) fn reset_signals_in_child() -> io::Result<()> {
             if libc::sigaction(sig, &dfl, std::ptr::null_mut()) != 0 {
                 // The C library refuses the numbers it reserves; the kernel does not, and
                 // this process is about to exec, where the C library's use of them ends.
-                libc::syscall(
+                let r = libc::syscall(
                     libc::SYS_rt_sigaction,
                     sig,
                     kernel_dfl.as_ptr(),
                     std::ptr::null_mut::<u64>(),
                     KERNEL_SIGSET_SIZE,
                 );
+                if r != 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
