@@ -68,21 +68,21 @@ pub enum BundleError {
 /// The ids that container root is mapped to on the host, when the container has its own
 /// user namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RootOwner {
-    pub uid: u32,
-    pub gid: u32,
+pub(crate) struct RootOwner {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
 }
 
 /// config.json annotation: size of the tmpfs that holds a writable root's changes.
-pub const ROOTFS_SIZE_ANNOTATION: &str = "lkinit.rootfs-size";
+pub(crate) const ROOTFS_SIZE_ANNOTATION: &str = "lkinit.rootfs-size";
 
 /// config.json annotation: the time limit of an onboot or onshutdown bundle, in seconds (0:
 /// none); it wins over `--timeout` and the kernel command line's `lkinit.onboot_timeout`.
-pub const TIMEOUT_ANNOTATION: &str = "lkinit.timeout";
+pub(crate) const TIMEOUT_ANNOTATION: &str = "lkinit.timeout";
 
 /// The longest time limit lkinit takes (30 days): longer is surely a unit mistake, and a
 /// deadline that far is as good as none.
-pub const MAX_TIMEOUT_SECS: u64 = 30 * 86_400;
+pub(crate) const MAX_TIMEOUT_SECS: u64 = 30 * 86_400;
 
 /// Whole seconds, 0 to [`MAX_TIMEOUT_SECS`].
 fn parse_timeout(s: &str) -> Option<u64> {
@@ -120,17 +120,15 @@ pub struct Bind {
 #[derive(Debug)]
 pub struct Bundle {
     /// The container id.
-    pub name: String,
+    pub(crate) name: String,
     /// Absolute path of the bundle directory.
-    pub dir: PathBuf,
-    pub rootfs: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) rootfs: PathBuf,
     /// Present when the rootfs is read-write (an overlay on `lower/`).
-    pub lower: Option<PathBuf>,
-    pub spec: Spec,
-    pub config_path: PathBuf,
-    pub runtime: RuntimeConfig,
-    /// The runtime config file that was read, if any.
-    pub runtime_file: Option<PathBuf>,
+    pub(crate) lower: Option<PathBuf>,
+    pub(crate) spec: Spec,
+    pub(crate) config_path: PathBuf,
+    pub(crate) runtime: RuntimeConfig,
     /// How many of runtime.json's first mounts prepare the root filesystem (see
     /// [`Bundle::root_form`]).
     root_mounts: usize,
@@ -140,7 +138,7 @@ pub struct Bundle {
 
 /// How a bundle's root filesystem is made.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RootForm<'a> {
+pub(crate) enum RootForm<'a> {
     /// `rootfs/` bound onto itself.
     SelfBind,
     /// A tmpfs on `tmp/` and an overlay of this `lower/` on `rootfs/`.
@@ -152,7 +150,7 @@ pub enum RootForm<'a> {
 }
 
 /// `[A-Za-z0-9][A-Za-z0-9_.-]*`: safe as a file name, a container id and a log file name.
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
@@ -176,7 +174,7 @@ pub fn printable_name(name: &str) -> String {
 
 /// A tmpfs `size=` value: digits with an optional k/m/g or % suffix (no commas: it is
 /// spliced into mount data).
-pub fn valid_tmpfs_size(s: &str) -> bool {
+pub(crate) fn valid_tmpfs_size(s: &str) -> bool {
     let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G', '%']);
     !digits.is_empty() && digits.len() + 1 >= s.len() && digits.bytes().all(|b| b.is_ascii_digit())
 }
@@ -286,7 +284,6 @@ impl Bundle {
             spec,
             config_path,
             runtime,
-            runtime_file,
             root_mounts,
             extra: ConfigExtra::default(),
         };
@@ -321,7 +318,7 @@ impl Bundle {
 
     /// How the root filesystem is made: runtime.json's own preparation when it has one (it
     /// wins over `lower/`, which a bundle from `linuxkit build` also has), else lkinit's.
-    pub fn root_form(&self) -> RootForm<'_> {
+    pub(crate) fn root_form(&self) -> RootForm<'_> {
         if self.root_mounts > 0 {
             RootForm::RuntimeMounts(&self.runtime.mounts[..self.root_mounts])
         } else if let Some(lower) = &self.lower {
@@ -332,7 +329,7 @@ impl Bundle {
     }
 
     /// runtime.json's mounts other than the root filesystem's preparation.
-    pub fn runtime_mounts(&self) -> &[Mount] {
+    pub(crate) fn runtime_mounts(&self) -> &[Mount] {
         &self.runtime.mounts[self.root_mounts..]
     }
 
@@ -347,21 +344,15 @@ impl Bundle {
     }
 
     /// The path of the network namespace the container joins, if config.json names one.
-    pub fn netns_path(&self) -> Option<&Path> {
+    pub(crate) fn netns_path(&self) -> Option<&Path> {
         self.namespace(LinuxNamespaceType::Network)?
             .path()
             .as_deref()
     }
 
-    /// Whether the container gets a network namespace of its own or joins one by path
-    /// (false: it shares the host's).
-    pub fn has_netns(&self) -> bool {
-        self.namespace(LinuxNamespaceType::Network).is_some()
-    }
-
     /// Host ids of container root when the container makes its own user namespace; an error
     /// when that namespace has no mapping for root (the runtime would fail less clearly).
-    pub fn root_owner(&self) -> Result<Option<RootOwner>, BundleError> {
+    pub(crate) fn root_owner(&self) -> Result<Option<RootOwner>, BundleError> {
         let Some(ns) = self.namespace(LinuxNamespaceType::User) else {
             return Ok(None);
         };
@@ -395,20 +386,20 @@ impl Bundle {
     }
 
     /// The size of the writable layer's tmpfs from the `lkinit.rootfs-size` annotation.
-    pub fn tmpfs_size(&self) -> Option<&str> {
+    pub(crate) fn tmpfs_size(&self) -> Option<&str> {
         self.annotation(ROOTFS_SIZE_ANNOTATION)
     }
 
     /// The time limit its `lkinit.timeout` annotation gives (checked when the bundle was
     /// opened): None without one, `Some(None)` for 0, no limit.
-    pub fn timeout(&self) -> Option<Option<std::time::Duration>> {
+    pub(crate) fn timeout(&self) -> Option<Option<std::time::Duration>> {
         let secs = parse_timeout(self.annotation(TIMEOUT_ANNOTATION)?)?;
         Some((secs > 0).then(|| std::time::Duration::from_secs(secs)))
     }
 
     /// The uid and gid mappings of the user namespace the container makes, if it makes one
     /// (`root_owner` has checked them when the bundle was opened).
-    pub fn id_mappings(&self) -> Option<(&[LinuxIdMapping], &[LinuxIdMapping])> {
+    pub(crate) fn id_mappings(&self) -> Option<(&[LinuxIdMapping], &[LinuxIdMapping])> {
         let ns = self.namespace(LinuxNamespaceType::User)?;
         if ns.path().is_some() {
             return None;
@@ -421,7 +412,7 @@ impl Bundle {
     }
 
     /// Whether the runtime has to stop between `create` and `start` for lkinit to act.
-    pub fn needs_create_start(&self) -> bool {
+    pub(crate) fn needs_create_start(&self) -> bool {
         !self.runtime.interfaces.is_empty() || !self.runtime.bind_ns.is_empty()
     }
 
@@ -429,7 +420,7 @@ impl Bundle {
     /// when its `root.path` already names `rootfs` and nothing is to be added; otherwise a
     /// copy is generated under `state_dir` that differs only in `root.path` and in what
     /// [`Bundle::extra`] adds.
-    pub fn runtime_bundle_dir(&self, state_dir: &Path) -> Result<PathBuf, BundleError> {
+    pub(crate) fn runtime_bundle_dir(&self, state_dir: &Path) -> Result<PathBuf, BundleError> {
         let root_path = self.spec.root().as_ref().map(|r| r.path().clone());
         let points_at_rootfs = match &root_path {
             Some(p) if p.is_absolute() => *p == self.rootfs,

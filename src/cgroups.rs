@@ -3,14 +3,14 @@
 
 use crate::mountinfo::{self, MountEntry};
 use crate::paths::{self, PathError};
-use crate::undo::Undo;
+use crate::undo::{Undo, UndoError};
 use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, statfs};
 use std::path::{Path, PathBuf};
 
-pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
+pub(crate) const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
 
 #[derive(Debug, thiserror::Error)]
-pub enum CgroupError {
+pub(crate) enum CgroupError {
     #[error("cgroups: no cgroup filesystem is mounted at or under {0}")]
     NoHierarchy(PathBuf),
     #[error("cgroups[{index}]: cannot create `{name}` in {hierarchy}")]
@@ -55,7 +55,7 @@ pub fn hierarchies(root: &Path) -> Vec<PathBuf> {
 }
 
 /// Creates each named cgroup in every hierarchy; on failure the undo removes what was made.
-pub fn apply(root: &Path, names: &[String], undo: &mut Undo) -> Result<(), CgroupError> {
+pub(crate) fn apply(root: &Path, names: &[String], undo: &mut Undo) -> Result<(), CgroupError> {
     if names.is_empty() {
         return Ok(());
     }
@@ -75,7 +75,7 @@ pub fn apply(root: &Path, names: &[String], undo: &mut Undo) -> Result<(), Cgrou
             })?;
             for c in r.created {
                 undo.push_persistent(format!("remove cgroup {}", c.path.display()), move || {
-                    c.remove().map_err(|e| e.to_string())
+                    c.remove().map_err(UndoError::from)
                 });
             }
         }
@@ -85,17 +85,17 @@ pub fn apply(root: &Path, names: &[String], undo: &mut Undo) -> Result<(), Cgrou
 
 /// A cgroup hierarchy as mounted here.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CgroupMount {
-    pub point: PathBuf,
+pub(crate) struct CgroupMount {
+    pub(crate) point: PathBuf,
     /// The directory of the hierarchy that is mounted there.
-    pub root: String,
+    pub(crate) root: PathBuf,
     /// v1: its controllers (and `name=`); empty for v2.
-    pub controllers: Vec<String>,
-    pub v2: bool,
+    pub(crate) controllers: Vec<String>,
+    pub(crate) v2: bool,
 }
 
 /// The cgroup hierarchies in a mount table.
-pub fn cgroup_mounts_in(table: &[MountEntry]) -> Vec<CgroupMount> {
+pub(crate) fn cgroup_mounts_in(table: &[MountEntry]) -> Vec<CgroupMount> {
     table
         .iter()
         .filter_map(|e| {
@@ -114,7 +114,7 @@ pub fn cgroup_mounts_in(table: &[MountEntry]) -> Vec<CgroupMount> {
                     .collect()
             };
             Some(CgroupMount {
-                point: PathBuf::from(&e.mount_point),
+                point: e.mount_point.clone(),
                 root: e.root.clone(),
                 controllers,
                 v2,
@@ -125,7 +125,7 @@ pub fn cgroup_mounts_in(table: &[MountEntry]) -> Vec<CgroupMount> {
 
 /// The directories (one per mounted hierarchy) of the cgroups listed in `/proc/PID/cgroup`
 /// text, with the controllers of their line; hierarchies not mounted here are skipped.
-pub fn cgroup_dirs(proc_cgroup: &str, mounts: &[CgroupMount]) -> Vec<(String, PathBuf)> {
+pub(crate) fn cgroup_dirs(proc_cgroup: &str, mounts: &[CgroupMount]) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     for line in proc_cgroup.lines() {
         let mut f = line.splitn(3, ':');
@@ -142,10 +142,13 @@ pub fn cgroup_dirs(proc_cgroup: &str, mounts: &[CgroupMount]) -> Vec<(String, Pa
                     .all(|c| m.controllers.iter().any(|x| x == c))
         });
         let Some(m) = found else { continue };
-        let rel = if m.root == "/" {
+        let rel = if m.root == Path::new("/") {
             Some(path)
         } else {
-            path.strip_prefix(m.root.as_str())
+            // /proc/PID/cgroup is text: a root that is not is no prefix of it.
+            m.root
+                .to_str()
+                .and_then(|root| path.strip_prefix(root))
                 .filter(|r| r.is_empty() || r.starts_with('/'))
         };
         if let Some(rel) = rel {
@@ -164,7 +167,7 @@ fn proc_cgroup(pid: &str) -> String {
 /// unified hierarchy is preferred (it has `cgroup.kill`), then `pids` or `freezer`. A cgroup
 /// that also holds lkinit itself (or one above it) is never returned: killing its members
 /// would kill far more than the container.
-pub fn procs_file(pid: i32) -> Option<PathBuf> {
+pub(crate) fn procs_file(pid: i32) -> Option<PathBuf> {
     let mounts = cgroup_mounts_in(&mountinfo::read());
     let theirs = cgroup_dirs(&proc_cgroup(&pid.to_string()), &mounts);
     let ours = cgroup_dirs(&proc_cgroup("self"), &mounts);
@@ -194,7 +197,7 @@ pub fn procs_file(pid: i32) -> Option<PathBuf> {
 }
 
 /// The pids listed in a `cgroup.procs` file (empty when the cgroup is gone).
-pub fn members(procs: &Path) -> Vec<i32> {
+pub(crate) fn members(procs: &Path) -> Vec<i32> {
     std::fs::read_to_string(procs)
         .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
         .unwrap_or_default()
@@ -202,7 +205,7 @@ pub fn members(procs: &Path) -> Vec<i32> {
 
 /// Kills every member of the cgroup: `cgroup.kill` where the kernel has it (v2), otherwise
 /// each listed process.
-pub fn kill_members(procs: &Path) {
+pub(crate) fn kill_members(procs: &Path) {
     if let Some(dir) = procs.parent() {
         let kill = dir.join("cgroup.kill");
         if kill.exists() && std::fs::write(&kill, "1").is_ok() {
@@ -224,7 +227,7 @@ pub fn kill_members(procs: &Path) {
 /// runtime's or the administrator's), and never a cgroup that still has processes (rmdir
 /// refuses). Systemd-style paths (`slice:prefix:name`) and relative ones are left alone.
 /// Returns what could not be removed.
-pub fn remove_container_cgroup(root: &Path, cgroups_path: &str) -> Vec<String> {
+pub(crate) fn remove_container_cgroup(root: &Path, cgroups_path: &str) -> Vec<String> {
     let rel = match cgroups_path.strip_prefix('/') {
         Some(r) if !r.is_empty() && !cgroups_path.contains(':') => r,
         _ => return Vec::new(),
@@ -264,7 +267,7 @@ mod tests {
     #[test]
     fn our_own_cgroup_is_never_a_containers() {
         // Killing the members of the cgroup lkinit is in would kill lkinit and more.
-        assert_eq!(procs_file(std::process::id() as i32), None);
+        assert_eq!(procs_file(nix::unistd::getpid().as_raw()), None);
     }
 
     #[test]

@@ -5,30 +5,42 @@
 // their size on the error path does not matter.
 #![allow(clippy::result_large_err)]
 
+// The API boundary: public are the modules that the binary (src/main.rs,
+// src/bin/lkinit-docs.rs), the integration tests and the fuzz targets use, and in them only
+// what they use; the rest is the crate's own.
 pub mod bundle;
 pub mod cgroups;
 pub mod cli;
 pub mod container;
-pub mod fuzz_checks;
-pub mod logs;
-pub mod mountapi;
 pub mod mountinfo;
 pub mod mounts;
-pub mod net;
-pub mod nsbind;
 pub mod nsenter;
-pub mod oci_runtime;
 pub mod onboot;
-pub mod paths;
 pub mod pid1;
-pub mod reaper;
+pub mod process;
 pub mod rootfs;
-pub mod runtime_config;
-pub mod safefile;
 pub mod supervisor;
 pub mod undo;
 pub mod userns;
 pub mod volumes;
+
+mod logs;
+mod mountapi;
+mod net;
+mod nsbind;
+mod oci_runtime;
+mod paths;
+mod runtime_config;
+mod safefile;
+
+/// The fuzz targets' checks (feature `fuzzing`: fuzz/ and tests/fuzz_regressions.rs).
+#[cfg(feature = "fuzzing")]
+pub mod fuzz_checks;
+
+/// PATH when lkinit's own environment has none (PID 1 sets it; a command run inside a
+/// service looks its program up in it).
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// An error and all its causes on one line, joined by `: ` (console lines are read one at a
 /// time; causes below the line get lost).

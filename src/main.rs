@@ -3,7 +3,7 @@ use lkinit::bundle::printable_name;
 use lkinit::cli::{Cli, Command, Global, normalize_args};
 use lkinit::container::Ctx;
 use lkinit::nsenter;
-use lkinit::onboot::{self, Phase};
+use lkinit::onboot::{self, Runner};
 use lkinit::pid1;
 use lkinit::supervisor;
 use std::io::Write;
@@ -39,9 +39,9 @@ fn init_logging(g: &Global, uptime: bool) {
 }
 
 fn main() {
-    // Before any thread exists: see reaper.rs.
-    lkinit::reaper::block_sigchld();
-    lkinit::reaper::close_inherited_on_exec();
+    // Before any thread exists: see process/inherit.rs.
+    lkinit::process::block_sigchld();
+    let inherited = lkinit::process::close_inherited_on_exec();
     let is_pid1 = std::process::id() == 1;
     let argv = normalize_args(std::env::args_os().collect(), is_pid1);
     let cli = match Cli::try_parse_from(argv) {
@@ -56,6 +56,9 @@ fn main() {
     let uptime = matches!(cli.command, Some(Command::Init(_)))
         || std::env::var_os(pid1::UPTIME_ENV).is_some();
     init_logging(&cli.global, uptime);
+    if let Err(e) = inherited {
+        log::warn!("cannot mark inherited descriptors close-on-exec: {e}");
+    }
     if let Some(c) = &cli.command
         && c.needs_root()
         && !nix::unistd::geteuid().is_root()
@@ -76,12 +79,12 @@ fn main() {
     let ctx = ctx;
     let code = match &cli.command {
         Some(Command::Onboot(a)) | Some(Command::Onshutdown(a)) => {
-            let phase = match cli.command {
-                Some(Command::Onboot(_)) => Phase::Onboot,
-                _ => Phase::Onshutdown,
+            let runner = match cli.command {
+                Some(Command::Onboot(_)) => Runner::Onboot,
+                _ => Runner::Onshutdown,
             };
             let opts = onboot::Options::new(
-                phase,
+                runner,
                 a.path.clone(),
                 a.log_dir.clone(),
                 a.timeout.filter(|s| *s > 0).map(Duration::from_secs),

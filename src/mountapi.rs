@@ -14,15 +14,18 @@ use std::path::Path;
 pub fn open_tree_clone(path: &Path) -> io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as u32;
+    // Flag bits: AT_RECURSIVE is declared as a C int, open_tree takes them as unsigned.
+    let flags =
+        libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE.cast_unsigned();
     // SAFETY: open_tree takes a directory fd, a NUL-terminated path and flags, and returns a
     // new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
     // SAFETY: the kernel just returned this descriptor to us; we own it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Attaches the detached tree `tree` on the object `target` refers to, in the caller's
@@ -56,7 +59,8 @@ pub fn set_idmap(tree: &OwnedFd, userns: &OwnedFd) -> io::Result<()> {
         attr_set: libc::MOUNT_ATTR_IDMAP,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
+        userns_fd: u64::try_from(userns.as_raw_fd())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
     };
     let flags = libc::AT_EMPTY_PATH | libc::AT_RECURSIVE;
     // SAFETY: a valid descriptor, an empty path (AT_EMPTY_PATH) and a mount_attr of the size
@@ -66,7 +70,8 @@ pub fn set_idmap(tree: &OwnedFd, userns: &OwnedFd) -> io::Result<()> {
             libc::SYS_mount_setattr,
             tree.as_raw_fd(),
             c"".as_ptr(),
-            flags as libc::c_uint,
+            // Flag bits, declared as a C int; mount_setattr takes them as unsigned.
+            flags.cast_unsigned(),
             &attr as *const libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),
         )

@@ -4,9 +4,9 @@
 //! relative ones resolve inside the prepared rootfs through [`crate::paths`] and go away with
 //! it. Mounts come before mkdir, so a directory can be made inside a fresh mount.
 
-use crate::paths::{self, Create, Created, PathError};
+use crate::paths::{self, Create, Created, Escape, PathError};
 use crate::runtime_config::Mount;
-use crate::undo::{Replay, Undo};
+use crate::undo::{Replay, Undo, UndoError};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ pub enum MountError {
     Escape {
         index: usize,
         destination: String,
-        reason: String,
+        reason: Escape,
     },
     #[error("mounts[{index}]: mount {what} on {target}")]
     Mount {
@@ -53,25 +53,25 @@ pub enum MountError {
     MkdirEscape {
         index: usize,
         path: String,
-        reason: String,
+        reason: Escape,
     },
 }
 
 /// Parsed fstab-style options: what mount(2) takes as flags, what it takes as data, and the
 /// propagation changes that need calls of their own.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MountOptions {
-    pub flags: MsFlags,
-    pub propagation: Vec<MsFlags>,
-    pub data: Vec<String>,
+pub(crate) struct MountOptions {
+    pub(crate) flags: MsFlags,
+    pub(crate) propagation: Vec<MsFlags>,
+    pub(crate) data: Vec<String>,
 }
 
 impl MountOptions {
-    pub fn is_bind(&self) -> bool {
+    pub(crate) fn is_bind(&self) -> bool {
         self.flags.contains(MsFlags::MS_BIND)
     }
 
-    pub fn data_string(&self) -> Option<String> {
+    pub(crate) fn data_string(&self) -> Option<String> {
         (!self.data.is_empty()).then(|| self.data.join(","))
     }
 
@@ -130,7 +130,7 @@ fn propagation_option(name: &str) -> Option<MsFlags> {
 }
 
 /// Splits options into flags, propagation and filesystem data (everything not in the table).
-pub fn parse_options(options: &[String]) -> MountOptions {
+pub(crate) fn parse_options(options: &[String]) -> MountOptions {
     let mut o = MountOptions {
         flags: MsFlags::empty(),
         propagation: Vec::new(),
@@ -160,19 +160,19 @@ pub fn parse_options(options: &[String]) -> MountOptions {
 pub struct Scratch(Vec<PathBuf>);
 
 impl Scratch {
-    pub fn add(&mut self, mount_point: PathBuf) {
+    pub(crate) fn add(&mut self, mount_point: PathBuf) {
         self.0.push(mount_point);
     }
 
     /// Whether `path` (a real path) lies on one of these mounts.
-    pub fn covers(&self, path: &Path) -> bool {
+    pub(crate) fn covers(&self, path: &Path) -> bool {
         self.0.iter().any(|m| path.starts_with(m))
     }
 }
 
 /// Whose mount it is, which decides how long it lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// runtime.json's own: an absolute destination outlives the container (as in
     /// LinuxKit), a relative one goes with the rootfs.
     Runtime,
@@ -183,7 +183,7 @@ pub enum Role {
 }
 
 /// Everything mount-related one container was told to do.
-pub fn apply(
+pub(crate) fn apply(
     rootfs: &Path,
     mounts: &[Mount],
     mkdirs: &[String],
@@ -208,7 +208,7 @@ fn push_created(undo: &mut Undo, created: Vec<Created>, persistent: bool, scratc
         }
         let what = format!("remove {}", c.path.display());
         let replay = c.replay();
-        let f = move || c.remove().map_err(|e| e.to_string());
+        let f = move || c.remove().map_err(UndoError::from);
         if persistent {
             undo.push_persistent(what, f);
         } else {
@@ -255,7 +255,7 @@ fn overlay_dirs(opts: &MountOptions) -> impl Iterator<Item = (&'static str, &str
     })
 }
 
-pub fn apply_mount(
+pub(crate) fn apply_mount(
     rootfs: &Path,
     index: usize,
     m: &Mount,
@@ -365,7 +365,7 @@ pub fn apply_mount(
         let label = format!("unmount {}", real.display());
         let p = real.clone();
         let f = move || {
-            umount2(&p, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(|e| e.to_string())
+            umount2(&p, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(UndoError::from)
         };
         if persistent {
             undo.push_persistent(label, f);

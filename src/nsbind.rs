@@ -17,7 +17,7 @@
 
 use crate::bundle::Bundle;
 use crate::paths::{self, Create, Created, PathError};
-use crate::undo::Undo;
+use crate::undo::{Undo, UndoError};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -212,7 +212,7 @@ fn bind(
                     MsFlags::MS_BIND,
                     None::<&str>,
                 )
-                .map_err(|e| e.to_string())
+                .map_err(UndoError::from)
             },
         );
     };
@@ -232,7 +232,7 @@ fn bind(
     })?;
     let p = path.to_path_buf();
     undo.push_persistent(format!("unmount {}", p.display()), move || {
-        umount2(&p, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(|e| e.to_string())
+        umount2(&p, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(UndoError::from)
     });
     Ok(())
 }
@@ -252,6 +252,6 @@ fn io_errno(e: std::io::Error) -> Errno {
 
 fn push_remove(undo: &mut Undo, c: Created) {
     undo.push_persistent(format!("remove {}", c.path.display()), move || {
-        c.remove().map_err(|e| e.to_string())
+        c.remove().map_err(UndoError::from)
     });
 }

@@ -3,43 +3,43 @@
 //! it never stops the boot.
 
 use crate::bundle::Bundle;
-use crate::container::{self, Ctx, Mode, Running};
+use crate::container::{self, ContainerError, Ctx, Mode, Running, StepError};
 use crate::logs::{self, Memlogd, Pumped};
 use crate::oci_runtime::{Deadline, RuntimeError};
-use crate::reaper::ExitStatus;
+use crate::process::ExitStatus;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Which of the two runners this is; it names the default paths and the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub enum Runner {
     Onboot,
     Onshutdown,
 }
 
-impl Phase {
-    pub fn name(self) -> &'static str {
+impl Runner {
+    pub(crate) fn name(self) -> &'static str {
         match self {
-            Phase::Onboot => "onboot",
-            Phase::Onshutdown => "onshutdown",
+            Runner::Onboot => "onboot",
+            Runner::Onshutdown => "onshutdown",
         }
     }
 
-    pub fn default_path(self) -> PathBuf {
+    pub(crate) fn default_path(self) -> PathBuf {
         PathBuf::from(format!("/containers/{}", self.name()))
     }
 
-    /// What LinuxKit calls the logs of this phase: `onboot.NAME`, `shutdown.NAME`, in
+    /// What LinuxKit calls the logs of this runner: `onboot.NAME`, `shutdown.NAME`, in
     /// `/run/log/onboot` and `/run/log/shutdown`.
-    pub fn log_prefix(self) -> &'static str {
+    pub(crate) fn log_prefix(self) -> &'static str {
         match self {
-            Phase::Onboot => "onboot",
-            Phase::Onshutdown => "shutdown",
+            Runner::Onboot => "onboot",
+            Runner::Onshutdown => "shutdown",
         }
     }
 
-    pub fn default_log_dir(self) -> PathBuf {
+    pub(crate) fn default_log_dir(self) -> PathBuf {
         PathBuf::from(format!("/run/log/{}", self.log_prefix()))
     }
 
@@ -51,26 +51,26 @@ impl Phase {
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub phase: Phase,
-    pub path: PathBuf,
-    pub log_dir: PathBuf,
-    /// Link `/var/log/PHASE` to the log directory (done when the default is used).
-    pub link_var_log: bool,
+    pub(crate) runner: Runner,
+    pub(crate) path: PathBuf,
+    pub(crate) log_dir: PathBuf,
+    /// Link `/var/log/onboot` or `/var/log/shutdown` to the log directory (done when the default is used).
+    pub(crate) link_var_log: bool,
     /// The path was given (a missing one is then a mistake, not an image without onboot).
-    pub path_given: bool,
+    pub(crate) path_given: bool,
     /// The limit of a bundle without a `lkinit.timeout` annotation.
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// Report failures only.
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// Output goes there when it is running (looked at for each bundle), else to log files.
-    pub memlogd: Memlogd,
+    pub(crate) memlogd: Memlogd,
     /// How the log files are kept.
-    pub log_policy: logs::Policy,
+    pub(crate) log_policy: logs::Policy,
 }
 
 impl Options {
     pub fn new(
-        phase: Phase,
+        runner: Runner,
         path: Option<PathBuf>,
         log_dir: Option<PathBuf>,
         timeout: Option<Duration>,
@@ -79,11 +79,11 @@ impl Options {
         log_policy: logs::Policy,
     ) -> Options {
         Options {
-            phase,
+            runner,
             path_given: path.is_some(),
-            path: path.unwrap_or_else(|| phase.default_path()),
+            path: path.unwrap_or_else(|| runner.default_path()),
             link_var_log: log_dir.is_none(),
-            log_dir: log_dir.unwrap_or_else(|| phase.default_log_dir()),
+            log_dir: log_dir.unwrap_or_else(|| runner.default_log_dir()),
             timeout,
             quiet,
             memlogd,
@@ -94,7 +94,7 @@ impl Options {
 
 /// How one bundle ended.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Exited(ExitStatus),
     TimedOut(Duration, ExitStatus),
     /// Timed out, and the runtime did not end when its container was killed: it was killed
@@ -104,7 +104,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         matches!(self, Outcome::Exited(s) if s.success())
     }
 
@@ -144,7 +144,7 @@ fn entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn link_var_log(opts: &Options) {
-    let link = opts.phase.var_log_link();
+    let link = opts.runner.var_log_link();
     match std::fs::read_link(&link) {
         Ok(t) if t == opts.log_dir => return,
         Ok(_) => {}
@@ -178,7 +178,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && opts.path_given => {
             log::error!(
                 "{}: --path {} does not exist",
-                opts.phase.name(),
+                opts.runner.name(),
                 opts.path.display()
             );
             return 1;
@@ -186,7 +186,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             log::info!(
                 "{}: {} does not exist, nothing to run",
-                opts.phase.name(),
+                opts.runner.name(),
                 opts.path.display()
             );
             return 0;
@@ -194,7 +194,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
         Err(e) => {
             log::error!(
                 "{}: cannot read {}: {e}",
-                opts.phase.name(),
+                opts.runner.name(),
                 opts.path.display()
             );
             return 1;
@@ -203,7 +203,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
     if opts.path.join("config.json").exists() {
         log::error!(
             "{}: {} is a bundle, not a directory of bundles: give its parent (--path {})",
-            opts.phase.name(),
+            opts.runner.name(),
             opts.path.display(),
             opts.path
                 .parent()
@@ -228,7 +228,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
         if !dir.is_dir() {
             log::warn!(
                 "{}: skipping {}: not a directory",
-                opts.phase.name(),
+                opts.runner.name(),
                 crate::bundle::printable_name(&dir.to_string_lossy())
             );
             continue;
@@ -242,7 +242,7 @@ pub fn run(ctx: &Ctx, opts: &Options) -> i32 {
     }
     log::info!(
         "{}: {ran} bundle(s), {} ok, {failed} failed",
-        opts.phase.name(),
+        opts.runner.name(),
         ran - failed
     );
     i32::from(failed > 0)
@@ -255,12 +255,12 @@ const KILL_GRACE: Duration = Duration::from_secs(3);
 const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 
 /// One bundle from its directory to its outcome, cleanup included.
-pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
+pub(crate) fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
     let bundle = match Bundle::open(dir) {
         Ok(b) => b,
         Err(e) => return Outcome::Failed(crate::error_chain(&e)),
     };
-    let prefix = format!("{}.", opts.phase.log_prefix());
+    let prefix = format!("{}.", opts.runner.log_prefix());
     if let Some(e) = logs::name_collision("a bundle", &opts.log_dir, &prefix, &bundle.name) {
         return Outcome::Failed(e);
     }
@@ -331,15 +331,10 @@ pub fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
     };
     tee.finish(OUTPUT_GRACE);
     let undo = match &result {
-        Err(e)
-            if e.step == container::Step::Run
-                && matches!(
-                    e.source.downcast_ref::<RuntimeError>(),
-                    Some(RuntimeError::Failed { .. })
-                ) =>
-        {
-            running.finish_failed(rt)
-        }
+        Err(ContainerError {
+            failed: StepError::Run(RuntimeError::Failed { .. }),
+            ..
+        }) => running.finish_failed(rt),
         _ => running.finish(rt),
     };
     let mut outcome = match result {

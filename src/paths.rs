@@ -163,21 +163,30 @@ pub fn open_root(root: &Path) -> Result<OwnedFd, PathError> {
     })
 }
 
+/// Why a relative path from a config is refused before any walk.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Escape {
+    #[error("`{0}` climbs out through `..`")]
+    ClimbsOut(String),
+    #[error("`{0}` is not a relative path")]
+    NotRelative(String),
+}
+
 /// Refuses a relative path whose own `..` components climb above its start. Symlinks are
 /// the walk's business; this catches what the config says by itself.
-pub fn check_lexically_inside(rel: &str) -> Result<(), String> {
+pub fn check_lexically_inside(rel: &str) -> Result<(), Escape> {
     let mut depth: usize = 0;
     for c in Path::new(rel).components() {
         match c {
             Component::ParentDir => {
                 depth = depth
                     .checked_sub(1)
-                    .ok_or_else(|| format!("`{rel}` climbs out through `..`"))?;
+                    .ok_or_else(|| Escape::ClimbsOut(rel.to_string()))?;
             }
             Component::Normal(_) => depth += 1,
             Component::CurDir => {}
             Component::RootDir | Component::Prefix(_) => {
-                return Err(format!("`{rel}` is not a relative path"));
+                return Err(Escape::NotRelative(rel.to_string()));
             }
         }
     }
@@ -383,8 +392,9 @@ fn open_no_symlinks(dir: &Path) -> Result<OwnedFd, Errno> {
     if fd < 0 {
         return Err(Errno::last());
     }
+    let fd = std::os::fd::RawFd::try_from(fd).map_err(|_| Errno::EOVERFLOW)?;
     // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
 /// `mkdir -p` for an absolute host path, returning what it created (for the undo).

@@ -18,37 +18,36 @@
 //! Signals: SIGCHLD is blocked from main's first line and taken by the reaper thread; the
 //! shutdown signals are blocked here before any thread starts and read from a signalfd.
 
+mod children;
 mod cmdline;
 mod early;
 mod hooks;
 mod kmod;
 mod rc;
 mod shutdown;
+mod steps;
 mod switch_root;
 
+use children::{Child, Event};
 use cmdline::KernelOptions;
 
-pub use shutdown::{Action, action_for};
+pub(crate) use shutdown::{Action, action_for};
 
 use crate::cli::Global;
-use crate::reaper::{self, ExitStatus, PidFd, Waiter};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use crate::process;
+use nix::fcntl::{FcntlArg, fcntl};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::time::{ClockId, clock_gettime};
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
 use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Set in the environment of the lkinit children (onboot, the supervisor) so their log
 /// lines carry the time since boot, like PID 1's.
 pub const UPTIME_ENV: &str = "LKINIT_LOG_UPTIME";
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// How long onshutdown may take in all before it is killed and the shutdown goes on.
-const ONSHUTDOWN_LIMIT: Duration = Duration::from_secs(60);
 /// How long the supervisor may take to stop every service (their grace periods run side by
 /// side) before it is killed.
 const SUPERVISOR_STOP_LIMIT: Duration = Duration::from_secs(30);
@@ -58,18 +57,10 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 const RESTART_FIRST: Duration = Duration::from_secs(1);
 const RESTART_MAX: Duration = Duration::from_secs(30);
 const RESTART_RESET_AFTER: Duration = Duration::from_secs(30);
-/// How often a child without a pidfd is looked at.
-const CHILD_POLL: Duration = Duration::from_millis(200);
-
 /// Time since boot (CLOCK_MONOTONIC, the clock of the kernel's own log lines).
-pub fn uptime() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a pointer to a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+pub(crate) fn uptime() -> Duration {
+    // CLOCK_MONOTONIC cannot fail on Linux; zero would only make a log prefix wrong.
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(Duration::ZERO, Duration::from)
 }
 
 /// `[    5.123456] `, as the kernel prints it.
@@ -92,15 +83,15 @@ fn fatal(msg: &str) -> ! {
     shutdown::finish(Action::PowerOff, Duration::from_secs(2))
 }
 
-/// A request to end the system.
+/// A request to end the system: a signal to PID 1, and what it asks for.
 #[derive(Debug, Clone, Copy)]
-struct Request {
+struct ShutdownRequest {
     action: Action,
     signal: Signal,
     from: u32,
 }
 
-impl std::fmt::Display for Request {
+impl std::fmt::Display for ShutdownRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
@@ -145,10 +136,10 @@ pub fn run(g: &Global) -> ! {
     ensure_console();
     log::info!("early mounts: {}", early::summary(&early::read_mountinfo()));
     let g = &with_runtime(g, &kopts);
-    // SAFETY (set_var): no thread has been started yet.
+    // SAFETY: set_var with no other thread started yet.
     unsafe {
         if std::env::var_os("PATH").is_none() {
-            std::env::set_var("PATH", DEFAULT_PATH);
+            std::env::set_var("PATH", crate::DEFAULT_PATH);
         }
         std::env::set_var(UPTIME_ENV, "1");
     }
@@ -170,13 +161,14 @@ pub fn run(g: &Global) -> ! {
         Err(e) => fatal(&format!("signalfd: {e}")),
     };
     // From here on every orphan of the system is reaped.
-    reaper::global();
+    process::reaper();
 
     load_modules();
     // After the modules: eth0's driver may be one of them.
     rc::set_hostname();
-    if let Err(e) = loopback_up() {
-        log::error!("loopback: {e}");
+    match crate::net::loopback_up() {
+        Ok(()) => log::debug!("loopback up"),
+        Err(e) => log::error!("loopback: {e}"),
     }
 
     let mut init = Init {
@@ -210,20 +202,28 @@ fn with_runtime(g: &Global, kopts: &KernelOptions) -> Global {
 /// The console on 0, 1 and 2, in case the kernel could not open it for us (an image
 /// without /dev/console).
 fn ensure_console() {
-    // SAFETY: F_GETFD on a descriptor number only reads its flags.
-    let open = unsafe { libc::fcntl(1, libc::F_GETFD) } != -1;
-    if open {
+    if fcntl(std::io::stdout().as_fd(), FcntlArg::F_GETFD).is_ok() {
         return;
     }
-    if let Ok(f) = std::fs::OpenOptions::new()
+    let console = match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/console")
     {
-        use std::os::fd::AsRawFd;
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors, which nothing else owns yet.
-            unsafe { libc::dup2(f.as_raw_fd(), fd) };
+        Ok(f) => f,
+        // Said to nobody, most likely: there is no console to say it on.
+        Err(e) => {
+            log::error!("no standard output, and /dev/console: {e}");
+            return;
+        }
+    };
+    for (name, r) in [
+        ("stdin", dup2_stdin(&console)),
+        ("stdout", dup2_stdout(&console)),
+        ("stderr", dup2_stderr(&console)),
+    ] {
+        if let Err(e) = r {
+            log::error!("cannot put /dev/console on {name}: {e}");
         }
     }
 }
@@ -259,73 +259,11 @@ fn list_or_none(v: &[String]) -> String {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-enum LoopbackError {
-    #[error("tokio runtime")]
-    Runtime(#[source] std::io::Error),
-    #[error("netlink connection")]
-    Connect(#[source] std::io::Error),
-    #[error("find link `lo`")]
-    Find(#[source] rtnetlink::Error),
-    #[error("no link `lo`")]
-    Missing,
-    #[error("set `lo` up")]
-    Up(#[source] rtnetlink::Error),
-}
-
-/// `lo` up over rtnetlink; the kernel gives it 127.0.0.1 and ::1 as it comes up.
-fn loopback_up() -> Result<(), LoopbackError> {
-    use futures::TryStreamExt;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(LoopbackError::Runtime)?;
-    rt.block_on(async {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(LoopbackError::Connect)?;
-        tokio::spawn(conn);
-        let link = handle
-            .link()
-            .get()
-            .match_name("lo".to_string())
-            .execute()
-            .try_next()
-            .await
-            .map_err(LoopbackError::Find)?
-            .ok_or(LoopbackError::Missing)?;
-        handle
-            .link()
-            .set(
-                rtnetlink::LinkUnspec::new_with_index(link.header.index)
-                    .up()
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(LoopbackError::Up)
-    })?;
-    log::debug!("loopback up");
-    Ok(())
-}
-
-/// A child of PID 1 that it watches: onboot, onshutdown, the supervisor.
-struct Child {
-    what: &'static str,
-    waiter: Waiter,
-    pidfd: Option<PidFd>,
-    started: Instant,
-}
-
-enum Event {
-    Exited(ExitStatus),
-    Signal(Request),
-    Timeout,
-}
-
 struct Init<'a> {
     g: &'a Global,
     sigfd: SignalFd,
     /// A shutdown asked for while PID 1 could not act on it yet.
-    pending: Option<Request>,
+    pending: Option<ShutdownRequest>,
     /// The bound of each hook, when the kernel command line gives one.
     hook_limit: Option<Duration>,
     /// Options of onboot and onshutdown from the kernel command line.
@@ -336,189 +274,6 @@ struct Init<'a> {
 }
 
 impl Init<'_> {
-    /// `/proc/self/exe` with PID 1's global options and `args`.
-    fn lkinit(&self, args: &[&str]) -> Command {
-        let g = self.g;
-        let mut c = Command::new("/proc/self/exe");
-        c.arg0("lkinit");
-        if g.quiet {
-            c.arg("-q");
-        }
-        if g.verbose {
-            c.arg("-v");
-        }
-        c.arg("--runtime").arg(&g.runtime);
-        if let Some(r) = &g.runtime_root {
-            c.arg("--runtime-root").arg(r);
-        }
-        c.arg("--sock").arg(&g.sock);
-        c.arg("--state-dir").arg(&g.state_dir);
-        c.arg("--memlogd-socket").arg(&g.memlogd_socket);
-        c.arg("--memlogd-query-socket").arg(&g.memlogd_query_socket);
-        c.args(args);
-        // Output goes to the console; nothing reads it.
-        c.stdin(Stdio::null());
-        c
-    }
-
-    fn spawn(&self, what: &'static str, args: &[&str]) -> Option<Child> {
-        match reaper::global().spawn(&mut self.lkinit(args)) {
-            Ok((child, waiter)) => {
-                let pidfd = PidFd::open(child.id() as i32).ok();
-                Some(Child {
-                    what,
-                    waiter,
-                    pidfd,
-                    started: Instant::now(),
-                })
-            }
-            Err(e) => {
-                log::error!("{what}: cannot start: {e}");
-                None
-            }
-        }
-    }
-
-    fn read_request(&self) -> Option<Request> {
-        let si = self.sigfd.read_signal().ok()??;
-        let signal = Signal::try_from(si.ssi_signo as i32).ok()?;
-        let action = action_for(signal)?;
-        Some(Request {
-            action,
-            signal,
-            from: si.ssi_pid,
-        })
-    }
-
-    /// Waits for a signal, the end of `child`, or `timeout`.
-    fn wait(&self, child: Option<&Child>, timeout: Option<Duration>) -> Event {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            if let Some(c) = child
-                && let Some(st) = c.waiter.try_status()
-            {
-                return Event::Exited(st);
-            }
-            let mut left = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(l) => Some(l),
-                    None => return Event::Timeout,
-                },
-                None => None,
-            };
-            // Without a pidfd the child's end is only seen by looking again.
-            if child.is_some_and(|c| c.pidfd.is_none()) {
-                left = Some(left.map_or(CHILD_POLL, |l| l.min(CHILD_POLL)));
-            }
-            let left = match left {
-                Some(l) => PollTimeout::try_from(l).unwrap_or(PollTimeout::MAX),
-                None => PollTimeout::NONE,
-            };
-            let mut fds = vec![PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN)];
-            let child_fd = child.and_then(|c| c.pidfd.as_ref());
-            if let Some(p) = child_fd {
-                fds.push(PollFd::new(p.as_owned_fd().as_fd(), PollFlags::POLLIN));
-            }
-            let (sig_ready, child_ready) = match poll(&mut fds, left) {
-                Ok(_) => (
-                    fds[0].revents().is_some_and(|r| !r.is_empty()),
-                    fds.get(1)
-                        .and_then(|f| f.revents())
-                        .is_some_and(|r| !r.is_empty()),
-                ),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    log::error!("poll: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                    (false, false)
-                }
-            };
-            if sig_ready && let Some(req) = self.read_request() {
-                return Event::Signal(req);
-            }
-            if let Some(c) = child
-                && child_ready
-            {
-                // It has exited; the reaper hands the status over as soon as it reaps.
-                return Event::Exited(c.waiter.wait());
-            }
-        }
-    }
-
-    /// Stops `child` with SIGTERM, SIGKILL after `grace`; returns its status.
-    fn stop(&self, c: &Child, grace: Duration) -> ExitStatus {
-        let signal = |s: Signal| match &c.pidfd {
-            Some(fd) => {
-                let _ = fd.signal(s);
-            }
-            None => {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.waiter.pid()), s);
-            }
-        };
-        signal(Signal::SIGTERM);
-        if let Some(st) = c.waiter.wait_timeout(grace) {
-            return st;
-        }
-        log::warn!(
-            "{} did not stop within {}s: SIGKILL",
-            c.what,
-            grace.as_secs()
-        );
-        signal(Signal::SIGKILL);
-        c.waiter.wait()
-    }
-
-    /// onboot in the foreground. A shutdown asked for meanwhile waits until it ends (its
-    /// bundles prepare the system and are not cut half way); asked again, onboot is stopped.
-    fn onboot(&mut self) {
-        log::info!("onboot: starting");
-        let mut args = vec!["onboot"];
-        args.extend(&self.runner_flags);
-        let limit = self.onboot_timeout.map(|t| t.to_string());
-        if let Some(t) = &limit {
-            args.extend(["--timeout", t]);
-        }
-        let Some(child) = self.spawn("onboot", &args) else {
-            return;
-        };
-        loop {
-            match self.wait(Some(&child), None) {
-                Event::Exited(st) => {
-                    // A request that came with the end of onboot is still onboot's.
-                    if self.pending.is_none()
-                        && let Some(req) = self.read_request()
-                    {
-                        log::info!("{req}, once onboot has finished");
-                        self.pending = Some(req);
-                    }
-                    log::info!(
-                        "onboot: finished in {} ms: {st}",
-                        child.started.elapsed().as_millis()
-                    );
-                    return;
-                }
-                Event::Signal(req) if self.pending.is_none() => {
-                    log::info!("{req}, once onboot has finished (ask again to stop onboot now)");
-                    self.pending = Some(req);
-                }
-                Event::Signal(req) => {
-                    log::warn!("{req}: stopping onboot now");
-                    let st = self.stop(&child, Duration::from_secs(5));
-                    log::info!("onboot: stopped: {st}");
-                    self.pending = Some(req);
-                    return;
-                }
-                Event::Timeout => {}
-            }
-        }
-    }
-
-    fn start_supervisor(&self) -> Option<Child> {
-        let c = self.spawn("supervisor", &["system-init"])?;
-        log::info!("supervisor started (pid {})", c.waiter.pid());
-        Some(c)
-    }
-
     /// Keeps the supervisor running (started again after a delay if it exits, or could not
     /// start) until a shutdown is asked for.
     fn main_loop(mut self, mut supervisor: Option<Child>) -> ! {
@@ -559,45 +314,8 @@ impl Init<'_> {
         }
     }
 
-    /// onshutdown, bounded in all by ONSHUTDOWN_LIMIT.
-    fn onshutdown(&mut self) {
-        log::info!("onshutdown: starting");
-        let mut args = vec!["onshutdown"];
-        args.extend(&self.runner_flags);
-        let limit = self.onshutdown_timeout.map(|t| t.to_string());
-        if let Some(t) = &limit {
-            args.extend(["--timeout", t]);
-        }
-        let Some(c) = self.spawn("onshutdown", &args) else {
-            return;
-        };
-        let deadline = Instant::now() + ONSHUTDOWN_LIMIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.wait(Some(&c), Some(left)) {
-                Event::Exited(st) => {
-                    log::info!(
-                        "onshutdown: finished in {} ms: {st}",
-                        c.started.elapsed().as_millis()
-                    );
-                    return;
-                }
-                Event::Signal(r) => log::info!("{r}: already shutting down"),
-                Event::Timeout => {
-                    log::error!(
-                        "onshutdown: still running after {}s, stopping it",
-                        ONSHUTDOWN_LIMIT.as_secs()
-                    );
-                    let st = self.stop(&c, Duration::from_secs(2));
-                    log::info!("onshutdown: stopped: {st}");
-                    return;
-                }
-            }
-        }
-    }
-
     /// The ordered shutdown. Further requests are noted and ignored.
-    fn shutdown(&mut self, req: Request, supervisor: Option<Child>) -> ! {
+    fn shutdown(&mut self, req: ShutdownRequest, supervisor: Option<Child>) -> ! {
         log::info!("shutting down to {}", req.action.as_str());
         self.run_phase(hooks::Phase::Shutdown);
         if let Some(s) = supervisor {

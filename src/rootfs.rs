@@ -13,7 +13,7 @@
 use crate::bundle::{Bundle, RootForm, RootOwner};
 use crate::mounts::{self, MountError, Role, Scratch};
 use crate::paths::{self, PathError};
-use crate::undo::{Replay, Undo};
+use crate::undo::{Replay, Undo, UndoError};
 use crate::{mountapi, userns};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -69,13 +69,13 @@ pub enum RootfsError {
 
 /// The writable layer's size when the bundle does not say (LinuxKit's choice: a tenth of
 /// RAM, so one runaway container cannot take all memory).
-pub const DEFAULT_TMPFS_SIZE: &str = "10%";
+pub(crate) const DEFAULT_TMPFS_SIZE: &str = "10%";
 
 fn unmount_step(undo: &mut Undo, target: &Path) {
     let t = target.to_path_buf();
     let replay = Replay::Unmount { path: t.clone() };
     undo.push_replayable(format!("unmount {}", t.display()), replay, move || {
-        umount2(&t, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(|e| e.to_string())
+        umount2(&t, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(UndoError::from)
     });
 }
 
@@ -88,7 +88,7 @@ fn mkdir(path: &Path, undo: &mut Undo) -> Result<(), RootfsError> {
         undo.push_replayable(
             format!("remove {}", c.path.display()),
             c.replay(),
-            move || c.remove().map_err(|e| e.to_string()),
+            move || c.remove().map_err(UndoError::from),
         );
     }
     Ok(())

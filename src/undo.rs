@@ -6,7 +6,24 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
 
-type Action = Box<dyn FnOnce() -> Result<(), String> + Send>;
+type Action = Box<dyn FnOnce() -> Result<(), UndoError> + Send>;
+
+/// Why one step could not be undone: the error of the module that undoes it, kept with its
+/// type and its causes until the failure is written out (one line, every cause on it).
+#[derive(Debug)]
+pub(crate) struct UndoError(Box<dyn std::error::Error + Send + Sync>);
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for UndoError {
+    fn from(e: E) -> Self {
+        UndoError(Box::new(e))
+    }
+}
+
+impl fmt::Display for UndoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::error_chain(&*self.0))
+    }
+}
 
 struct Step {
     what: String,
@@ -72,26 +89,29 @@ impl Undo {
         Self::default()
     }
 
-    /// Records a step that goes away with the container.
-    pub fn push<F>(&mut self, what: impl Into<String>, action: F)
+    /// Records a step that goes away with the container and that a restarted supervisor
+    /// could not redo. Only tests record such steps: lkinit's own are replayable or
+    /// persistent.
+    #[cfg(test)]
+    pub(crate) fn push<F>(&mut self, what: impl Into<String>, action: F)
     where
-        F: FnOnce() -> Result<(), String> + Send + 'static,
+        F: FnOnce() -> Result<(), UndoError> + Send + 'static,
     {
         self.record(what.into(), false, None, Box::new(action));
     }
 
     /// Like `push`, for a step that can also be written down as data (see [`Undo::plan`]).
-    pub fn push_replayable<F>(&mut self, what: impl Into<String>, replay: Replay, action: F)
+    pub(crate) fn push_replayable<F>(&mut self, what: impl Into<String>, replay: Replay, action: F)
     where
-        F: FnOnce() -> Result<(), String> + Send + 'static,
+        F: FnOnce() -> Result<(), UndoError> + Send + 'static,
     {
         self.record(what.into(), false, Some(replay), Box::new(action));
     }
 
     /// Records a step whose effect outlives a successful container on purpose.
-    pub fn push_persistent<F>(&mut self, what: impl Into<String>, action: F)
+    pub(crate) fn push_persistent<F>(&mut self, what: impl Into<String>, action: F)
     where
-        F: FnOnce() -> Result<(), String> + Send + 'static,
+        F: FnOnce() -> Result<(), UndoError> + Send + 'static,
     {
         self.record(what.into(), true, None, Box::new(action));
     }
@@ -105,22 +125,9 @@ impl Undo {
         });
     }
 
-    pub fn len(&self) -> usize {
-        self.steps.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.steps.is_empty()
-    }
-
-    /// Descriptions of the recorded steps, oldest first (for logs and tests).
-    pub fn descriptions(&self) -> Vec<&str> {
-        self.steps.iter().map(|s| s.what.as_str()).collect()
-    }
-
     /// What `cleanup` would do, in its order (newest first), as data that can be persisted.
     /// Steps recorded without a [`Replay`] keep only their description.
-    pub fn plan(&self) -> Vec<PlannedStep> {
+    pub(crate) fn plan(&self) -> Vec<PlannedStep> {
         self.steps
             .iter()
             .rev()
@@ -132,11 +139,6 @@ impl Undo {
             .collect()
     }
 
-    /// Moves the steps of `other` on top of these (they were done after ours).
-    pub fn append(&mut self, mut other: Undo) {
-        self.steps.append(&mut other.steps);
-    }
-
     /// Undoes everything, newest first; failures are collected, and later steps still run.
     pub fn rollback(mut self) -> UndoFailures {
         let steps = std::mem::take(&mut self.steps);
@@ -144,13 +146,13 @@ impl Undo {
     }
 
     /// The end of a container that ran: undoes what belongs to it, keeps what outlives it.
-    pub fn cleanup(mut self) -> UndoFailures {
+    pub(crate) fn cleanup(mut self) -> UndoFailures {
         let steps = std::mem::take(&mut self.steps);
         run(steps, |s| !s.persistent)
     }
 
     /// Keeps everything as it is (a container handed over to another owner).
-    pub fn forget(mut self) {
+    pub(crate) fn forget(mut self) {
         self.steps.clear();
     }
 }
@@ -225,9 +227,12 @@ mod tests {
         let (log, make) = recorder();
         let mut u = Undo::new();
         u.push("first", make("first"));
-        u.push("broken", || Err("EBUSY".to_string()));
+        u.push("broken", || Err(nix::errno::Errno::EBUSY.into()));
         let f = u.rollback();
-        assert_eq!(f.0, vec!["broken: EBUSY".to_string()]);
+        assert_eq!(
+            f.0,
+            vec!["broken: EBUSY: Device or resource busy".to_string()]
+        );
         assert_eq!(*log.lock().unwrap(), vec!["first"]);
     }
 

@@ -5,7 +5,7 @@
 //! reaper) unshares it and waits; lkinit writes the mappings, keeps a descriptor of the
 //! namespace and lets the child go. The namespace lives as long as the descriptor.
 
-use crate::reaper;
+use crate::process;
 use nix::sched::{CloneFlags, unshare};
 use oci_spec::runtime::LinuxIdMapping;
 use std::io::{self, Read, Write};
@@ -34,14 +34,14 @@ pub enum UsernsError {
 }
 
 /// `/proc/PID/uid_map` text: one `inside outside count` line per mapping.
-pub fn map_text(maps: &[LinuxIdMapping]) -> String {
+pub(crate) fn map_text(maps: &[LinuxIdMapping]) -> String {
     maps.iter()
         .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
         .collect()
 }
 
 /// A new user namespace with these mappings.
-pub fn with_mappings(
+pub(crate) fn with_mappings(
     uid: &[LinuxIdMapping],
     gid: &[LinuxIdMapping],
 ) -> Result<OwnedFd, UsernsError> {
@@ -50,7 +50,7 @@ pub fn with_mappings(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let (mut child, waiter) = reaper::global()
+    let (mut child, waiter) = process::reaper()
         .spawn(&mut cmd)
         .map_err(UsernsError::Spawn)?;
     let pid = waiter.pid();

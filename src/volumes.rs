@@ -25,10 +25,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Where `linuxkit build` puts the volumes.
-pub const DEFAULT_DIR: &str = "/containers/volumes";
+pub(crate) const DEFAULT_DIR: &str = "/containers/volumes";
 
 #[derive(Debug, thiserror::Error)]
-pub enum VolumeError {
+pub(crate) enum VolumeError {
     #[error("{path} is missing")]
     Missing { path: PathBuf },
     #[error("{path} is not a directory (a symlink is never followed there)")]
@@ -66,7 +66,7 @@ pub enum VolumeError {
 
 /// What a volume's directory says it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// `tmp/` is there: a writable overlay.
     ReadWrite,
     /// No `tmp/`: a read-only bind.
@@ -75,7 +75,7 @@ pub enum Kind {
 
 /// What was done for one volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prepared {
+pub(crate) enum Prepared {
     Made(Kind),
     /// `merged/` is a mount point already (an earlier run).
     Already,
@@ -119,7 +119,7 @@ fn required_dir(path: &Path) -> Result<(), VolumeError> {
 }
 
 /// Reads the layout of the volume directory `vol`.
-pub fn kind(vol: &Path) -> Result<Kind, VolumeError> {
+pub(crate) fn kind(vol: &Path) -> Result<Kind, VolumeError> {
     if !real_dir(vol)? {
         return Err(VolumeError::Missing {
             path: vol.to_path_buf(),
@@ -136,7 +136,7 @@ pub fn kind(vol: &Path) -> Result<Kind, VolumeError> {
 
 /// Prepares the volume directory `vol` (an absolute path); on failure what was done is
 /// undone.
-pub fn prepare(vol: &Path) -> Result<Prepared, VolumeError> {
+pub(crate) fn prepare(vol: &Path) -> Result<Prepared, VolumeError> {
     let kind = kind(vol)?;
     let (lower, merged) = (vol.join("lower"), vol.join("merged"));
     if crate::mountinfo::is_mount_point(&merged) {

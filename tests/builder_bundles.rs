@@ -5,6 +5,10 @@
 //! written with `""`/`[]` for unset. These pin the mechanics at the level of single steps
 //! (what is mounted, what is left, what a restart does); tests/linuxkit.rs runs what the
 //! real builder writes.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 

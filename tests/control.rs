@@ -3,6 +3,10 @@
 //! before or after asking, hostile service names, many clients at once. Each gets an error
 //! (or its answer), and the supervisor serves on: its service untouched, and its own
 //! descriptors as they were (seen through /proc), so no connection is leaked.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 

@@ -3,6 +3,10 @@
 //! bind, runtime state, cgroup, lkinit state file or process (a census before and after),
 //! and lkinit itself ends in the state it began, with the same descriptors and threads and
 //! no zombie (seen through /proc while a probe bundle runs first and last).
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 
@@ -681,11 +685,10 @@ fn a_poststop_hook_holding_the_delete(runtime: &str) {
     env.bundle(&ob, "3-next", &["echo", "next ran"]);
     let before = env.census(&[&ns]);
     let onboot = |extra: &[&str]| {
-        let mut c = match runtime {
-            "crun" => crun_onboot_command(&env, &ob),
-            _ => env.onboot_command(&ob, &[]),
+        let c = match runtime {
+            "crun" => crun_onboot_command(&env, &ob, extra),
+            _ => env.onboot_command(&ob, extra),
         };
-        c.args(extra);
         run_within(c, Duration::from_secs(300), "onboot").0
     };
     let begun = std::time::Instant::now();

@@ -2,6 +2,10 @@
 //! kept in `fuzz/regressions/`, so what a fuzzer once found stays fixed without the nightly
 //! toolchain. Each input runs on its own thread: a broken property is reported with the
 //! file that broke it, and every file is tried.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 use lkinit::fuzz_checks;
 use std::path::{Path, PathBuf};

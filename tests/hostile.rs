@@ -3,6 +3,10 @@
 //! bundle's rootfs, and a canary directory beside the bundles proves the host side: not a
 //! byte, mode or entry of it changes, nothing is mounted on it or below it, and nothing
 //! appears next to it.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 

@@ -3,6 +3,10 @@
 //! do then, a bundle renamed under a running service, names that collide, a socket path
 //! someone else took, and names and messages that would forge lines. Every wait is bounded
 //! (a hang fails the test, it does not stall it), and the census shows what is left.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 

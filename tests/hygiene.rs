@@ -4,6 +4,10 @@
 //! the create/start path) and commands run by `service exec` must still start with stdin,
 //! stdout and stderr only, no blocked or ignored signal, and none of that environment;
 //! lkinit itself keeps every descriptor above stdio close-on-exec.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 
@@ -131,12 +135,7 @@ fn containers_start_clean_through_runc() {
             }
         }
         let probe = env.probe(&ob, "4-probe");
-        let mut c = env.lkinit();
-        c.arg("onboot")
-            .arg("--path")
-            .arg(&ob)
-            .arg("--log-dir")
-            .arg(&env.log_dir);
+        let mut c = env.onboot_command(&ob, &[]);
         dirty(&mut c, &file);
         let mut bg = Background::spawn(c);
         let lk = probe.view(&mut bg, || {}).expect("the probe ran");
@@ -167,7 +166,7 @@ fn containers_start_clean_through_crun() {
     ] {
         env.bundle(&ob, name, &["sh", "-c", script]);
     }
-    let mut c = crun_onboot_command(&env, &ob);
+    let mut c = crun_onboot_command(&env, &ob, &[]);
     dirty(&mut c, &file);
     let r = Run::of(c);
     assert_eq!(r.code, 0);
@@ -242,9 +241,9 @@ fn services_start_clean() {
         String::from_utf8_lossy(&o.stdout).contains("state:    exited")
     };
     let all = eventually(|| ["status", "fds", "env"].iter().all(|n| exited(n)));
-    let view = ProcView::of(sup.id() as i32, "");
+    let view = ProcView::of(pid_of(&sup), "");
     // SAFETY: kill(2) of the supervisor this test started.
-    unsafe { libc::kill(sup.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(pid_of(&sup), libc::SIGTERM) };
     let _ = sup.wait();
     assert!(all, "the services did not all run");
     let out = format!(

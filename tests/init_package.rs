@@ -2,6 +2,10 @@
 //! two Dockerfiles and build.yml agreeing, and the Dockerfile's final stage built for real
 //! with buildah from this build's binary (no Docker engine or base image needed: the stage
 //! is FROM scratch).
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 

@@ -1,6 +1,10 @@
 //! Bounded logs (services' and onboot's log files capped and rotated at line boundaries,
 //! `logs` and `logs -f` across rotations, timestamps) and the onboot time limit (the
 //! `lkinit.timeout` annotation against `--timeout`), against real runc.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 

@@ -7,6 +7,10 @@
 //!
 //! The CLI is `$LINUXKIT`, or `linuxkit` on PATH; without it these tests say they skipped
 //! and pass, unless `LKINIT_REQUIRE_LINUXKIT=1`.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 
@@ -492,8 +496,12 @@ if awk -v p="$NETNS" '$5 == p {f=1} END {exit !f}' /proc/self/mountinfo; then ec
     .arg(&env.runtime_root)
     .arg("--state-dir")
     .arg(&env.state_dir)
-    .args(["onboot", "--path", "/containers/onboot", "--log-dir"])
-    .arg(&env.log_dir);
+    .args(common::runner_args(
+        "onboot",
+        Path::new("/containers/onboot"),
+        &env.log_dir,
+        &[],
+    ));
     let r = common::Run::of(cmd);
     let names = bundle_names(&yml, "onboot");
     expect_exit_0(&r.stdout, &names, "onboot");

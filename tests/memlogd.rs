@@ -1,6 +1,10 @@
 //! Container output into LinuxKit's memlogd (the real one, on the test's own sockets),
 //! read back with LinuxKit's logread and with `service logs`; the fall back to log files
 //! when memlogd dies.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 
@@ -70,13 +74,7 @@ fn onshutdown_output_goes_to_memlogd_as_shutdown_name() {
     let memlogd = env.memlogd();
     let sd = env.bundles_dir("onshutdown");
     env.bundle(&sd, "bye", &["sh", "-c", "echo goodbye; echo bye-err >&2"]);
-    let mut c = env.lkinit();
-    c.arg("onshutdown")
-        .arg("--path")
-        .arg(&sd)
-        .arg("--log-dir")
-        .arg(&env.log_dir);
-    let r = Run::of(c);
+    let r = Run::of(env.runner_command("onshutdown", &sd, &[]));
     assert_eq!(r.code, 0);
     assert_eq!(
         memlogd.wait_for("shutdown.bye.out", |l| !l.is_empty()),

@@ -2,6 +2,10 @@
 //! network namespaces, namespace binds, and the rollback of each when a later step fails.
 //! Every check of the host side reads it directly (`ip link`, `nsenter --net=PATH`,
 //! /proc/self/mountinfo).
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 

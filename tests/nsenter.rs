@@ -1,5 +1,9 @@
 //! `service exec`, `service mount`/`umount` against services started with real runc, and
 //! bundles with user namespaces through `lkinit onboot`.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 
@@ -47,7 +51,7 @@ fn start_service(env: &TestEnv, edit: impl FnOnce(&mut Value)) -> Service {
     let rootfs = bundle.join("rootfs");
     std::fs::write(rootfs.join("only-in-service"), "service file\n").unwrap();
     env.run_detached_by_hand(&bundle, &name);
-    let pid = state(env, &name)["pid"].as_i64().unwrap() as i32;
+    let pid = i32::try_from(state(env, &name)["pid"].as_i64().unwrap()).unwrap();
     Service { name, bundle, pid }
 }
 

@@ -1,4 +1,8 @@
 //! onboot / onshutdown against real runc (and crun) with busybox bundles.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 
@@ -673,7 +677,8 @@ fn onshutdown_and_multicall_names() {
         .arg("--runtime-root")
         .arg(&env.runtime_root)
         .arg("--state-dir")
-        .arg(&env.state_dir);
+        .arg(&env.state_dir)
+        .args(["--timeout", common::BUNDLE_TIMEOUT]);
     let r = Run::of(c);
     assert_eq!(r.code, 0);
     assert_eq!(r.line("bye"), "bye: exit code 0");

@@ -3,6 +3,11 @@
 //! readiness, `readyTimeout`, health checks and their timeout, forged notifications, and
 //! nothing left behind. Real runc (and crun for the descriptor), real services.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
+
 mod common;
 
 use common::supervisor::{Supervisor, alive};
@@ -113,7 +118,7 @@ fn runtime_pid(env: &TestEnv, name: &str) -> i32 {
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["pid"].as_i64().unwrap() as i32
+    i32::try_from(v["pid"].as_i64().unwrap()).unwrap()
 }
 
 /// Removes a container the test ran by hand, and its rootfs bind.

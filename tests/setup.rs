@@ -3,6 +3,10 @@
 //! and test's prerequisites come from; README.md's test command is `cargo test`; every
 //! relative link of README.md and `docs/` reaches its file and heading; the module map
 //! names every file of `src/`. Reads files only: no root, no network, milliseconds.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 #[path = "common/packages.rs"]
 mod packages;

@@ -5,6 +5,10 @@
 //! children are the same after 100 bundles and after 200, and its memory stays flat.
 //!
 //! `LKINIT_STRESS_BUNDLES` changes the count (scripts/stress.sh runs bigger ones).
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 

@@ -1,5 +1,9 @@
 //! The service supervisor (`lkinit system-init`) and the service CLI, against real runc with
 //! busybox bundles.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 

@@ -5,6 +5,10 @@
 //! each service running exactly once.
 //!
 //! `LKINIT_CYCLES` changes the number of start/stop cycles (scripts/stress.sh runs 1000).
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 
@@ -121,7 +125,7 @@ fn start_stop_cycles_leave_nothing_and_memory_stays_flat() {
     let start = || {
         let r = request(&sock, "start", "svc");
         assert_eq!(r["ok"], true, "{r}");
-        r["service"]["pid"].as_i64().unwrap() as i32
+        i32::try_from(r["service"]["pid"].as_i64().unwrap()).unwrap()
     };
     // The first cycle makes what stays (the bind and its file, the runtime's cgroup
     // parent); the census starts after it.

@@ -2,6 +2,10 @@
 //! scripts/build-image.sh with this build of lkinit as init and the bundles of examples/)
 //! boots in QEMU without KVM, and its console is checked from the first lkinit line to the
 //! kernel's power-down line.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 

@@ -1,5 +1,9 @@
 //! `lkinit volumes`: the volumes `linuxkit build` writes (`NAME/{lower,tmp,merged}`), made
 //! ready on `merged/` with real mounts; bad ones reported while the others are prepared.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code throughout: a failed unwrap fails the test (allow-unwrap-in-tests covers only #[test] functions)"
+)]
 
 mod common;
 
@@ -25,7 +29,7 @@ fn volumes(path: &Path) -> Run {
 
 fn fstype(p: &Path) -> String {
     let table = lkinit::mountinfo::read();
-    lkinit::mountinfo::mounted_at(&table, &p.to_string_lossy())
+    lkinit::mountinfo::mounted_at(&table, p)
         .map(|e| e.fstype.clone())
         .unwrap_or_default()
 }

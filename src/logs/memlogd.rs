@@ -235,10 +235,6 @@ impl Query {
         })
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.sock.as_fd()
-    }
-
     /// One read: each whole entry that came goes to `f`. False once memlogd has ended the
     /// answer (a dump is complete; a follow ends only with memlogd).
     pub fn read_some(&mut self, mut f: impl FnMut(Entry)) -> io::Result<bool> {

@@ -15,7 +15,6 @@ pub use memlogd::Memlogd;
 pub use rotate::Policy;
 pub use sink::{Sink, file_of, name_collision, open_log, stream_names};
 
-use crate::oci_runtime::ContainerStdio;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::fs::File;
@@ -23,6 +22,15 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// The write ends of a container's stdout and stderr, handed to the runtime (which hands
+/// them on to the container).
+pub struct ContainerStdio {
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    /// The container's descriptors 3, 4, ... in this order (`--preserve-fds`).
+    pub extra: Vec<OwnedFd>,
+}
 
 /// The read ends of one container's output, each with its sink (same index).
 pub struct Tee {
@@ -73,7 +81,8 @@ pub fn pump_pipes(
                 }
                 // Rounded up, so the deadline has passed when poll times out.
                 let ms = left.as_micros().div_ceil(1000);
-                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+                // Past poll's range: it wakes at its longest, and waits again.
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
             }
         };
         let mut fds: Vec<PollFd<'_>> = open

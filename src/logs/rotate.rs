@@ -165,10 +165,6 @@ impl LogFile {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Appends `data` as `policy` says: rotated at line boundaries, lines stamped.
     pub fn write(&mut self, data: &[u8], policy: &Policy) -> Result<(), LogError> {
         if policy.timestamps {
@@ -294,7 +290,7 @@ pub fn stamp_lines(out: &mut Vec<u8>, data: &[u8], at_line_start: bool, stamp: &
 pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
+    let (y, m, day) = civil_from_days(secs / 86_400);
     let s = secs % 86_400;
     format!(
         "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
@@ -305,17 +301,18 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-/// Year, month, day of a day number since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
+/// Year, month, day of a day number since 1970-01-01 (Howard Hinnant's algorithm, for days
+/// from 1970 on: nothing in it goes below zero).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
     (y, m, d)
 }
 

@@ -123,10 +123,6 @@ impl Sink {
         &self.owner
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn to_memlogd(&self) -> bool {
         matches!(self.to, To::Memlogd(_))
     }

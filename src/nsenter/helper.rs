@@ -3,11 +3,11 @@
 //! does its part and reports back on the pipe (see the parent module).
 
 use super::{
-    Action, CONTAINER_DIRS, DEFAULT_PATH, EXIT_CANNOT_EXECUTE, EXIT_FAILED, EXIT_NOT_FOUND, Ns,
-    Request, ignore_terminal_signals, send_error, set_cloexec,
+    Action, CONTAINER_DIRS, EXIT_CANNOT_EXECUTE, EXIT_FAILED, EXIT_NOT_FOUND, HelperRequest, Ns,
+    ignore_terminal_signals, send_error, set_cloexec,
 };
 use crate::paths::{self, Create, PathError};
-use crate::reaper::{self, PidFd, Waiter};
+use crate::process::{self, PidFd, Waiter};
 use crate::{cgroups, mountapi};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -116,7 +116,7 @@ impl InsideError {
 
 /// The hidden `nsenter-helper` command: runs in a fresh, single-threaded process.
 pub fn helper(request: &str) -> i32 {
-    let req: Request = match serde_json::from_str(request) {
+    let req: HelperRequest = match serde_json::from_str(request) {
         Ok(r) => r,
         Err(e) => {
             log::error!("nsenter-helper: unreadable request: {e}");
@@ -126,7 +126,9 @@ pub fn helper(request: &str) -> i32 {
     // SAFETY: the CLI passed this descriptor to us alone; nothing else owns it here.
     let report = unsafe { OwnedFd::from_raw_fd(req.report_fd) };
     // The command must not hold the report pipe open: the CLI reads it to its end.
-    set_cloexec(&report);
+    if let Err(e) = set_cloexec(&report) {
+        log::warn!("the command may hold the report pipe open: {e}");
+    }
     let report = File::from(report);
     match &req.action {
         Action::Exec { ns, cmd } => helper_exec(&req, ns, cmd, report),
@@ -138,7 +140,9 @@ pub fn helper(request: &str) -> i32 {
         } => {
             // SAFETY: as the report descriptor: passed to us alone.
             let tree = unsafe { OwnedFd::from_raw_fd(*tree_fd) };
-            set_cloexec(&tree);
+            if let Err(e) = set_cloexec(&tree) {
+                log::warn!("the command may hold the mount's descriptor: {e}");
+            }
             match helper_mount(&req, &tree, src, *src_is_dir, dst) {
                 Ok(()) => report_ok(report, 0),
                 Err(e) => {
@@ -162,7 +166,7 @@ fn report_ok(mut report: File, code: i32) -> i32 {
     code
 }
 
-fn helper_exec(req: &Request, ns: &[Ns], cmd: &[String], report: File) -> i32 {
+fn helper_exec(req: &HelperRequest, ns: &[Ns], cmd: &[String], report: File) -> i32 {
     ignore_terminal_signals();
     let started = enter(req, ns).and_then(|entered| start(&entered, cmd));
     match started {
@@ -211,14 +215,14 @@ fn same_object(a: &impl AsFd, b: &impl AsFd) -> bool {
 /// Joins the namespaces `ns` of the service's init (skipping the ones we share already),
 /// its cgroups with `cgroup`, and its root and working directory with `mnt`; all but the
 /// pid namespace, which `start` joins.
-fn enter(req: &Request, ns: &[Ns]) -> Result<Entered, InsideError> {
+fn enter(req: &HelperRequest, ns: &[Ns]) -> Result<Entered, InsideError> {
     let (pid, service) = (req.pid, req.service.clone());
     let gone = || InsideError::Gone {
         service: service.clone(),
         pid,
     };
     let pidfd = PidFd::open(pid).map_err(|_| gone())?;
-    if req.start_time.is_some() && reaper::start_time(pid) != req.start_time {
+    if req.start_time.is_some() && process::start_time(pid) != req.start_time {
         return Err(gone());
     }
     let mut join = Vec::new();
@@ -356,7 +360,7 @@ fn find_command(cmd: &str, entered: &Entered, service: &str) -> Result<PathBuf, 
             format!("{} of service {service}", CONTAINER_DIRS.join(", ")),
         )
     } else {
-        let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string());
+        let path = std::env::var("PATH").unwrap_or_else(|_| crate::DEFAULT_PATH.to_string());
         (
             std::env::split_paths(&path).collect(),
             format!("lkinit's PATH ({path})"),
@@ -399,7 +403,7 @@ fn start(entered: &Entered, cmd: &[String]) -> Result<Waiter, InsideError> {
     // The reaper thread starts now: the mount and user namespaces, which want a
     // single-threaded caller, are joined already, and the pid namespace, after which no
     // thread can start, is not yet.
-    let reaper = reaper::global();
+    let reaper = process::reaper();
     if let Some(fd) = &entered.pid_ns {
         join_one(Ns::Pid, fd, service)?;
     }
@@ -422,7 +426,7 @@ fn kind_name(is_dir: bool) -> &'static str {
 }
 
 fn helper_mount(
-    req: &Request,
+    req: &HelperRequest,
     tree: &OwnedFd,
     src: &Path,
     src_is_dir: bool,
@@ -476,7 +480,7 @@ fn helper_mount(
     })
 }
 
-fn helper_umount(req: &Request, dst: &Path) -> Result<(), InsideError> {
+fn helper_umount(req: &HelperRequest, dst: &Path) -> Result<(), InsideError> {
     enter(req, &[Ns::Mnt])?;
     // Detached: the service's processes that still use it keep it until they let go, and
     // the path is free at once.

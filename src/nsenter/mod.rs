@@ -18,14 +18,16 @@ use crate::bundle;
 use crate::container::Ctx;
 use crate::mountapi;
 use crate::oci_runtime::RuntimeError;
-use crate::reaper::{self, ExitStatus, PidFd, Waiter};
-use nix::fcntl::OFlag;
+use crate::process::{self, ExitStatus, PidFd, Waiter};
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sched::CloneFlags;
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::Signal;
 use nix::sys::stat::{SFlag, fstat};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,20 +37,18 @@ pub use helper::helper;
 
 /// Where a bare command name is looked up inside the service's root.
 const CONTAINER_DIRS: [&str; 3] = ["/bin", "/usr/sbin", "/usr/bin"];
-/// PATH when lkinit's own environment has none.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// `exec`: lkinit itself failed (the service could not be entered).
-pub const EXIT_FAILED: i32 = 125;
+pub(crate) const EXIT_FAILED: i32 = 125;
 /// `exec`: CMD exists but cannot be executed.
-pub const EXIT_CANNOT_EXECUTE: i32 = 126;
+pub(crate) const EXIT_CANNOT_EXECUTE: i32 = 126;
 /// `exec`: CMD was not found.
-pub const EXIT_NOT_FOUND: i32 = 127;
+pub(crate) const EXIT_NOT_FOUND: i32 = 127;
 
 /// A namespace kind, as named in `/proc/PID/ns/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Ns {
+pub(crate) enum Ns {
     // The order of joining: user first, since the others belong to it and joining it gives
     // the capabilities to join them; mnt last, since its root replaces ours.
     User,
@@ -61,7 +61,7 @@ pub enum Ns {
 }
 
 impl Ns {
-    pub const ALL: [Ns; 7] = [
+    pub(crate) const ALL: [Ns; 7] = [
         Ns::User,
         Ns::Cgroup,
         Ns::Ipc,
@@ -71,7 +71,7 @@ impl Ns {
         Ns::Mnt,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Ns::User => "user",
             Ns::Cgroup => "cgroup",
@@ -96,7 +96,7 @@ impl Ns {
     }
 
     /// `/proc/PID/ns/` names, plus the OCI spellings `mount` and `network`.
-    pub fn parse(s: &str) -> Result<Ns, NsError> {
+    pub(crate) fn parse(s: &str) -> Result<Ns, NsError> {
         let s = s.trim();
         match s {
             "mount" => return Ok(Ns::Mnt),
@@ -111,7 +111,7 @@ impl Ns {
 }
 
 /// The namespaces `--ns` names, in joining order; all of them when it is absent.
-pub fn parse_ns_list(list: Option<&[String]>) -> Result<Vec<Ns>, NsError> {
+pub(crate) fn parse_ns_list(list: Option<&[String]>) -> Result<Vec<Ns>, NsError> {
     let Some(list) = list else {
         return Ok(Ns::ALL.to_vec());
     };
@@ -130,7 +130,7 @@ pub fn parse_ns_list(list: Option<&[String]>) -> Result<Vec<Ns>, NsError> {
 
 /// What the CLI side can fail at; the helper's failures arrive as `Inside`.
 #[derive(Debug, thiserror::Error)]
-pub enum NsError {
+pub(crate) enum NsError {
     #[error("`{0}` is not a valid service name")]
     InvalidName(String),
     #[error("unknown namespace `{0}` (known: mnt, uts, ipc, net, pid, cgroup, user)")]
@@ -168,7 +168,7 @@ impl NsError {
 
 /// What the CLI asks the helper to do; passed as JSON on the helper's command line.
 #[derive(Debug, Serialize, Deserialize)]
-struct Request {
+struct HelperRequest {
     service: String,
     pid: i32,
     /// The init's start time, when the caller knows it: a pid that names another process
@@ -241,7 +241,7 @@ fn exec_inner(
     let pid = service_pid(ctx, name)?;
     // The command shares our process group, so a ^C from the terminal reaches it directly;
     // what it does with it decides the status we report. The helper ignores them likewise,
-    // and the command starts with the defaults (see reaper::spawn).
+    // and the command starts with the defaults (see process::Reaper::spawn).
     ignore_terminal_signals();
     let action = Action::Exec {
         ns,
@@ -318,7 +318,7 @@ fn spawn_helper(
     inherit: &[RawFd],
 ) -> Result<Waiter, NsError> {
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| NsError::Spawn(e.into()))?;
-    let req = Request {
+    let req = HelperRequest {
         service: service.to_string(),
         pid,
         start_time: None,
@@ -334,19 +334,17 @@ fn spawn_helper(
     // on a vector allocated before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            for fd in &fds {
-                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
+            for &fd in &fds {
+                // SAFETY: the caller holds these descriptors open until the spawn returns.
+                let fd = BorrowedFd::borrow_raw(fd);
+                fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
             }
             // Nothing of an exec outlives the CLI that started it.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            set_pdeathsig(Signal::SIGKILL)?;
             Ok(())
         });
     }
-    let (_child, waiter) = reaper::global().spawn(&mut cmd).map_err(NsError::Spawn)?;
+    let (_child, waiter) = process::reaper().spawn(&mut cmd).map_err(NsError::Spawn)?;
     drop(cmd);
     drop(wr);
     let mut report = String::new();
@@ -376,7 +374,7 @@ pub struct Check {
 /// Starts `cmd` in the namespaces of the service whose init is `pid` (started at
 /// `start_time`). Its stdin is /dev/null; if the supervisor dies, the helper and the
 /// command die with it.
-pub fn spawn_check(
+pub(crate) fn spawn_check(
     service: &str,
     pid: i32,
     start_time: Option<u64>,
@@ -390,7 +388,7 @@ pub fn spawn_check(
     for fd in [&wr, &out_w] {
         nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty())).map_err(spawn_err)?;
     }
-    let req = Request {
+    let req = HelperRequest {
         service: service.to_string(),
         pid,
         start_time,
@@ -422,7 +420,7 @@ pub fn spawn_check(
             Ok(())
         });
     }
-    let (child, waiter) = reaper::global().spawn(&mut c).map_err(NsError::Spawn)?;
+    let (child, waiter) = process::reaper().spawn(&mut c).map_err(NsError::Spawn)?;
     drop(c);
     drop(wr);
     // Pinned now; if it has ended already its pid may have been reaped and reused, and
@@ -449,9 +447,8 @@ pub fn parse_report(report: &str) -> Option<(i32, String)> {
     }
 }
 
-fn set_cloexec(fd: &impl AsRawFd) {
-    // SAFETY: fcntl on a descriptor we own, with no pointers.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+fn set_cloexec(fd: &impl AsFd) -> nix::Result<()> {
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map(drop)
 }
 
 /// SIGINT and SIGQUIT from the terminal are the command's to handle, not ours.

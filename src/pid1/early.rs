@@ -2,7 +2,7 @@
 //! read back from.
 
 use nix::mount::{MsFlags, mount};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EarlyError {
@@ -146,7 +146,7 @@ pub fn cgroup_mounts(v1: bool, proc_cgroups: &str) -> Vec<EarlyMount> {
     v
 }
 
-pub use crate::mountinfo::{MountEntry, mounted_at, read as read_mountinfo};
+pub(crate) use crate::mountinfo::{MountEntry, mounted_at, read as read_mountinfo};
 
 /// Mounts one entry unless something is mounted there already.
 fn mount_one(e: &EarlyMount, current: &[MountEntry]) -> Result<bool, EarlyError> {
@@ -186,7 +186,7 @@ fn mount_list(list: &[EarlyMount], current: &mut Vec<MountEntry>) -> Result<(), 
         match mount_one(e, current) {
             Ok(true) if e.target == "/proc" => *current = read_mountinfo(),
             Ok(true) => current.push(MountEntry {
-                mount_point: e.target.clone(),
+                mount_point: PathBuf::from(&e.target),
                 fstype: e.fstype.clone(),
                 ..MountEntry::default()
             }),
@@ -263,10 +263,11 @@ pub fn summary(table: &[MountEntry]) -> String {
     table
         .iter()
         .map(|e| {
-            if e.shared && e.mount_point == "/" {
-                format!("{} {} shared", e.mount_point, e.fstype)
+            let point = e.mount_point.display();
+            if e.shared && e.mount_point == Path::new("/") {
+                format!("{point} {} shared", e.fstype)
             } else {
-                format!("{} {}", e.mount_point, e.fstype)
+                format!("{point} {}", e.fstype)
             }
         })
         .collect::<Vec<_>>()
@@ -318,7 +319,7 @@ mod tests {
         assert_eq!(t.len(), 4);
         assert_eq!(mounted_at(&t, "/").unwrap().fstype, "tmpfs");
         assert!(mounted_at(&t, "/").unwrap().shared);
-        assert_eq!(t[3].mount_point, "/with space");
+        assert_eq!(t[3].mount_point, Path::new("/with space"));
         assert!(!t[3].shared);
         assert!(mounted_at(&t, "/sys").is_none());
         assert_eq!(summary(&t[1..3]), "/ tmpfs shared, /proc proc".to_string());

@@ -2,9 +2,10 @@
 //! after it, `#` comments), loaded with finit_module before onboot. Names are resolved
 //! through `/lib/modules/$(uname -r)/modules.dep`, dependencies first.
 
+use nix::errno::Errno;
+use nix::kmod::{ModuleInitFlags, finit_module};
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -158,8 +159,9 @@ impl DepDb {
     }
 }
 
-/// The kernel's flag for a compressed module file (Linux 5.17+, CONFIG_MODULE_DECOMPRESS).
-const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
+/// The kernel's flag for a compressed module file (Linux 5.17+, CONFIG_MODULE_DECOMPRESS),
+/// which nix does not name.
+const MODULE_INIT_COMPRESSED_FILE: ModuleInitFlags = ModuleInitFlags::from_bits_retain(4);
 
 /// Loads one module file; Ok(false) when it was loaded already.
 pub fn load_file(path: &Path, params: &str) -> Result<bool, KmodError> {
@@ -174,29 +176,17 @@ pub fn load_file(path: &Path, params: &str) -> Result<bool, KmodError> {
     let flags = if is_compressed(path) {
         MODULE_INIT_COMPRESSED_FILE
     } else {
-        0
+        ModuleInitFlags::empty()
     };
-    // SAFETY: a valid descriptor, a NUL-terminated string that outlives the call, and flags.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_finit_module,
-            f.as_raw_fd(),
-            p.as_ptr(),
-            flags as libc::c_long,
-        )
-    };
-    if r == 0 {
-        return Ok(true);
-    }
-    let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EEXIST) => Ok(false),
-        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) if flags != 0 => Err(KmodError::Compressed {
+    match finit_module(&f, &p, flags) {
+        Ok(()) => Ok(true),
+        Err(Errno::EEXIST) => Ok(false),
+        Err(Errno::EINVAL | Errno::EOPNOTSUPP) if !flags.is_empty() => Err(KmodError::Compressed {
             path: path.to_path_buf(),
         }),
-        _ => Err(KmodError::Load {
+        Err(e) => Err(KmodError::Load {
             path: path.to_path_buf(),
-            source: e,
+            source: e.into(),
         }),
     }
 }

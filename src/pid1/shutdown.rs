@@ -7,6 +7,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::reboot::{RebootMode, reboot};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// What the machine does at the end.
@@ -147,18 +148,18 @@ pub fn unmount_all() {
     let table = super::early::read_mountinfo();
     let (mut done, mut detached) = (0, 0);
     for e in table.iter().rev() {
-        if e.mount_point == "/" {
+        if e.mount_point == Path::new("/") {
             continue;
         }
-        match umount2(e.mount_point.as_str(), MntFlags::empty()) {
+        match umount2(&e.mount_point, MntFlags::empty()) {
             Ok(()) => done += 1,
             Err(Errno::EBUSY) => {
-                if umount2(e.mount_point.as_str(), MntFlags::MNT_DETACH).is_ok() {
+                if umount2(&e.mount_point, MntFlags::MNT_DETACH).is_ok() {
                     detached += 1;
                 }
             }
             // Already gone with its parent, or never reachable.
-            Err(err) => log::debug!("umount {}: {err}", e.mount_point),
+            Err(err) => log::debug!("umount {}: {err}", e.mount_point.display()),
         }
     }
     let _ = mount(
@@ -225,7 +226,7 @@ mod tests {
 
     #[test]
     fn this_test_process_is_a_user_process() {
-        let me = std::process::id() as i32;
+        let me = nix::unistd::getpid().as_raw();
         let all = user_processes();
         assert!(all.iter().any(|(p, _)| *p == me), "{all:?}");
     }

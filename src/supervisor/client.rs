@@ -342,14 +342,17 @@ fn since_text(since: f64) -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(since);
-    let ago = (now - since).max(0.0) as u64;
+    let ago = Duration::try_from_secs_f64(now - since).map_or(0, |d| d.as_secs());
     let ago = match ago {
         a if a < 60 => format!("{a}s"),
         a if a < 3600 => format!("{}m{}s", a / 60, a % 60),
         a if a < 86400 => format!("{}h{}m", a / 3600, (a % 3600) / 60),
         a => format!("{}d{}h", a / 86400, (a % 86400) / 3600),
     };
-    format!("{} ({ago} ago)", utc(since as i64))
+    // Rust's float-to-int `as` saturates: a time no supervisor sends prints as a wrong date.
+    #[expect(clippy::cast_possible_truncation, reason = "saturating, see above")]
+    let since = since as i64;
+    format!("{} ({ago} ago)", utc(since))
 }
 
 /// A Unix time as `YYYY-MM-DD HH:MM:SS UTC` (civil-from-days, proleptic Gregorian).

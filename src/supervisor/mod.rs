@@ -26,7 +26,7 @@ pub mod types;
 use crate::cli::SupervisorArgs;
 use crate::container::Ctx;
 use crate::logs::Memlogd;
-use crate::reaper;
+use crate::process;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -52,7 +52,7 @@ pub fn run(ctx: &Ctx, args: &SupervisorArgs, sock: &Path, memlogd: Memlogd) -> i
     }
     // A subreaper from the start: a container's init becomes our child when the runtime
     // that made it exits.
-    let _ = reaper::global();
+    let _ = process::reaper();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)

@@ -474,7 +474,7 @@ mod tests {
         c.send_to(b"READY=1", &path).unwrap();
         match sock.recv().await.unwrap() {
             Received::Message { pid, data } => {
-                assert_eq!(pid, Some(std::process::id() as i32));
+                assert_eq!(pid, Some(i32::try_from(std::process::id()).unwrap()));
                 assert_eq!(data, b"READY=1");
             }
             r => panic!("{r:?}"),
@@ -510,8 +510,11 @@ mod tests {
             sock.recv().await.unwrap(),
             Received::TooLong { len, .. } if len == MAX_MESSAGE + 1
         ));
-        let other = Identity::of(std::process::id() as i32 + 1_000_000);
-        assert_eq!(other.sender(std::process::id() as i32), Sender::Other);
+        let other = Identity::of(i32::try_from(std::process::id()).unwrap() + 1_000_000);
+        assert_eq!(
+            other.sender(i32::try_from(std::process::id()).unwrap()),
+            Sender::Other
+        );
         drop(sock);
         assert!(!path.exists() && !path.parent().unwrap().exists());
     }

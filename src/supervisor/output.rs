@@ -20,8 +20,8 @@
 //! service is never stopped by its logs. Readers (`service logs`) read the files and
 //! memlogd's query socket, never the pipe.
 
+use crate::logs::ContainerStdio;
 use crate::logs::{self, Memlogd, Sink};
-use crate::oci_runtime::ContainerStdio;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

@@ -67,7 +67,7 @@ impl History {
             };
         }
         // 2^(n-1) times the first delay, without overflow on silly settings.
-        let factor = 1u32.checked_shl((n - 1).min(31) as u32).unwrap_or(u32::MAX);
+        let factor = 1u32 << u32::try_from(n - 1).unwrap_or(u32::MAX).min(31);
         let delay = p
             .delay
             .checked_mul(factor)

@@ -4,7 +4,7 @@
 
 use super::checks::Probe;
 use crate::nsenter;
-use crate::reaper::{self, PidFd};
+use crate::process::{self, PidFd};
 use std::fs::File;
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ struct Guard(Option<PidFd>);
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(fd) = self.0.take() {
-            reaper::kill_tree_of(&fd);
+            process::kill_tree_of(&fd);
         }
     }
 }

@@ -71,7 +71,7 @@ impl Op {
         let v: serde_json::Value =
             serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))?;
         match v.get("v").and_then(|v| v.as_u64()) {
-            Some(n) if n == VERSION as u64 => {}
+            Some(n) if n == u64::from(VERSION) => {}
             Some(n) => {
                 return Err(format!(
                     "unsupported protocol version {n} (this supervisor speaks {VERSION})"

@@ -102,7 +102,11 @@ mod tests {
         let mut seen = HashMap::new();
         let t = Instant::now();
         for i in 0..10 * FAULTS {
-            pass(&mut seen, &i.to_string(), t + WINDOW * i as u32);
+            pass(
+                &mut seen,
+                &i.to_string(),
+                t + WINDOW * u32::try_from(i).unwrap(),
+            );
         }
         assert!(seen.len() <= FAULTS);
     }

@@ -6,7 +6,7 @@ use super::ready::CheckReport;
 use super::record::Record;
 use crate::container::Ctx;
 use crate::logs::Memlogd;
-use crate::reaper::ExitStatus;
+use crate::process::ExitStatus;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -11,13 +11,11 @@
 //! first and one last put lkinit in the same state twice (waiting for a running container),
 //! so whatever the bundles in between leaked shows as a difference.
 
-use super::TestEnv;
+use super::{Background, TestEnv};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A snapshot of everything a test could leak.
@@ -56,7 +54,7 @@ fn list_tree(root: &Path, out: &mut Vec<String>) {
 fn mount_points() -> Vec<String> {
     lkinit::mountinfo::read()
         .into_iter()
-        .map(|e| e.mount_point)
+        .map(|e| e.mount_point.to_string_lossy().into_owned())
         .collect()
 }
 
@@ -359,61 +357,6 @@ impl ProcView {
     }
 }
 
-/// lkinit running in the background, its output drained as it comes.
-pub struct Background {
-    child: Child,
-    out: Option<std::thread::JoinHandle<String>>,
-    err: Option<std::thread::JoinHandle<String>>,
-}
-
-fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = r.read_to_end(&mut v);
-        String::from_utf8_lossy(&v).into_owned()
-    })
-}
-
-impl Background {
-    pub fn spawn(mut c: Command) -> Background {
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().expect("lkinit starts");
-        let out = Some(drain(child.stdout.take().unwrap()));
-        let err = Some(drain(child.stderr.take().unwrap()));
-        Background { child, out, err }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// Waits for the end; the same report as a foreground run.
-    pub fn finish(mut self) -> super::Run {
-        let status = self.child.wait().unwrap();
-        let stdout = self.out.take().unwrap().join().unwrap();
-        let stderr = self.err.take().unwrap().join().unwrap();
-        let r = super::Run {
-            code: status.code().unwrap_or(-1),
-            stdout,
-            stderr,
-        };
-        eprintln!(
-            "--- lkinit exit {}\n--- stdout\n{}--- stderr\n{}",
-            r.code, r.stdout, r.stderr
-        );
-        r
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// A bundle that tells the test it runs and waits until the test lets it go.
 pub struct Probe {
     pub name: String,
@@ -434,13 +377,19 @@ impl Probe {
 
     /// Waits until the probe runs, looks at lkinit, runs `during` (lkinit is still busy
     /// with the probe) and lets the probe go. None if the probe never ran (lkinit ended
-    /// first).
+    /// first); a probe that has not started within [`PATIENCE`] fails the test (lkinit,
+    /// dropped, is killed, and the guard removes the probe).
     pub fn view(&self, lk: &mut Background, during: impl FnOnce()) -> Option<ProcView> {
         let deadline = Instant::now() + PATIENCE;
         while !self.ready().exists() {
-            if Instant::now() > deadline || matches!(lk.child.try_wait(), Ok(Some(_))) {
+            if lk.has_ended() {
                 return None;
             }
+            assert!(
+                Instant::now() < deadline,
+                "the probe {} did not start within {PATIENCE:?}",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         // A child that just exited may not be reaped yet: give the reaper its moment.

@@ -77,16 +77,18 @@ pub struct Memlogd {
 
 impl Memlogd {
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
+        super::pid_of(self.child.as_ref().expect("running"))
     }
 
     /// `logread -socket QUERY`: every line memlogd keeps, as `(name, line)`.
     pub fn lines(&self) -> Vec<(String, String)> {
-        let o = Command::new(tool("logread"))
-            .arg("-socket")
-            .arg(&self.query)
-            .output()
-            .expect("logread runs");
+        let o = super::output_within(
+            Command::new(tool("logread"))
+                .arg("-socket")
+                .arg(&self.query),
+            super::QUICK_LIMIT,
+            "logread",
+        );
         assert!(
             o.status.success(),
             "logread: {}",

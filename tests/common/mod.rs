@@ -6,14 +6,20 @@
 pub mod census;
 #[allow(unused_imports)]
 pub use census::*;
+pub mod links;
+#[allow(unused_imports)]
+pub use links::*;
 pub mod memlogd;
 pub mod packages;
 pub mod qemu;
+pub mod run;
 pub mod supervisor;
+#[allow(unused_imports)]
+pub use run::*;
 
 use serde_json::{Value, json};
 use std::cell::RefCell;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,6 +44,12 @@ fn busybox() -> PathBuf {
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The pid of a child std started: std hands out the kernel's pid_t (always positive) as
+/// a u32, and this is the same bits back.
+pub fn pid_of(child: &std::process::Child) -> i32 {
+    child.id().cast_signed()
+}
 
 /// A name no other test (or test run) uses at the same time.
 pub fn unique(prefix: &str) -> String {
@@ -235,13 +247,14 @@ impl TestEnv {
 
     /// The command `onboot` runs (and `onboot_bg` starts).
     pub fn onboot_command(&self, path: &Path, extra: &[&str]) -> Command {
+        self.runner_command("onboot", path, extra)
+    }
+
+    /// `lkinit onboot` or `lkinit onshutdown` (`word`) over `path`, logs in this test's log
+    /// dir: see [`runner_args`].
+    pub fn runner_command(&self, word: &str, path: &Path, extra: &[&str]) -> Command {
         let mut c = self.lkinit();
-        c.arg("onboot")
-            .arg("--path")
-            .arg(path)
-            .arg("--log-dir")
-            .arg(&self.log_dir)
-            .args(extra);
+        c.args(runner_args(word, path, &self.log_dir, extra));
         c
     }
 
@@ -294,8 +307,8 @@ impl TestEnv {
         .unwrap();
         self.track_mount(&rootfs);
         let log = self.dir.join(format!("{name}.runtime.log"));
-        let st = Command::new(&self.runtime)
-            .arg("--root")
+        let mut c = Command::new(&self.runtime);
+        c.arg("--root")
             .arg(&self.runtime_root)
             .arg("--log")
             .arg(&log)
@@ -304,9 +317,8 @@ impl TestEnv {
             .arg(name)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
+            .stderr(std::process::Stdio::null());
+        let st = status_within(&mut c, RUN_LIMIT, &format!("{} run --detach", self.runtime));
         assert!(
             st.success(),
             "{} run: {}",
@@ -335,12 +347,10 @@ impl TestEnv {
 
     /// Mount points at or below `dir`.
     pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-        let d = dir.to_string_lossy().to_string();
         lkinit::mountinfo::read()
             .into_iter()
             .map(|e| e.mount_point)
-            .filter(|m| m == &d || m.starts_with(&format!("{d}/")))
-            .map(PathBuf::from)
+            .filter(|m| m.starts_with(dir))
             .collect()
     }
 
@@ -393,20 +403,8 @@ impl Drop for TestEnv {
                 .args(["delete", "--force", &c])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null());
-            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-            if let Ok(mut child) = cmd.spawn() {
-                let end = std::time::Instant::now() + std::time::Duration::from_secs(15);
-                while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < end {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                if matches!(child.try_wait(), Ok(None)) {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(child.id() as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                    let _ = child.wait();
-                    let _ = std::fs::remove_dir_all(self.runtime_root.join(&c));
-                }
+            if status_or_kill(&mut cmd, std::time::Duration::from_secs(15)).is_none() {
+                let _ = std::fs::remove_dir_all(self.runtime_root.join(&c));
             }
         }
         let mut m = self.mounts.borrow().clone();
@@ -417,7 +415,7 @@ impl Drop for TestEnv {
         let mut m = self.my_mounts();
         unmount_all(&mut m);
         for l in self.links.borrow().iter() {
-            let _ = Command::new("ip").args(["link", "del", l]).output();
+            let _ = output_or_kill(Command::new("ip").args(["link", "del", l]), QUICK_LIMIT);
         }
         let mut cgroups = self.cgroups.borrow().clone();
         cgroups.push(self.cgroup_parent.clone());
@@ -452,129 +450,22 @@ fn remove_cgroup_tree(p: &Path) {
     let _ = std::fs::remove_dir(p);
 }
 
-/// A finished lkinit run.
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
+/// How long each bundle of a test's onboot or onshutdown may take (`--timeout`) unless the
+/// test says: far beyond what any takes here, and below [`RUN_LIMIT`], so a bundle that
+/// hangs is ended by lkinit and reported on its line before the harness has to kill lkinit.
+pub const BUNDLE_TIMEOUT: &str = "240";
 
-/// The longest any one lkinit command of a test may take before the test fails: far beyond
-/// what any takes here, so only a hang reaches it.
-pub const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
-
-impl Run {
-    /// Runs `c` to its end, within [`RUN_LIMIT`].
-    pub fn of(c: Command) -> Run {
-        Self::within(c, RUN_LIMIT)
+/// The arguments of `onboot` or `onshutdown` (`word`) over `path` with logs in `log_dir`:
+/// `extra`, and `--timeout` [`BUNDLE_TIMEOUT`] unless `extra` gives one. The one place the
+/// tests make a runner's command line.
+pub fn runner_args(word: &str, path: &Path, log_dir: &Path, extra: &[&str]) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec![word.into(), "--path".into(), path.into()];
+    a.extend(["--log-dir".into(), log_dir.into()]);
+    a.extend(extra.iter().map(OsString::from));
+    if !extra.contains(&"--timeout") {
+        a.extend(["--timeout".into(), BUNDLE_TIMEOUT.into()]);
     }
-
-    /// Runs `c` to its end; past `limit` it is killed (with its process group) and the test
-    /// fails, naming the command.
-    pub fn within(mut c: Command, limit: std::time::Duration) -> Run {
-        use std::io::Read;
-        use std::os::unix::process::CommandExt;
-        use std::process::Stdio;
-        let what = format!("{c:?}");
-        c.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let mut child = c.spawn().expect("lkinit runs");
-        let reader = |mut r: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut v = Vec::new();
-                let _ = r.read_to_end(&mut v);
-                v
-            })
-        };
-        let out = reader(Box::new(child.stdout.take().unwrap()));
-        let err = reader(Box::new(child.stderr.take().unwrap()));
-        let start = std::time::Instant::now();
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            if start.elapsed() > limit {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(child.id() as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                let _ = child.wait();
-                panic!("still running after {}s, killed: {what}", limit.as_secs());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        };
-        let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
-        let r = Run {
-            code: status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        };
-        eprintln!(
-            "--- lkinit exit {}\n--- stdout\n{}--- stderr\n{}",
-            r.code, r.stdout, r.stderr
-        );
-        r
-    }
-
-    /// The report line of bundle `name`.
-    pub fn line(&self, name: &str) -> String {
-        let prefix = format!("{name}: ");
-        self.stdout
-            .lines()
-            .find(|l| l.starts_with(&prefix))
-            .unwrap_or_else(|| panic!("no line for {name} in:\n{}", self.stdout))
-            .to_string()
-    }
-}
-
-/// Runs `c` to its end within `limit` and says how long it took; past the limit it is
-/// killed and the test fails naming `what` (a hang must fail a test, not stall it).
-pub fn run_within(
-    mut c: Command,
-    limit: std::time::Duration,
-    what: &str,
-) -> (Run, std::time::Duration) {
-    use std::io::Read;
-    c.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let begun = std::time::Instant::now();
-    let mut child = c.spawn().expect("the command starts");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if begun.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: no end within {limit:?}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let took = begun.elapsed();
-    let r = Run {
-        code: status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.join().unwrap()).into_owned(),
-        stderr: String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
-    };
-    eprintln!(
-        "--- {what}: exit {} after {took:?}\n--- stdout\n{}--- stderr\n{}",
-        r.code, r.stdout, r.stderr
-    );
-    (r, took)
+    a
 }
 
 /// True if `p` is a mount point now.
@@ -584,75 +475,6 @@ pub fn is_mounted(p: &Path) -> bool {
 
 pub fn os(s: &str) -> &OsStr {
     OsStr::new(s)
-}
-
-/// A link seen by `ip link`: its index, name and flags.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Link {
-    pub index: u32,
-    pub name: String,
-    pub flags: Vec<String>,
-}
-
-/// Parses `ip link` output (iproute2's or busybox's): one `N: NAME[@PEER]: <FLAGS> ...`
-/// line per link.
-pub fn parse_links(out: &str) -> Vec<Link> {
-    out.lines()
-        .filter_map(|l| {
-            let mut parts = l.splitn(3, ": ");
-            let index = parts.next()?.trim().parse().ok()?;
-            let name = parts.next()?.split('@').next()?.to_string();
-            let rest = parts.next().unwrap_or("");
-            let flags = rest
-                .strip_prefix('<')
-                .and_then(|r| r.split('>').next())
-                .map(|f| f.split(',').map(str::to_string).collect())
-                .unwrap_or_default();
-            Some(Link { index, name, flags })
-        })
-        .collect()
-}
-
-/// The links of the root network namespace (`None`) or of the one bound at `ns`, read
-/// from the host with `ip link` / `nsenter --net=NS ip link`.
-pub fn links(ns: Option<&Path>) -> Vec<Link> {
-    let out = match ns {
-        None => Command::new("ip").args(["-o", "link", "show"]).output(),
-        Some(p) => Command::new("nsenter")
-            .arg(format!("--net={}", p.display()))
-            .args(["ip", "-o", "link", "show"])
-            .output(),
-    }
-    .expect("ip runs");
-    assert!(
-        out.status.success(),
-        "ip link in {ns:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parse_links(&String::from_utf8_lossy(&out.stdout))
-}
-
-pub fn link(ns: Option<&Path>, name: &str) -> Option<Link> {
-    links(ns).into_iter().find(|l| l.name == name)
-}
-
-pub fn has_link(ns: Option<&Path>, name: &str) -> bool {
-    link(ns, name).is_some()
-}
-
-/// Names of the links listed in some `ip link` output (e.g. a container's stdout).
-pub fn link_names(out: &str) -> Vec<String> {
-    parse_links(out).into_iter().map(|l| l.name).collect()
-}
-
-/// Runs `ip ARGS` in the root namespace and asserts it worked (test fixtures).
-pub fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip runs");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Polls `f` for up to 10 s: the kernel tears network namespaces down asynchronously.
@@ -671,10 +493,9 @@ pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
 
 /// How many mounts sit exactly on `p`.
 pub fn mount_count(p: &Path) -> usize {
-    let s = p.to_string_lossy();
     lkinit::mountinfo::read()
         .iter()
-        .filter(|e| e.mount_point == s)
+        .filter(|e| e.mount_point == p)
         .count()
 }
 
@@ -700,12 +521,14 @@ pub fn share_namespace(c: &mut Value, typ: &str) {
 
 /// Whether `cmd` is on PATH.
 pub fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    let mut c = Command::new("sh");
+    c.args(["-c", &format!("command -v {cmd}")])
+        .stdout(std::process::Stdio::null());
+    status_or_kill(&mut c, QUICK_LIMIT).is_some_and(|s| s.success())
 }
+
+/// How long installing packages may take (a slow mirror).
+const INSTALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(1800);
 
 /// Installs the Debian package of each command missing from PATH, as CI starts from a
 /// bare machine: first from the package lists there are, then after `apt-get update`. The
@@ -729,10 +552,7 @@ pub fn ensure_installed(commands: &[&str]) {
         missing.join(" ")
     );
     let ok = |cmd: &str| {
-        Command::new("sh")
-            .args(["-c", cmd])
-            .status()
-            .is_ok_and(|s| s.success())
+        status_within(Command::new("sh").args(["-c", cmd]), INSTALL_LIMIT, cmd).success()
     };
     assert!(
         ok(&install) || ok(&format!("apt-get update -qq && {install}")),
@@ -744,11 +564,11 @@ pub fn ensure_installed(commands: &[&str]) {
 /// this host's hybrid layout (crun 1.8 refuses hybrid hosts). Mounts lkinit makes there,
 /// namespace binds included, go away with it.
 pub fn crun_onboot(env: &TestEnv, path: &Path) -> Run {
-    Run::of(crun_onboot_command(env, path))
+    Run::of(crun_onboot_command(env, path, &[]))
 }
 
-/// The command `crun_onboot` runs.
-pub fn crun_onboot_command(env: &TestEnv, path: &Path) -> Command {
+/// The command `crun_onboot` runs, with `extra` arguments for onboot.
+pub fn crun_onboot_command(env: &TestEnv, path: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new("unshare");
     env.memlogd_env(&mut c);
     c.args(["-m", "--propagation", "private", "sh", "-c"])
@@ -759,10 +579,6 @@ pub fn crun_onboot_command(env: &TestEnv, path: &Path) -> Command {
         .arg(&env.runtime_root)
         .arg("--state-dir")
         .arg(&env.state_dir)
-        .arg("onboot")
-        .arg("--path")
-        .arg(path)
-        .arg("--log-dir")
-        .arg(&env.log_dir);
+        .args(runner_args("onboot", path, &env.log_dir, extra));
     c
 }

@@ -55,7 +55,9 @@ impl TestEnv {
         let s = self.system_init_nowait_args(services, extra);
         s.wait_until("the supervisor answers", Duration::from_secs(20), || {
             let mut c = s.command(&["list"]);
-            c.output().ok().filter(|o| o.status.success()).map(|_| ())
+            super::output_or_kill(&mut c, super::QUICK_LIMIT)
+                .filter(|o| o.status.success())
+                .map(|_| ())
         });
         s
     }
@@ -146,7 +148,7 @@ pub fn alive(pid: i32) -> bool {
 
 impl Supervisor {
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
+        super::pid_of(self.child.as_ref().expect("running"))
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -164,7 +166,11 @@ impl Supervisor {
 
     /// `status NAME`, quietly (it is polled).
     pub fn status(&self, name: &str) -> Status {
-        let o = self.command(&["status", name]).output().unwrap();
+        let o = super::output_within(
+            &mut self.command(&["status", name]),
+            super::QUICK_LIMIT,
+            &format!("status {name}"),
+        );
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
         let field = |k: &str| {
             out.lines()
@@ -239,7 +245,7 @@ impl Supervisor {
     /// SIGTERM, then waits for the exit; returns the exit code.
     pub fn terminate(&mut self) -> i32 {
         let mut c = self.child.take().expect("running");
-        signal(c.id() as i32, libc::SIGTERM);
+        signal(super::pid_of(&c), libc::SIGTERM);
         let st = wait_timeout(&mut c, Duration::from_secs(60)).unwrap_or_else(|| {
             let _ = c.kill();
             panic!("the supervisor did not exit after SIGTERM:\n{}", self.log())
@@ -271,7 +277,7 @@ fn wait_timeout(c: &mut Child, t: Duration) -> Option<std::process::ExitStatus> 
 impl Drop for Supervisor {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            signal(c.id() as i32, libc::SIGTERM);
+            signal(super::pid_of(&c), libc::SIGTERM);
             if wait_timeout(&mut c, Duration::from_secs(30)).is_none() {
                 let _ = c.kill();
                 let _ = c.wait();

@@ -28,7 +28,7 @@ use crate::bundle::Bundle;
 use crate::container::{self, Adopted, Ctx, Handover, Mode, Running};
 use crate::logs::{self};
 use crate::oci_runtime::{Cancel, OciRuntime};
-use crate::reaper::{ExitStatus, Waiter};
+use crate::process::{ExitStatus, Waiter};
 use crate::undo::UndoFailures;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -255,7 +255,7 @@ impl Task {
         let ident = super::notify::Identity::of(inst.pid);
         let start_time = match &inst.handover {
             Some(h) => h.start_time,
-            None => crate::reaper::start_time(inst.pid),
+            None => crate::process::start_time(inst.pid),
         };
         Some(ready::start(
             &self.name,

@@ -9,14 +9,9 @@
 //! Links are left as the kernel creates them (down, no addresses): configuring them is the
 //! container's business, as in LinuxKit.
 //!
-//! A netlink socket acts on the namespace it was opened in. Each namespace gets one thread
-//! that `setns`es into it (a network namespace is per thread, so this is safe in a
-//! multi-threaded process) and runs a small current-thread tokio runtime with one rtnetlink
-//! connection; callers hand it jobs and block on the answer, so this works the same from
-//! plain threads and from inside an async runtime, and no tokio worker ever changes
-//! namespace. The namespace is held by a descriptor, not a pid or path, so an undo acts on
-//! exactly the namespace the link was put in, also one joined by path that outlives the
-//! container.
+//! The requests go through one netlink thread with one small tokio runtime, a connection
+//! in each namespace (`netlink.rs`); it stops once the interfaces are set up and starts
+//! again only if a rollback needs it. PID 1 brings `lo` up through it too.
 //!
 //! Undo (only when the bundle fails before it starts; the links are the point of the bundle
 //! otherwise): links created are deleted where they are (a veth by its peer, which deletes
@@ -24,19 +19,17 @@
 //! if it still has the index and name it was given, so a link someone else made is never
 //! touched.
 
+mod netlink;
+
 use crate::bundle::Bundle;
 use crate::runtime_config::Interface;
 use crate::undo::Undo;
-use futures::TryStreamExt;
-use futures::future::{BoxFuture, FutureExt};
+use netlink::{Netlink, Netns};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
-use nix::sched::CloneFlags;
-use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth};
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -60,21 +53,58 @@ pub enum NetError {
     },
 }
 
+/// Why a link could not be put back as it was found (the undo of a step above).
+#[derive(Debug, thiserror::Error)]
+pub enum LinkUndoError {
+    #[error("cannot delete `{name}` in {ns}")]
+    Delete {
+        name: String,
+        ns: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot look up `{name}` in {ns}")]
+    Lookup {
+        name: String,
+        ns: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot find `{name}` in {ns} to move it back")]
+    Find {
+        name: String,
+        ns: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot move `{name}` back to {ns}")]
+    MoveBack {
+        name: String,
+        ns: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{name}` is no longer in {ns}; it cannot be moved back")]
+    Gone { name: String, ns: String },
+}
+
 /// Sets up every interface of the bundle for the container whose init is `pid`, pushing
 /// the undo of each step as it succeeds.
 pub fn apply(bundle: &Bundle, pid: i32, undo: &mut Undo) -> Result<(), NetError> {
     if bundle.runtime.interfaces.is_empty() {
         return Ok(());
     }
+    let netlink = Netlink::new();
     let root = Arc::new(Netns::open(
         Path::new("/proc/self/ns/net"),
         "the root network namespace".into(),
+        &netlink,
     )?);
     let label = match bundle.netns_path() {
         Some(p) => format!("the network namespace {}", p.display()),
         None => "the container's network namespace".into(),
     };
-    let inner = Netns::open(Path::new(&format!("/proc/{pid}/ns/net")), label)?;
+    let inner = Netns::open(Path::new(&format!("/proc/{pid}/ns/net")), label, &netlink)?;
     // A container without a network namespace of its own shares the root one: creating
     // "inside" is creating there, and a move is nothing to do.
     let inner = if inner.id == root.id {
@@ -86,156 +116,43 @@ pub fn apply(bundle: &Bundle, pid: i32, undo: &mut Undo) -> Result<(), NetError>
     for (index, itf) in bundle.runtime.interfaces.iter().enumerate() {
         net.apply_one(index, itf, undo)?;
     }
-    // The undo steps keep the namespaces (by descriptor) but not the threads: they are
-    // started again only if a rollback needs them.
-    net.root.close();
-    net.inner.close();
+    // The undo steps keep the namespaces (by descriptor) but not the thread: it is started
+    // again only if a rollback needs it.
+    netlink.close();
     Ok(())
 }
 
-/// One network namespace, held open, with a netlink thread started on demand.
-struct Netns {
-    fd: Arc<OwnedFd>,
-    /// (device, inode) of the namespace file: equal ids are the same namespace.
-    id: (u64, u64),
-    label: String,
-    worker: Mutex<Option<Worker>>,
+#[derive(Debug, thiserror::Error)]
+pub enum LoopbackError {
+    #[error(transparent)]
+    Namespace(NetError),
+    #[error("find link `lo`")]
+    Find(#[source] io::Error),
+    #[error("no link `lo`")]
+    Missing,
+    #[error("set `lo` up")]
+    Up(#[source] io::Error),
 }
 
-impl Netns {
-    fn open(path: &Path, label: String) -> Result<Netns, NetError> {
-        let err = |source| NetError::Namespace {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(err)?;
-        let md = file.metadata().map_err(err)?;
-        Ok(Netns {
-            fd: Arc::new(file.into()),
-            id: (md.dev(), md.ino()),
-            label,
-            worker: Mutex::new(None),
-        })
-    }
-
-    fn close(&self) {
-        let w = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
-        drop(w);
-    }
-
-    /// Runs `f` with a netlink handle opened in this namespace.
-    fn call<T, F>(&self, f: F) -> io::Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(Handle) -> BoxFuture<'static, io::Result<T>> + Send + 'static,
-    {
-        let mut w = self.worker.lock().unwrap_or_else(|e| e.into_inner());
-        if w.is_none() {
-            *w = Some(Worker::start(self.fd.clone())?);
-        }
-        w.as_ref().expect("started above").call(f)
-    }
-
-    /// The link called `name`, if there is one.
-    fn link(&self, name: &str) -> io::Result<Option<LinkMessage>> {
-        let name = name.to_string();
-        self.call(move |h| {
-            async move {
-                let r = h.link().get().match_name(name).execute().try_next().await;
-                absent_is_none(r)
-            }
-            .boxed()
-        })
-    }
-
-    fn link_by_index(&self, index: u32) -> io::Result<Option<LinkMessage>> {
-        self.call(move |h| {
-            async move {
-                let r = h.link().get().match_index(index).execute().try_next().await;
-                absent_is_none(r)
-            }
-            .boxed()
-        })
-    }
-
-    /// The index of the link called `name` (ENODEV if there is none).
-    fn index_of(&self, name: &str) -> io::Result<u32> {
-        self.link(name)?
-            .map(|l| l.header.index)
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))
-    }
-
-    fn add(&self, msg: LinkMessage) -> io::Result<()> {
-        self.call(move |h| async move { h.link().add(msg).execute().await.map_err(nl_io) }.boxed())
-    }
-
-    fn set(&self, msg: LinkMessage) -> io::Result<()> {
-        self.call(move |h| async move { h.link().set(msg).execute().await.map_err(nl_io) }.boxed())
-    }
-
-    fn del(&self, index: u32) -> io::Result<()> {
-        self.call(move |h| {
-            async move { h.link().del(index).execute().await.map_err(nl_io) }.boxed()
-        })
-    }
-
-    /// Moves the link `index` of this namespace into `to`.
-    fn move_link(&self, index: u32, to: &Netns) -> io::Result<()> {
-        let target = to.fd.clone();
-        let msg = LinkUnspec::new_with_index(index)
-            .setns_by_fd(target.as_raw_fd())
-            .build();
-        // `target` lives until the kernel has answered: the message carries its number.
-        let r = self.set(msg);
-        drop(target);
-        r
-    }
-
-    /// Deletes `name` if it still has `index` here; gone already (with its namespace, its
-    /// veth peer, or by hand) is fine, and a link that is no longer ours is left alone.
-    fn delete_if_ours(&self, name: &str, index: u32) -> Result<(), String> {
-        match self.link_by_index(index) {
-            Ok(Some(l)) if link_name(&l) == Some(name) => match self.del(index) {
-                Err(e) if e.raw_os_error() != Some(libc::ENODEV) => {
-                    Err(format!("cannot delete `{name}` in {}: {e}", self.label))
-                }
-                _ => Ok(()),
-            },
-            Ok(_) => Ok(()),
-            Err(e) => Err(format!("cannot look up `{name}` in {}: {e}", self.label)),
-        }
-    }
-
-    /// Moves `name` (with `index` here) back to `to`.
-    fn move_back(&self, name: &str, index: u32, to: &Netns) -> Result<(), String> {
-        match self.link_by_index(index) {
-            Ok(Some(l)) if link_name(&l) == Some(name) => self
-                .move_link(index, to)
-                .map_err(|e| format!("cannot move `{name}` back to {}: {e}", to.label)),
-            Ok(_) => Err(format!(
-                "`{name}` is no longer in {}; it cannot be moved back",
-                self.label
-            )),
-            Err(e) => Err(format!("cannot look up `{name}` in {}: {e}", self.label)),
-        }
-    }
-}
-
-fn absent_is_none(
-    r: Result<Option<LinkMessage>, rtnetlink::Error>,
-) -> io::Result<Option<LinkMessage>> {
-    match r.map_err(nl_io) {
-        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
-        r => r,
-    }
-}
-
-/// The kernel's answer as an OS error (the errno is what callers decide on).
-fn nl_io(e: rtnetlink::Error) -> io::Error {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.to_io(),
-        other => io::Error::other(other.to_string()),
-    }
+/// `lo` up in lkinit's own network namespace (PID 1's boot); the kernel gives it 127.0.0.1
+/// and ::1 as it comes up.
+pub fn loopback_up() -> Result<(), LoopbackError> {
+    let netlink = Netlink::new();
+    let ns = Netns::open(
+        Path::new("/proc/self/ns/net"),
+        "the root network namespace".into(),
+        &netlink,
+    )
+    .map_err(LoopbackError::Namespace)?;
+    let index = ns
+        .link("lo")
+        .map_err(LoopbackError::Find)?
+        .ok_or(LoopbackError::Missing)?
+        .header
+        .index;
+    let up = ns.set(LinkUnspec::new_with_index(index).up().build());
+    netlink.close();
+    up.map_err(LoopbackError::Up)
 }
 
 fn link_name(l: &LinkMessage) -> Option<&str> {
@@ -253,98 +170,6 @@ fn link_kind(l: &LinkMessage) -> Option<String> {
         }),
         _ => None,
     })
-}
-
-type Job = Box<dyn FnOnce(Handle) -> BoxFuture<'static, ()> + Send>;
-
-/// A thread inside one network namespace with an rtnetlink connection, running jobs.
-struct Worker {
-    jobs: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-fn worker_gone() -> io::Error {
-    io::Error::other("the netlink thread ended")
-}
-
-impl Worker {
-    fn start(ns: Arc<OwnedFd>) -> io::Result<Worker> {
-        let (jobs, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
-        let thread = std::thread::Builder::new()
-            .name("lkinit-netlink".into())
-            .spawn(move || {
-                let setup = || -> io::Result<_> {
-                    // Built before the namespace changes: a tokio runtime with I/O makes
-                    // process-wide sockets the first time (its signal pipe), and a socket
-                    // holds the namespace it was made in alive for as long as it exists.
-                    // Made inside, it would keep the first container's namespace (and the
-                    // links in it) alive as long as lkinit runs.
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_io()
-                        .build()?;
-                    nix::sched::setns(&*ns, CloneFlags::CLONE_NEWNET)?;
-                    // The netlink socket is made here, in the namespace it acts on.
-                    let (conn, handle, _) = {
-                        let _ctx = rt.enter();
-                        rtnetlink::new_connection()?
-                    };
-                    Ok((rt, conn, handle))
-                };
-                let (rt, conn, handle) = match setup() {
-                    Ok(x) => {
-                        let _ = ready_tx.send(Ok(()));
-                        x
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    tokio::spawn(conn);
-                    while let Some(job) = rx.recv().await {
-                        job(handle.clone()).await;
-                    }
-                });
-            })?;
-        let w = Worker {
-            jobs: Some(jobs),
-            thread: Some(thread),
-        };
-        ready_rx.recv().map_err(|_| worker_gone())??;
-        Ok(w)
-    }
-
-    fn call<T, F>(&self, f: F) -> io::Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(Handle) -> BoxFuture<'static, io::Result<T>> + Send + 'static,
-    {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let job: Job = Box::new(move |h| {
-            async move {
-                let _ = tx.send(f(h).await);
-            }
-            .boxed()
-        });
-        self.jobs
-            .as_ref()
-            .expect("only taken on drop")
-            .send(job)
-            .map_err(|_| worker_gone())?;
-        rx.recv().map_err(|_| worker_gone())?
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        // Closing the queue ends the thread's loop.
-        self.jobs.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// The two namespaces one bundle's interfaces involve.
@@ -460,11 +285,13 @@ impl Net {
         undo.push_persistent(format!("move `{name}` back to {}", root.label), move || {
             let index = match known {
                 Some(i) => i,
-                None => inner.index_of(&n).map_err(|e| {
-                    format!("cannot find `{n}` in {} to move it back: {e}", inner.label)
+                None => inner.index_of(&n).map_err(|source| LinkUndoError::Find {
+                    name: n.clone(),
+                    ns: inner.label.clone(),
+                    source,
                 })?,
             };
-            inner.move_back(&n, index, &root)
+            Ok(inner.move_back(&n, index, &root)?)
         });
         index.map(drop).map_err(|e| {
             let reason = format!(
@@ -489,7 +316,7 @@ impl Net {
                     Err(_) => return Ok(()),
                 },
             };
-            ns2.delete_if_ours(&n, index)
+            Ok(ns2.delete_if_ours(&n, index)?)
         });
         index.map_err(|e| {
             (
