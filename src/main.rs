@@ -38,6 +38,29 @@ fn init_logging(g: &Global, uptime: bool) {
     b.init();
 }
 
+/// The runtime the services run under is the supervisor's: `exec`, `mount` and `umount`
+/// ask it on `--sock`, unless `--runtime-root` says where to look.
+fn with_supervisor_runtime(ctx: &Ctx, g: &lkinit::cli::Global) -> Ctx {
+    if g.runtime_root.is_some() {
+        return ctx.clone();
+    }
+    match supervisor::client::supervisor_runtime(&g.sock) {
+        Some(rt) => {
+            log::debug!(
+                "the supervisor on {} runs {} (root {:?})",
+                g.sock.display(),
+                rt.bin,
+                rt.root
+            );
+            let mut c = Ctx::new(&rt.bin, rt.root, g.state_dir.clone());
+            c.runtime.debug = ctx.runtime.debug;
+            c.runtime.log_to_console = ctx.runtime.log_to_console;
+            c
+        }
+        None => ctx.clone(),
+    }
+}
+
 fn main() {
     // Before any thread exists: see process/inherit.rs.
     lkinit::process::block_sigchld();
@@ -95,9 +118,15 @@ fn main() {
             onboot::run(&ctx, &opts)
         }
         Some(Command::Volumes(a)) => lkinit::volumes::run(&a.path),
-        Some(Command::Exec { ns, name, cmd }) => nsenter::exec(&ctx, name, ns.as_deref(), cmd),
-        Some(Command::Mount { name, src, dst }) => nsenter::mount(&ctx, name, src, dst),
-        Some(Command::Umount { name, dst }) => nsenter::umount(&ctx, name, dst),
+        Some(Command::Exec { ns, name, cmd }) => {
+            nsenter::exec(&with_supervisor_runtime(&ctx, g), name, ns.as_deref(), cmd)
+        }
+        Some(Command::Mount { name, src, dst }) => {
+            nsenter::mount(&with_supervisor_runtime(&ctx, g), name, src, dst)
+        }
+        Some(Command::Umount { name, dst }) => {
+            nsenter::umount(&with_supervisor_runtime(&ctx, g), name, dst)
+        }
         Some(Command::NsenterHelper { request }) => nsenter::helper(request),
         Some(Command::UsernsHold) => lkinit::userns::hold(),
         Some(Command::SystemInit(a)) => supervisor::run(&ctx, a, &g.sock, g.memlogd()),

@@ -550,3 +550,40 @@ fn user_namespace_without_mappings_is_refused() {
     assert!(env.containers().is_empty());
     assert!(!Path::new(&b.join("tmp")).exists());
 }
+
+/// `exec`, `mount` and `umount` learn the runtime and its root from the supervisor on
+/// `--sock`: a supervisor started with a runtime root of its own is reached without
+/// repeating it (before, `exec` answered that runc knew no such container).
+#[test]
+fn exec_finds_the_runtime_the_supervisor_uses() {
+    let env = TestEnv::new();
+    let dir = env.bundles_dir("services");
+    let mut c = common::config(
+        &["sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"],
+        &env.cgroups_path("web"),
+    );
+    c["hostname"] = serde_json::json!("web-host");
+    let b = dir.join("web");
+    common::make_rootfs(&b.join("rootfs"));
+    env.write_config(&b, c);
+    let sup = env.system_init(&dir);
+    sup.wait_running("web");
+    // Neither --runtime nor --runtime-root: only the socket.
+    let plain = |args: &[&str]| {
+        let mut c = std::process::Command::new(LKINIT);
+        c.arg("--sock").arg(env.sock()).args(args);
+        Run::of(c)
+    };
+    let r = plain(&["exec", "web", "--", "hostname"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "web-host");
+    let src = env.dir.join("plug");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), "plugged\n").unwrap();
+    let r = plain(&["mount", "web", src.to_str().unwrap(), "/tmp"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = plain(&["exec", "web", "--", "cat", "/tmp/f"]);
+    assert_eq!(r.stdout, "plugged\n", "{}", r.stderr);
+    let r = plain(&["umount", "web", "/tmp"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

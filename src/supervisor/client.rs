@@ -45,7 +45,7 @@ fn answer_within(op: &Op, client: &ClientArgs) -> Option<Duration> {
         Some(t) if t <= 0.0 || !t.is_finite() => None,
         Some(t) => Some(Duration::from_secs_f64(t.min(1e9))),
         None => Some(match op {
-            Op::List | Op::Status(_) | Op::Logs(_) => QUICK_ANSWER,
+            Op::List | Op::Status(_) | Op::Logs(_) | Op::Runtime => QUICK_ANSWER,
             Op::Start(_) | Op::Stop(_) | Op::Restart(_) => SLOW_ANSWER,
         }),
     }
@@ -109,8 +109,28 @@ pub fn run(sock: &Path, cmd: &Command) -> i32 {
             drop(out);
             return logs(fds, r.logs, follow);
         }
+        Op::Runtime => match &r.runtime {
+            Some(rt) => writeln!(out, "{}", rt.bin),
+            None => Ok(()),
+        },
     };
     i32::from(printed.is_err())
+}
+
+/// The OCI runtime and runtime root of the supervisor on `sock`, when one answers there
+/// (quickly: `exec`, `mount` and `umount` fall back to their own options otherwise).
+pub fn supervisor_runtime(sock: &Path) -> Option<super::protocol::RuntimeInfo> {
+    match request(sock, &Op::Runtime, Some(Duration::from_secs(5))) {
+        Ok((r, _)) if r.ok => r.runtime,
+        Ok((r, _)) => {
+            log::debug!("{}: {}", sock.display(), r.error.unwrap_or_default());
+            None
+        }
+        Err(e) => {
+            log::debug!("{e}");
+            None
+        }
+    }
 }
 
 /// Connects to `sock` by `deadline` (a supervisor that does not accept leaves the

@@ -34,6 +34,18 @@ pub enum Op {
     Stop(String),
     Restart(String),
     Logs(String),
+    /// The OCI runtime and runtime root the supervisor runs its services with, so that
+    /// `exec`, `mount` and `umount` reach them without being told.
+    Runtime,
+}
+
+/// The supervisor's OCI runtime, as an answer to [`Op::Runtime`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeInfo {
+    pub bin: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
 }
 
 /// The request as it is written on the wire.
@@ -55,6 +67,7 @@ impl Op {
             Op::Stop(n) => ("stop", Some(n)),
             Op::Restart(n) => ("restart", Some(n)),
             Op::Logs(n) => ("logs", Some(n)),
+            Op::Runtime => ("runtime", None),
         };
         let w = Wire {
             v: VERSION,
@@ -92,6 +105,7 @@ impl Op {
             "stop" => Op::Stop(name()?),
             "restart" => Op::Restart(name()?),
             "logs" => Op::Logs(name()?),
+            "runtime" => Op::Runtime,
             other => return Err(format!("bad request: unknown op `{other}`")),
         })
     }
@@ -217,6 +231,8 @@ pub struct Response {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<LogFiles>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeInfo>,
 }
 
 impl Response {
@@ -229,6 +245,7 @@ impl Response {
             service: None,
             message: None,
             logs: None,
+            runtime: None,
         }
     }
 

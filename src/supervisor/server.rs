@@ -317,6 +317,13 @@ async fn answer(sup: &Arc<Sup>, op: Op) -> (Response, Vec<OwnedFd>) {
             services: Some(sup.services().values().map(info).collect()),
             ..Response::ok()
         }),
+        Op::Runtime => Ok(Response {
+            runtime: Some(super::protocol::RuntimeInfo {
+                bin: sup.ctx.runtime.bin.clone(),
+                root: sup.ctx.runtime.root.clone(),
+            }),
+            ..Response::ok()
+        }),
         Op::Status(name) => lookup(sup, &name).map(|h| with_service(&h, None)),
         Op::Start(name) => match find_or_add(sup, &name) {
             Ok(h) => command(&h, Cmd::Start)
