@@ -7,7 +7,8 @@
 //! <- {"v":1,"ok":false,"error":"no service `web` in /containers/services"}
 //! ```
 //!
-//! `op` is `list`, `status`, `start`, `stop`, `restart` or `logs`; all but `list` take
+//! `op` is `list`, `status`, `start`, `stop`, `restart`, `logs` or `runtime` (the OCI
+//! runtime and its root, for `exec`); all but `list` and `runtime` take
 //! `name`. A `logs` response comes with two open file descriptors (SCM_RIGHTS): the
 //! service's stdout log, then its stderr log, read-only; and, when its `logs` names
 //! memlogd's two streams, a third: a connection to memlogd's query socket that the client
