@@ -13,7 +13,7 @@ pub enum RuntimeError {
         #[source]
         source: io::Error,
     },
-    #[error("`{bin} {op}` failed: {message}")]
+    #[error("`{bin} {op}` failed: {message}{}", advice(message))]
     Failed {
         bin: String,
         op: &'static str,
@@ -47,6 +47,19 @@ pub enum RuntimeError {
     },
 }
 
+/// A line of advice for runtime refusals whose own words do not say what to do.
+fn advice(message: &str) -> &'static str {
+    if message.contains("cgroups in hybrid mode not supported") {
+        // crun 1.8 refuses a host that mounts cgroup v1 controllers beside a v2 hierarchy
+        // (/sys/fs/cgroup/unified), even with --cgroup-manager=disabled.
+        " (crun cannot use this host's hybrid cgroup layout, v1 controllers with a v2 \
+         hierarchy beside them: use runc here (--runtime runc), or boot with one layout only, \
+         cgroup v2 alone (the default under lkinit as PID 1) or v1 alone)"
+    } else {
+        ""
+    }
+}
+
 /// `5s`, `0.5s`.
 pub(super) fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
@@ -71,5 +84,35 @@ impl RuntimeError {
     pub fn is_already_exists(&self) -> bool {
         matches!(self, RuntimeError::Failed { message, .. }
             if message.contains("already exists") || message.contains("exists:"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crun_s_hybrid_refusal_says_what_to_do() {
+        let e = RuntimeError::Failed {
+            bin: "crun".into(),
+            op: "run",
+            message: "cgroups in hybrid mode not supported, drop all controllers from cgroupv2"
+                .into(),
+        };
+        let s = e.to_string();
+        assert!(
+            s.starts_with("`crun run` failed: cgroups in hybrid mode"),
+            "{s}"
+        );
+        assert!(s.contains("use runc here (--runtime runc)"), "{s}");
+        let other = RuntimeError::Failed {
+            bin: "runc".into(),
+            op: "create",
+            message: "Cwd must be an absolute path".into(),
+        };
+        assert_eq!(
+            other.to_string(),
+            "`runc create` failed: Cwd must be an absolute path"
+        );
     }
 }
