@@ -42,13 +42,22 @@ pub mod fuzz_checks;
 pub(crate) const DEFAULT_PATH: &str =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// One error's own words; a system call's error number is worded as every io error is
+/// (`Read-only file system (os error 30)`), whichever library reported it.
+fn worded(e: &(dyn std::error::Error + 'static)) -> String {
+    match e.downcast_ref::<nix::errno::Errno>() {
+        Some(errno) => std::io::Error::from(*errno).to_string(),
+        None => e.to_string(),
+    }
+}
+
 /// An error and all its causes on one line, joined by `: ` (console lines are read one at a
 /// time; causes below the line get lost).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
+    let mut s = worded(e);
     let mut cur = e.source();
     while let Some(c) = cur {
-        let msg = c.to_string();
+        let msg = worded(c);
         // Some errors repeat their source in their own message.
         if !s.ends_with(&msg) {
             s.push_str(": ");

@@ -231,7 +231,7 @@ mod tests {
         let f = u.rollback();
         assert_eq!(
             f.0,
-            vec!["broken: EBUSY: Device or resource busy".to_string()]
+            vec!["broken: Device or resource busy (os error 16)".to_string()]
         );
         assert_eq!(*log.lock().unwrap(), vec!["first"]);
     }

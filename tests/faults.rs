@@ -236,7 +236,7 @@ fn bind_ns_under_a_read_only_mount_is_refused_and_earlier_binds_undone() {
         r.line("1-deep"),
         format!(
             "1-deep: error: bindNS: bindNS.uts: cannot create the directories above {}: \
-             `{}`: mkdir `deep`: EROFS: Read-only file system",
+             `{}`: mkdir `deep`: Read-only file system (os error 30)",
             ro.join("deep/uts").display(),
             ro.strip_prefix("/").unwrap().join("deep").display()
         )
@@ -244,7 +244,7 @@ fn bind_ns_under_a_read_only_mount_is_refused_and_earlier_binds_undone() {
     assert_eq!(
         r.line("2-file"),
         format!(
-            "2-file: error: bindNS: bindNS.net: cannot create {}: EROFS: Read-only file system",
+            "2-file: error: bindNS: bindNS.net: cannot create {}: Read-only file system (os error 30)",
             ro.join("net").display()
         )
     );

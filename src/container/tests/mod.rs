@@ -156,7 +156,7 @@ fn a_failing_undo_is_reported_and_the_rollback_goes_on() {
     let e = launch(&d, &b, Mode::Detached)
         .err()
         .expect("the launch fails");
-    assert_eq!(e.undo.0, ["link: EBUSY: Device or resource busy"]);
+    assert_eq!(e.undo.0, ["link: Device or resource busy (os error 16)"]);
     let journal = d.take();
     let tail: Vec<&str> = journal.iter().skip(8).map(String::as_str).collect();
     assert_eq!(
@@ -175,7 +175,7 @@ fn a_failing_undo_is_reported_and_the_rollback_goes_on() {
     );
     assert!(
         e.report()
-            .ends_with("(undo failed: link: EBUSY: Device or resource busy)")
+            .ends_with("(undo failed: link: Device or resource busy (os error 16))")
     );
 }
 
@@ -366,7 +366,7 @@ fn a_create_killed_at_its_bound_has_its_cgroup_removed() {
     assert_eq!(
         e.undo.0,
         [
-            "mount rel: EBUSY: Device or resource busy",
+            "mount rel: Device or resource busy (os error 16)",
             "remove cgroup /lkinit-unit/c1: busy"
         ]
     );
