@@ -157,49 +157,51 @@ pub fn prepare(bundle: &Bundle, undo: &mut Undo, scratch: &mut Scratch) -> Resul
     }
 }
 
-fn prepare_overlay(
-    bundle: &Bundle,
+/// The upper and work directories of an overlay, on a tmpfs of their own.
+pub(crate) struct Layers {
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
+/// A writable layer for an overlay of `lower` on `target`: a tmpfs on `tmp` (mounted with
+/// `flags` and `tmpfs_data`, made private: nothing else has any business seeing it,
+/// wherever the mount peers are) holding fresh `upper` and `work` directories, which go
+/// away with it.
+pub(crate) fn scratch_layers(
+    tmp: &Path,
     lower: &Path,
-    owner: Option<RootOwner>,
+    target: &Path,
+    flags: MsFlags,
+    tmpfs_data: &str,
     undo: &mut Undo,
-) -> Result<(), RootfsError> {
-    let tmp = bundle.dir.join("tmp");
-    let upper = tmp.join("upper");
-    let work = tmp.join("work");
-    for p in [lower, &upper, &work, &bundle.rootfs] {
+) -> Result<Layers, RootfsError> {
+    let (upper, work) = (tmp.join("upper"), tmp.join("work"));
+    for p in [lower, &upper, &work, target] {
         if p.to_string_lossy().contains([',', ':']) {
             return Err(RootfsError::OverlayPath(p.to_path_buf()));
         }
     }
-    mkdir(&tmp, undo)?;
-    let size = bundle.tmpfs_size().unwrap_or(DEFAULT_TMPFS_SIZE);
-    let mut tmpfs_data = format!("mode=0755,size={size}");
-    if let Some(o) = owner {
-        tmpfs_data.push_str(&format!(",uid={},gid={}", o.uid, o.gid));
-    }
     do_mount(
         "tmpfs for the overlay",
         Some("tmpfs"),
-        &tmp,
+        tmp,
         Some("tmpfs"),
-        MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
-        Some(&tmpfs_data),
+        flags,
+        Some(tmpfs_data),
         undo,
     )?;
-    // Nothing else has any business seeing this tmpfs, wherever the bundle's mount peers are.
     mount(
         None::<&str>,
-        &tmp,
+        tmp,
         None::<&str>,
         MsFlags::MS_PRIVATE,
         None::<&str>,
     )
     .map_err(|source| RootfsError::Mount {
         what: "tmpfs (making it private)",
-        target: tmp.clone(),
+        target: tmp.to_path_buf(),
         source,
     })?;
-    // Both are inside the fresh tmpfs: they go away with it.
     for d in [&upper, &work] {
         std::fs::create_dir(d).map_err(|e| RootfsError::Create {
             path: d.to_path_buf(),
@@ -210,7 +212,57 @@ fn prepare_overlay(
                 source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
             },
         })?;
-        if let Some(o) = owner {
+    }
+    Ok(Layers { upper, work })
+}
+
+/// The overlay of `lower` and `layers` on `target`.
+pub(crate) fn mount_overlay(
+    lower: &Path,
+    layers: &Layers,
+    target: &Path,
+    undo: &mut Undo,
+) -> Result<(), RootfsError> {
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        layers.upper.display(),
+        layers.work.display()
+    );
+    do_mount(
+        "overlay",
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&data),
+        undo,
+    )
+}
+
+fn prepare_overlay(
+    bundle: &Bundle,
+    lower: &Path,
+    owner: Option<RootOwner>,
+    undo: &mut Undo,
+) -> Result<(), RootfsError> {
+    let tmp = bundle.dir.join("tmp");
+    mkdir(&tmp, undo)?;
+    let size = bundle.tmpfs_size().unwrap_or(DEFAULT_TMPFS_SIZE);
+    let mut tmpfs_data = format!("mode=0755,size={size}");
+    if let Some(o) = owner {
+        tmpfs_data.push_str(&format!(",uid={},gid={}", o.uid, o.gid));
+    }
+    let layers = scratch_layers(
+        &tmp,
+        lower,
+        &bundle.rootfs,
+        MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
+        &tmpfs_data,
+        undo,
+    )?;
+    if let Some(o) = owner {
+        for d in [&layers.upper, &layers.work] {
             chown(
                 d.as_path(),
                 Some(Uid::from_raw(o.uid)),
@@ -229,21 +281,7 @@ fn prepare_overlay(
         None => lower.to_path_buf(),
     };
     mkdir(&bundle.rootfs, undo)?;
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
-        upper.display(),
-        work.display()
-    );
-    do_mount(
-        "overlay",
-        Some("overlay"),
-        &bundle.rootfs,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(&data),
-        undo,
-    )
+    mount_overlay(&lower, &layers, &bundle.rootfs, undo)
 }
 
 /// `lower/` seen through the container's id mappings, attached on `tmp/lower` (inside the

@@ -39,12 +39,6 @@ pub(crate) enum VolumeError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot create {path}")]
-    Create {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error("cannot give {path} the owner and mode of {like}")]
     Attrs {
         path: PathBuf,
@@ -52,8 +46,6 @@ pub(crate) enum VolumeError {
         #[source]
         source: io::Error,
     },
-    #[error("{0}: overlay paths must not contain `,` or `:`")]
-    OverlayPath(PathBuf),
     #[error("cannot make {path} read-only")]
     ReadOnly {
         path: PathBuf,
@@ -153,78 +145,36 @@ pub(crate) fn prepare(vol: &Path) -> Result<Prepared, VolumeError> {
 }
 
 fn overlay(vol: &Path, lower: &Path, merged: &Path, undo: &mut Undo) -> Result<(), VolumeError> {
-    let tmp = vol.join("tmp");
-    let (upper, work) = (tmp.join("upper"), tmp.join("work"));
-    for p in [lower, &upper, &work, merged] {
-        if p.to_string_lossy().contains([',', ':']) {
-            return Err(VolumeError::OverlayPath(p.to_path_buf()));
-        }
-    }
-    rootfs::do_mount(
-        "tmpfs for the volume's upper and work",
-        Some("tmpfs"),
-        &tmp,
-        Some("tmpfs"),
+    let layers = rootfs::scratch_layers(
+        &vol.join("tmp"),
+        lower,
+        merged,
         MsFlags::empty(),
-        Some("mode=0755"),
+        "mode=0755",
         undo,
     )?;
-    // Nothing else has any business seeing the layers, wherever the volume's mount peers are.
-    mount(
-        None::<&str>,
-        &tmp,
-        None::<&str>,
-        MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|source| RootfsError::Mount {
-        what: "tmpfs (making it private)",
-        target: tmp.clone(),
-        source,
-    })?;
     // The merged root takes its owner and mode from upper: those of the image's root.
     let like = std::fs::metadata(lower).map_err(|source| VolumeError::Stat {
         path: lower.to_path_buf(),
         source,
     })?;
-    for d in [&upper, &work] {
-        // Inside the fresh tmpfs: they go with it.
-        std::fs::create_dir(d).map_err(|source| VolumeError::Create {
-            path: d.to_path_buf(),
-            source,
-        })?;
-    }
     let attrs_err = |source: io::Error| VolumeError::Attrs {
-        path: upper.clone(),
+        path: layers.upper.clone(),
         like: lower.to_path_buf(),
         source,
     };
     chown(
-        &upper,
+        &layers.upper,
         Some(Uid::from_raw(like.uid())),
         Some(Gid::from_raw(like.gid())),
     )
     .map_err(|e| attrs_err(e.into()))?;
     std::fs::set_permissions(
-        &upper,
+        &layers.upper,
         std::fs::Permissions::from_mode(like.mode() & 0o7777),
     )
     .map_err(attrs_err)?;
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
-        upper.display(),
-        work.display()
-    );
-    rootfs::do_mount(
-        "overlay",
-        Some("overlay"),
-        merged,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(&data),
-        undo,
-    )?;
+    rootfs::mount_overlay(lower, &layers, merged, undo)?;
     Ok(())
 }
 
