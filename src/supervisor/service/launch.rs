@@ -8,13 +8,13 @@ use crate::supervisor::notify::{self, NotifySocket};
 use crate::supervisor::ready::ReadyFifo;
 
 /// A launch under way on a blocking thread.
-pub(super) type Job = tokio::task::JoinHandle<Result<Running, LaunchError>>;
+pub(super) type Job<C> = tokio::task::JoinHandle<Result<C, LaunchError>>;
 
-impl Task {
+impl<E: Effects> Task<E> {
     /// Launches the container; a failure counts as an exit (or fails the service for good
     /// when the bundle itself is wrong). A stop, restart or shutdown that comes meanwhile
     /// cuts the launch short (a hook may hold it up for as long as the runtime's bound).
-    pub(super) async fn start(&mut self, reply: Option<Reply>) -> Phase {
+    pub(super) async fn start(&mut self, reply: Option<Reply>) -> PhaseOf<E> {
         self.set(|s| {
             s.state = State::Starting;
             s.since = SystemTime::now();
@@ -29,7 +29,8 @@ impl Task {
         }
         // Read first: a launch that fails follows them too (restart policy, backoff).
         let (dir, name) = (self.dir.clone(), self.name.clone());
-        match blocking(move || settings::load(&dir, &name)).await {
+        let fx = self.fx.clone();
+        match blocking(move || fx.settings(&dir, &name)).await {
             Ok(s) => self.apply(&s),
             Err(e) => {
                 return self.launch_failed(LaunchError::Config(crate::error_chain(&e)), reply);
@@ -53,8 +54,8 @@ impl Task {
                     }
                     Some(cmd) => {
                         log::info!("{}: cutting its start short", self.name);
-                        let c = cancel.clone();
-                        blocking(move || c.fire()).await;
+                        let (fx, c) = (self.fx.clone(), cancel.clone());
+                        blocking(move || fx.cut_short(&c)).await;
                         interrupt = Some(cmd);
                     }
                 },
@@ -65,9 +66,12 @@ impl Task {
             Ok(r) => r,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
+        let launched = match launched {
+            Ok(running) => self.running(running, inputs).await,
+            Err(e) => Err(e),
+        };
         match (launched, interrupt) {
-            (Ok(running), interrupt) => {
-                let inst = self.running(running, inputs);
+            (Ok(inst), interrupt) => {
                 let msg = if self.plan.ready.is_some() {
                     let waiting = self.plan.waiting();
                     format!("{}: started, pid {}; {waiting}", self.name, inst.pid)
@@ -86,7 +90,7 @@ impl Task {
         }
     }
 
-    pub(super) fn launch_failed(&mut self, e: LaunchError, reply: Option<Reply>) -> Phase {
+    pub(super) fn launch_failed(&mut self, e: LaunchError, reply: Option<Reply>) -> PhaseOf<E> {
         crate::bundle::remove_generated(self.sup.state_dir(), &self.name);
         match e {
             LaunchError::Config(reason) | LaunchError::Leftovers(reason, _) => {
@@ -105,7 +109,7 @@ impl Task {
                     s.exit_unknown = false;
                 });
                 let _ = reply.map(|r| r.send(Err(format!("{}: {reason}", self.name))));
-                let d = self.history.on_exit(&self.policy, Instant::now(), false);
+                let d = self.history.on_exit(&self.policy, now(), false);
                 let phase = self.decide(d);
                 self.set(|s| {
                     s.reason = Some(match &s.reason {
@@ -125,7 +129,7 @@ impl Task {
         e: LaunchError,
         reply: Option<Reply>,
         cmd: Cmd,
-    ) -> Phase {
+    ) -> PhaseOf<E> {
         crate::bundle::remove_generated(self.sup.state_dir(), &self.name);
         let reason = e.reason();
         log::info!("{}: its start was cut short: {reason}", self.name);
@@ -164,7 +168,10 @@ impl Task {
     /// Starts the launch on a blocking thread; `cancel` cuts its runtime commands short.
     /// Also returns what the container's readiness and health are read from (its notify
     /// socket, its readiness FIFO), made before the container can use them.
-    pub(super) fn launch_job(&mut self, cancel: &Cancel) -> Result<(Job, Inputs), LaunchError> {
+    pub(super) fn launch_job(
+        &mut self,
+        cancel: &Cancel,
+    ) -> Result<(Job<E::Container>, Inputs), LaunchError> {
         let io_dir = crate::supervisor::output::io_dir(self.sup.state_dir());
         let (inputs, extra, fds) = self.readiness_inputs().map_err(LaunchError::Launch)?;
         let output = self.output().map_err(LaunchError::Launch)?;
@@ -177,23 +184,8 @@ impl Task {
         stdio.extra = fds;
         output.reopen_logs();
         output.log_policy().set(self.log_policy);
-        let dir = self.dir.clone();
-        let ctx = Ctx {
-            runtime: self.rt().cancelled_by(cancel),
-            ..self.sup.ctx.clone()
-        };
-        let job = tokio::task::spawn_blocking(move || {
-            let mut bundle =
-                Bundle::open(&dir).map_err(|e| LaunchError::Config(crate::error_chain(&e)))?;
-            bundle.extra = extra;
-            container::launch(&bundle, &ctx, &stdio, Mode::Detached).map_err(|e| {
-                if e.undo.is_empty() {
-                    LaunchError::Launch(e.report())
-                } else {
-                    LaunchError::Leftovers(e.report(), e.undo.clone())
-                }
-            })
-        });
+        let (fx, dir, cancel) = (self.fx.clone(), self.dir.clone(), cancel.clone());
+        let job = tokio::task::spawn_blocking(move || fx.launch(&dir, extra, &stdio, &cancel));
         Ok((job, inputs))
     }
 
@@ -234,11 +226,28 @@ impl Task {
         Ok((inputs, extra, fds))
     }
 
-    /// A launched container becomes the running instance, watched as its settings say.
-    pub(super) fn running(&mut self, mut running: Running, inputs: Inputs) -> Box<Instance> {
-        let waiter = running.exit_waiter();
+    /// A launched container becomes the running instance, watched as its settings say; one
+    /// whose end cannot be watched is retired at once, as a launch that failed.
+    pub(super) async fn running(
+        &mut self,
+        mut running: E::Container,
+        inputs: Inputs,
+    ) -> Result<Box<Instance<E::Container>>, LaunchError> {
+        let exit = match running.exit() {
+            Ok(exit) => exit,
+            Err(e) => {
+                let reason = format!("cannot watch pid {}: {e}", running.pid());
+                let name = self.name.clone();
+                let left = blocking(move || running.retire(&name)).await;
+                return Err(if left.is_empty() {
+                    LaunchError::Launch(reason)
+                } else {
+                    LaunchError::Leftovers(reason, left)
+                });
+            }
+        };
         let handover = running.handover();
-        let pid = waiter.pid();
+        let pid = running.pid();
         let ready = self.plan.ready.is_none();
         if let Some(h) = &handover {
             self.persist(Persisted::Running {
@@ -249,12 +258,12 @@ impl Task {
         self.set_running(pid, SystemTime::now(), false, ready);
         let mut inst = Box::new(Instance {
             pid,
-            ctl: Some(Ctl::Ours(Box::new(running))),
-            exit: ExitWatch::Child(waiter),
+            ctl: Some(running),
+            exit,
             handover,
             monitor: None,
         });
         inst.monitor = self.monitor(&inst, inputs, ready);
-        inst
+        Ok(inst)
     }
 }
