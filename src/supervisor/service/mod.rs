@@ -43,6 +43,8 @@ mod effects;
 mod instance;
 mod launch;
 mod stop;
+#[cfg(test)]
+mod tests;
 mod up;
 
 use effects::{Container, Effects, Exit, System};
