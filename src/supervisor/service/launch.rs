@@ -7,6 +7,29 @@ use crate::supervisor::checks::Ready;
 use crate::supervisor::notify::{self, NotifySocket};
 use crate::supervisor::ready::ReadyFifo;
 
+/// What a launch needs of the supervisor itself and could not get.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SetupError {
+    #[error("cannot set up its output: {0}")]
+    Output(io::Error),
+    /// `dir` holds the FIFOs.
+    #[error("cannot open its output FIFOs in {}: {source}", dir.display())]
+    OutputFifos { dir: PathBuf, source: io::Error },
+    #[error("cannot bind its notify socket {}: {source}", path.display())]
+    NotifySocket { path: PathBuf, source: io::Error },
+    /// `dir` holds the FIFO.
+    #[error("cannot make its readiness FIFO in {}: {source}", dir.display())]
+    ReadyFifo { dir: PathBuf, source: io::Error },
+    #[error("/dev/null: {0}")]
+    DevNull(io::Error),
+}
+
+impl From<SetupError> for LaunchError {
+    fn from(e: SetupError) -> Self {
+        LaunchError::Launch(e.to_string())
+    }
+}
+
 /// A launch under way on a blocking thread.
 pub(super) type Job<C> = tokio::task::JoinHandle<Result<C, LaunchError>>;
 
@@ -25,7 +48,7 @@ impl<E: Effects> Task<E> {
             s.check = None;
         });
         if let Some(e) = crate::supervisor::name_error(&self.name, &self.sup.log_dir) {
-            return self.launch_failed(LaunchError::Config(e), reply);
+            return self.launch_failed(LaunchError::Config(e.to_string()), reply);
         }
         // Read first: a launch that fails follows them too (restart policy, backoff).
         let (dir, name) = (self.dir.clone(), self.name.clone());
@@ -50,7 +73,9 @@ impl<E: Effects> Task<E> {
                 cmd = self.rx.recv(), if open && interrupt.is_none() => match cmd {
                     None => open = false,
                     Some(Cmd::Start(r)) => {
-                        let _ = r.send(Err(format!("{} is being started already", self.name)));
+                        let _ = r.send(Err(ServiceError::Starting {
+                            name: self.name.clone(),
+                        }));
                     }
                     Some(cmd) => {
                         log::info!("{}: cutting its start short", self.name);
@@ -99,7 +124,8 @@ impl<E: Effects> Task<E> {
                 self.persist(Persisted::Failed {
                     reason: reason.clone(),
                 });
-                let _ = reply.map(|r| r.send(Err(format!("{}: {reason}", self.name))));
+                let name = self.name.clone();
+                let _ = reply.map(|r| r.send(Err(ServiceError::Launch { name, reason })));
                 Phase::Down
             }
             LaunchError::Launch(reason) => {
@@ -108,7 +134,12 @@ impl<E: Effects> Task<E> {
                     s.exit = None;
                     s.exit_unknown = false;
                 });
-                let _ = reply.map(|r| r.send(Err(format!("{}: {reason}", self.name))));
+                let _ = reply.map(|r| {
+                    r.send(Err(ServiceError::Launch {
+                        name: self.name.clone(),
+                        reason: reason.clone(),
+                    }))
+                });
                 let d = self.history.on_exit(&self.policy, now(), false);
                 let phase = self.decide(d);
                 self.set(|s| {
@@ -134,17 +165,20 @@ impl<E: Effects> Task<E> {
         let reason = e.reason();
         log::info!("{}: its start was cut short: {reason}", self.name);
         let _ = reply.map(|r| {
-            r.send(Err(format!(
-                "{}: its start was cut short: {reason}",
-                self.name
-            )))
+            r.send(Err(ServiceError::CutShort {
+                name: self.name.clone(),
+                reason: reason.to_string(),
+            }))
         });
         self.history.reset();
         if let LaunchError::Leftovers(_, left) = &e {
-            let leftover = self.fail_cleanup(left);
+            self.fail_cleanup(left);
             match cmd {
                 Cmd::Stop(r) | Cmd::Restart(r) | Cmd::Start(r) => {
-                    let _ = r.send(Err(format!("{}: it is not stopped: {leftover}", self.name)));
+                    let _ = r.send(Err(ServiceError::LeftBehind {
+                        name: self.name.clone(),
+                        left: left.clone(),
+                    }));
                 }
                 Cmd::Shutdown { signalled, done } => self.shut(signalled, done),
             }
@@ -173,13 +207,11 @@ impl<E: Effects> Task<E> {
         cancel: &Cancel,
     ) -> Result<(Job<E::Container>, Inputs), LaunchError> {
         let io_dir = crate::supervisor::output::io_dir(self.sup.state_dir());
-        let (inputs, extra, fds) = self.readiness_inputs().map_err(LaunchError::Launch)?;
-        let output = self.output().map_err(LaunchError::Launch)?;
-        let mut stdio = output.stdio().map_err(|e| {
-            LaunchError::Launch(format!(
-                "cannot open its output FIFOs in {}: {e}",
-                io_dir.display()
-            ))
+        let (inputs, extra, fds) = self.readiness_inputs()?;
+        let output = self.output()?;
+        let mut stdio = output.stdio().map_err(|source| SetupError::OutputFifos {
+            dir: io_dir,
+            source,
         })?;
         stdio.extra = fds;
         output.reopen_logs();
@@ -192,32 +224,30 @@ impl<E: Effects> Task<E> {
     /// What the container needs for its readiness and watchdog: the notify socket (bound
     /// into it, with its variables), the readiness FIFO as descriptor N (3 to N-1 are
     /// /dev/null: the runtime hands over a run of descriptors from 3).
-    fn readiness_inputs(&self) -> Result<(Inputs, ConfigExtra, Vec<OwnedFd>), String> {
+    fn readiness_inputs(&self) -> Result<(Inputs, ConfigExtra, Vec<OwnedFd>), SetupError> {
         let state_dir = self.sup.state_dir();
         let mut inputs = Inputs::default();
         let mut extra = ConfigExtra::default();
         let mut fds = Vec::new();
         if self.plan.wants_notify() {
-            let sock = NotifySocket::bind(state_dir, &self.name).map_err(|e| {
-                format!(
-                    "cannot bind its notify socket {}: {e}",
-                    notify::host_path(state_dir, &self.name).display()
-                )
+            let sock = NotifySocket::bind(state_dir, &self.name).map_err(|source| {
+                SetupError::NotifySocket {
+                    path: notify::host_path(state_dir, &self.name),
+                    source,
+                }
             })?;
             extra = sock.config(self.plan.watchdog());
             inputs.notify = Some(sock);
         }
         if let Some(Ready::Fd(n)) = self.plan.ready {
-            let fifo_err = |e: std::io::Error| {
-                format!(
-                    "cannot make its readiness FIFO in {}: {e}",
-                    ready::fifo_dir(state_dir).display()
-                )
-            };
-            let (fifo, theirs) = ReadyFifo::create(state_dir, &self.name).map_err(fifo_err)?;
+            let (fifo, theirs) = ReadyFifo::create(state_dir, &self.name).map_err(|source| {
+                SetupError::ReadyFifo {
+                    dir: ready::fifo_dir(state_dir),
+                    source,
+                }
+            })?;
             for _ in 3..n {
-                let null =
-                    std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+                let null = std::fs::File::open("/dev/null").map_err(SetupError::DevNull)?;
                 fds.push(OwnedFd::from(null));
             }
             fds.push(theirs);

@@ -23,7 +23,9 @@ use super::protocol::State;
 use super::ready::{self, Event, Inputs, Monitor, Plan};
 use super::record::{self, Persisted, Record};
 use super::settings::Settings;
-use super::types::{Boot, Cmd, Handle, Reply, Status, Sup, from_unix_secs, unix_secs};
+use super::types::{
+    Boot, Cmd, Handle, Reply, ServiceError, Status, Sup, exit_words, from_unix_secs, unix_secs,
+};
 use crate::container::{Handover, Running};
 use crate::logs::{self};
 use crate::oci_runtime::{Cancel, OciRuntime};
@@ -49,6 +51,8 @@ mod up;
 
 use effects::{Container, Effects, Exit, System};
 use instance::Instance;
+use launch::SetupError;
+use std::io;
 
 /// Starts the task of service `name` (bundle `dir`) and registers it. Its output is set up
 /// here, or, when that fails (no descriptor left), again at each launch, which fails with
@@ -217,7 +221,7 @@ type PhaseOf<E> = Phase<<E as Effects>::Container>;
 
 impl<E: Effects> Task<E> {
     /// Its output, set up now if it could not be before.
-    fn output(&mut self) -> Result<&Output, String> {
+    fn output(&mut self) -> Result<&Output, SetupError> {
         let o = match self.output.take() {
             Some(o) => o,
             None => Output::open(
@@ -226,7 +230,7 @@ impl<E: Effects> Task<E> {
                 &self.sup.memlogd,
                 &self.name,
             )
-            .map_err(|e| format!("cannot set up its output: {e}"))?,
+            .map_err(SetupError::Output)?,
         };
         Ok(self.output.insert(o))
     }
@@ -535,12 +539,5 @@ impl<E: Effects> Task<E> {
                 Phase::Down
             }
         }
-    }
-}
-
-fn exit_words(st: Option<ExitStatus>) -> String {
-    match st {
-        Some(st) => st.to_string(),
-        None => "exit status unknown".into(),
     }
 }

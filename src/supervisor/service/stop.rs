@@ -102,12 +102,16 @@ impl<E: Effects> Task<E> {
     }
 
     /// The answer to a stop whose cleanup failed (the service is failed then).
-    pub(super) fn not_cleaned_up(&mut self, st: Option<ExitStatus>, left: &UndoFailures) -> String {
-        let reason = self.fail_cleanup(left);
-        format!(
-            "{}: its processes are gone ({}), but it is not stopped: {reason}",
-            self.name,
-            exit_words(st)
-        )
+    pub(super) fn not_cleaned_up(
+        &mut self,
+        st: Option<ExitStatus>,
+        left: &UndoFailures,
+    ) -> ServiceError {
+        self.fail_cleanup(left);
+        ServiceError::NotCleanedUp {
+            name: self.name.clone(),
+            exit: st,
+            left: left.clone(),
+        }
     }
 }

@@ -49,10 +49,10 @@ impl<E: Effects> Task<E> {
                 self.decide(d)
             }
             Ev::Cmd(Cmd::Start(r)) => {
-                let _ = r.send(Err(format!(
-                    "{} is already running (pid {})",
-                    self.name, inst.pid
-                )));
+                let _ = r.send(Err(ServiceError::Running {
+                    name: self.name.clone(),
+                    pid: inst.pid,
+                }));
                 Phase::Up(inst)
             }
             Ev::Cmd(Cmd::Stop(r)) => {

@@ -62,11 +62,13 @@ impl Rig {
     }
 }
 
-/// Sends the command `make` builds and waits for its answer.
+/// Sends the command `make` builds and waits for its answer, an error as the client
+/// reads it.
 async fn ask(h: Handle, make: fn(Reply) -> Cmd) -> Result<String, String> {
     let (tx, rx) = oneshot::channel();
     assert!(h.tx.send(make(tx)).is_ok(), "the task takes commands");
-    bounded(rx).await.expect("the task answers")
+    let answer = bounded(rx).await.expect("the task answers");
+    answer.map_err(|e| e.to_string())
 }
 
 /// `f` within an hour of the paused clock, which passes at once when nothing else is due:
