@@ -66,10 +66,10 @@ pub fn control_protocol(data: &[u8]) {
         Ok(op) => {
             let line = op.encode();
             assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
-            assert_eq!(Op::decode(line.trim_end().as_bytes()), Ok(op));
+            assert_eq!(Op::decode(line.trim_end().as_bytes()).ok(), Some(op));
         }
         Err(e) => {
-            let answer = Response::error(e).encode();
+            let answer = Response::error(e.to_string()).encode();
             assert!(!answer[..answer.len() - 1].contains('\n'));
         }
     }

@@ -262,7 +262,7 @@ pub(crate) fn run_one(ctx: &Ctx, opts: &Options, dir: &Path) -> Outcome {
     };
     let prefix = format!("{}.", opts.runner.log_prefix());
     if let Some(e) = logs::name_collision("a bundle", &opts.log_dir, &prefix, &bundle.name) {
-        return Outcome::Failed(e);
+        return Outcome::Failed(e.to_string());
     }
     let base = format!("{prefix}{}", bundle.name);
     let tee = logs::tee(

@@ -20,7 +20,7 @@ mod running;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use adopt::{Adopted, Handover, adopt};
+pub(crate) use adopt::{AdoptError, Adopted, Handover, adopt};
 pub(crate) use replay::{clear_interrupted_launch, replay};
 pub(crate) use running::{Running, kill_remaining};
 

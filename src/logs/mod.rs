@@ -13,7 +13,7 @@ pub mod sink;
 
 pub use memlogd::Memlogd;
 pub use rotate::Policy;
-pub use sink::{Sink, file_of, name_collision, open_log, stream_names};
+pub use sink::{NameCollision, Sink, file_of, name_collision, open_log, stream_names};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};

@@ -28,16 +28,39 @@ pub fn stream_names(base: &str) -> [String; 2] {
     [format!("{base}.out"), base.to_string()]
 }
 
+/// A name whose stderr log would be another name's stdout log.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "`{name}` cannot be {what} name: its stderr log {} would be the stdout log of {what} \
+     `{other}`; rename the bundle (names ending in `.out` are refused)",
+    log.display()
+)]
+pub struct NameCollision {
+    /// What the name is of (`a service`, `a bundle`).
+    pub what: &'static str,
+    pub name: String,
+    /// The name whose stdout log it would write.
+    pub other: String,
+    /// Its stderr log.
+    pub log: PathBuf,
+}
+
 /// Why `name` cannot name a container whose logs are `DIR/PREFIXNAME.out.log` and
-/// `DIR/PREFIXNAME.log` (LinuxKit's names): the stderr log of `a.out` would be the stdout log
-/// of `a`. `what` says what the name is of (`a service`, `an onboot bundle`).
-pub fn name_collision(what: &str, dir: &Path, prefix: &str, name: &str) -> Option<String> {
+/// `DIR/PREFIXNAME.log` (LinuxKit's names): the stderr log of `a.out` would be the stdout log of
+/// `a`. `what` says what the name is of (`a service`, `a bundle`).
+pub fn name_collision(
+    what: &'static str,
+    dir: &Path,
+    prefix: &str,
+    name: &str,
+) -> Option<NameCollision> {
     let other = name.strip_suffix(".out")?;
-    Some(format!(
-        "`{name}` cannot be {what} name: its stderr log {} would be the stdout log of {what} \
-         `{other}`; rename the bundle (names ending in `.out` are refused)",
-        file_of(dir, &format!("{prefix}{name}")).display()
-    ))
+    Some(NameCollision {
+        what,
+        name: name.to_string(),
+        other: other.to_string(),
+        log: file_of(dir, &format!("{prefix}{name}")),
+    })
 }
 
 /// The log file of a stream named `name`: `DIR/NAME.log`.

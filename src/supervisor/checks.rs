@@ -188,23 +188,36 @@ impl<'de> Deserialize<'de> for Command {
     }
 }
 
-fn check_command(v: &[String]) -> Result<(), String> {
+/// Why a command cannot be a check's.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum CommandError {
+    #[error("an empty command: give [CMD, ARG, ...]")]
+    Empty,
+    #[error("the command's name is empty")]
+    NoName,
+    #[error("{0} arguments: at most {MAX_ARGS}")]
+    TooMany(usize),
+    /// An argument of this many bytes.
+    #[error("an argument of {0} bytes: at most {MAX_ARG_LEN}")]
+    TooLong(usize),
+    #[error("an argument holds a NUL byte")]
+    Nul,
+}
+
+fn check_command(v: &[String]) -> Result<(), CommandError> {
     match v.first() {
-        None => return Err("an empty command: give [CMD, ARG, ...]".into()),
-        Some(c) if c.is_empty() => return Err("the command's name is empty".into()),
+        None => return Err(CommandError::Empty),
+        Some(c) if c.is_empty() => return Err(CommandError::NoName),
         Some(_) => {}
     }
     if v.len() > MAX_ARGS {
-        return Err(format!("{} arguments: at most {MAX_ARGS}", v.len()));
+        return Err(CommandError::TooMany(v.len()));
     }
     if let Some(a) = v.iter().find(|a| a.len() > MAX_ARG_LEN) {
-        return Err(format!(
-            "an argument of {} bytes: at most {MAX_ARG_LEN}",
-            a.len()
-        ));
+        return Err(CommandError::TooLong(a.len()));
     }
     if v.iter().any(|a| a.contains('\0')) {
-        return Err("an argument holds a NUL byte".into());
+        return Err(CommandError::Nul);
     }
     Ok(())
 }

@@ -10,7 +10,7 @@
 //! and message the supervisor sends is printed escaped, so none can start a line of its
 //! own.
 
-use super::protocol::{LogFiles, MAX_FDS, Op, Response, ServiceInfo, State};
+use super::protocol::{LogFiles, MAX_FDS, Op, Response, ResponseError, ServiceInfo, State};
 use crate::bundle::printable_name as printable;
 use crate::cli::{ClientArgs, Command};
 use crate::logs::follow::Stream;
@@ -24,7 +24,7 @@ use std::fs::File;
 use std::io::{self, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 /// `status` of a service that is not running (the LSB code for "not running").
@@ -133,17 +133,76 @@ pub fn supervisor_runtime(sock: &Path) -> Option<super::protocol::RuntimeInfo> {
     }
 }
 
+/// Why the CLI got no usable answer from the supervisor.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket's path cannot be used, or the socket not set up.
+    #[error("{}: {source}", sock.display())]
+    Path { sock: PathBuf, source: io::Error },
+    #[error("cannot make a socket: {0}")]
+    Socket(Errno),
+    #[error(
+        "no answer from the supervisor on {}: its queue of connections stayed full (it is \
+         overloaded or hung)",
+        sock.display()
+    )]
+    QueueFull { sock: PathBuf },
+    #[error(
+        "no supervisor is running: cannot connect to {}: {source} (start one with `lkinit \
+         system-init`)",
+        sock.display()
+    )]
+    NoSupervisor { sock: PathBuf, source: io::Error },
+    #[error("permission denied on {}: the service socket is root's only", sock.display())]
+    NotRoot { sock: PathBuf },
+    #[error("cannot connect to {}: {source}", sock.display())]
+    Connect { sock: PathBuf, source: io::Error },
+    #[error("cannot read the credentials of {}: {source}", sock.display())]
+    Credentials { sock: PathBuf, source: Errno },
+    /// Whoever listens on the socket is neither root nor the client's user.
+    #[error(
+        "refusing to talk to {}: the process listening there (pid {pid}) runs as uid {uid}, \
+         not as root; it is not the supervisor (someone else may have bound that path)",
+        sock.display()
+    )]
+    Untrusted { sock: PathBuf, pid: i32, uid: u32 },
+    #[error("talking to the supervisor on {}: {source}", sock.display())]
+    Lost { sock: PathBuf, source: io::Error },
+    #[error(
+        "talking to the supervisor on {}: it closed the connection without an answer",
+        sock.display()
+    )]
+    Closed { sock: PathBuf },
+    /// No answer within `timeout` (None: no limit was set, and yet the time ran out).
+    #[error(
+        "no answer from the supervisor on {} within {} (it is busy or hung; what was asked \
+         may still be done; --timeout SECS waits longer, 0 for ever)",
+        sock.display(),
+        timeout.map_or_else(String::new, |t| format!("{}s", t.as_secs_f64()))
+    )]
+    Late {
+        sock: PathBuf,
+        timeout: Option<Duration>,
+    },
+    #[error(transparent)]
+    Response(#[from] ResponseError),
+}
+
 /// Connects to `sock` by `deadline` (a supervisor that does not accept leaves the
 /// connection waiting in its queue, and a full queue makes `connect` wait).
-fn connect_by(sock: &Path, deadline: Option<Instant>) -> Result<UnixStream, String> {
-    let addr = UnixAddr::new(sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+fn connect_by(sock: &Path, deadline: Option<Instant>) -> Result<UnixStream, ClientError> {
+    let path = |source| ClientError::Path {
+        sock: sock.to_path_buf(),
+        source,
+    };
+    let addr = UnixAddr::new(sock).map_err(|e| path(io::Error::from(e)))?;
     let fd = socket(
         AddressFamily::Unix,
         SockType::Stream,
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
     )
-    .map_err(|e| format!("cannot make a socket: {e}"))?;
+    .map_err(ClientError::Socket)?;
     loop {
         match connect(fd.as_raw_fd(), &addr) {
             Ok(()) => break,
@@ -151,52 +210,46 @@ fn connect_by(sock: &Path, deadline: Option<Instant>) -> Result<UnixStream, Stri
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(Errno::EAGAIN) => {
-                return Err(format!(
-                    "no answer from the supervisor on {}: its queue of connections stayed \
-                     full (it is overloaded or hung)",
-                    sock.display()
-                ));
+                return Err(ClientError::QueueFull {
+                    sock: sock.to_path_buf(),
+                });
             }
             Err(e) => {
-                let e = io::Error::from(e);
-                return Err(match e.kind() {
-                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => format!(
-                        "no supervisor is running: cannot connect to {}: {e} (start one with \
-                         `lkinit system-init`)",
-                        sock.display()
-                    ),
-                    io::ErrorKind::PermissionDenied => format!(
-                        "permission denied on {}: the service socket is root's only",
-                        sock.display()
-                    ),
-                    _ => format!("cannot connect to {}: {e}", sock.display()),
+                let source = io::Error::from(e);
+                let sock = sock.to_path_buf();
+                return Err(match source.kind() {
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                        ClientError::NoSupervisor { sock, source }
+                    }
+                    io::ErrorKind::PermissionDenied => ClientError::NotRoot { sock },
+                    _ => ClientError::Connect { sock, source },
                 });
             }
         }
     }
     let s = UnixStream::from(fd);
-    s.set_nonblocking(false)
-        .map_err(|e| format!("{}: {e}", sock.display()))?;
+    s.set_nonblocking(false).map_err(path)?;
     Ok(s)
 }
 
 /// Whether whoever answers on `s` may be trusted: root, or the client's own user (a
 /// supervisor run by hand for testing). Anyone else may have bound the path first, and
 /// what it says (services, log descriptors) would be lies.
-fn check_server(s: &UnixStream, sock: &Path) -> Result<(), String> {
-    let cred = getsockopt(s, sockopt::PeerCredentials)
-        .map_err(|e| format!("cannot read the credentials of {}: {e}", sock.display()))?;
+fn check_server(s: &UnixStream, sock: &Path) -> Result<(), ClientError> {
+    let cred =
+        getsockopt(s, sockopt::PeerCredentials).map_err(|source| ClientError::Credentials {
+            sock: sock.to_path_buf(),
+            source,
+        })?;
     let me = nix::unistd::geteuid().as_raw();
     if cred.uid() == 0 || cred.uid() == me {
         return Ok(());
     }
-    Err(format!(
-        "refusing to talk to {}: the process listening there (pid {}) runs as uid {}, not \
-         as root; it is not the supervisor (someone else may have bound that path)",
-        sock.display(),
-        cred.pid(),
-        cred.uid()
-    ))
+    Err(ClientError::Untrusted {
+        sock: sock.to_path_buf(),
+        pid: cred.pid(),
+        uid: cred.uid(),
+    })
 }
 
 /// Sends one request and reads the response line, with any descriptors sent along, giving
@@ -205,22 +258,20 @@ fn request(
     sock: &Path,
     op: &Op,
     timeout: Option<Duration>,
-) -> Result<(Response, Vec<OwnedFd>), String> {
+) -> Result<(Response, Vec<OwnedFd>), ClientError> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut s = connect_by(sock, deadline)?;
     check_server(&s, sock)?;
-    let lost =
-        |e: &dyn std::fmt::Display| format!("talking to the supervisor on {}: {e}", sock.display());
-    let late = || {
-        format!(
-            "no answer from the supervisor on {} within {} (it is busy or hung; what was \
-             asked may still be done; --timeout SECS waits longer, 0 for ever)",
-            sock.display(),
-            timeout.map_or_else(String::new, |t| format!("{}s", t.as_secs_f64()))
-        )
+    let lost = |e: io::Error| ClientError::Lost {
+        sock: sock.to_path_buf(),
+        source: e,
+    };
+    let late = || ClientError::Late {
+        sock: sock.to_path_buf(),
+        timeout,
     };
     // SO_RCVTIMEO and SO_SNDTIMEO: what is left of the time, for each wait.
-    let set_left = |s: &UnixStream| -> Result<(), String> {
+    let set_left = |s: &UnixStream| -> Result<(), ClientError> {
         let Some(d) = deadline else { return Ok(()) };
         let left = d.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -228,7 +279,7 @@ fn request(
         }
         s.set_read_timeout(Some(left))
             .and_then(|_| s.set_write_timeout(Some(left)))
-            .map_err(|e| lost(&e))
+            .map_err(lost)
     };
     set_left(&s)?;
     // A supervisor that refuses may answer and close before reading everything; its
@@ -237,7 +288,7 @@ fn request(
         match e.kind() {
             io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {}
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => return Err(late()),
-            _ => return Err(lost(&e)),
+            _ => return Err(lost(e)),
         }
     }
     let mut line = Vec::new();
@@ -256,9 +307,9 @@ fn request(
             Ok(m) => m,
             Err(Errno::EAGAIN) => return Err(late()),
             Err(Errno::EINTR) => continue,
-            Err(e) => return Err(lost(&e)),
+            Err(e) => return Err(lost(e.into())),
         };
-        for c in msg.cmsgs().map_err(|e| lost(&e))? {
+        for c in msg.cmsgs().map_err(|e| lost(e.into()))? {
             if let ControlMessageOwned::ScmRights(raw) = c {
                 // SAFETY: the kernel just installed these descriptors in this process.
                 fds.extend(
@@ -277,7 +328,9 @@ fn request(
         }
     }
     if line.is_empty() {
-        return Err(lost(&"it closed the connection without an answer"));
+        return Err(ClientError::Closed {
+            sock: sock.to_path_buf(),
+        });
     }
     Ok((Response::decode(line.trim_ascii_end())?, fds))
 }

@@ -83,19 +83,48 @@ fn calls_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("runtime-calls")
 }
 
+/// Why the state directory cannot be this supervisor's.
+#[derive(Debug, thiserror::Error)]
+enum LockError {
+    #[error("cannot create {}: {source}", dir.display())]
+    Create {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open {}: {source}", file.display())]
+    Open {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another supervisor uses {} ({source})", dir.display())]
+    Taken {
+        dir: PathBuf,
+        source: nix::errno::Errno,
+    },
+}
+
 /// Holds the state directory for this supervisor alone (released when it dies, however).
-fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<File>, String> {
-    std::fs::create_dir_all(state_dir)
-        .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<File>, LockError> {
+    std::fs::create_dir_all(state_dir).map_err(|source| LockError::Create {
+        dir: state_dir.to_path_buf(),
+        source,
+    })?;
     let p = state_dir.join("supervisor.lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&p)
-        .map_err(|e| format!("cannot open {}: {e}", p.display()))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, e)| format!("another supervisor uses {} ({e})", state_dir.display()))
+        .map_err(|source| LockError::Open {
+            file: p.clone(),
+            source,
+        })?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, source)| LockError::Taken {
+            dir: state_dir.to_path_buf(),
+            source,
+        },
+    )
 }
 
 /// Why `name` cannot be a service, beyond being a valid bundle name: its logs are
@@ -103,7 +132,7 @@ fn lock_state_dir(state_dir: &Path) -> Result<nix::fcntl::Flock<File>, String> {
 /// ending in `.out` is the stdout log of the name without it. Such names are refused,
 /// whether that other service exists or not (it may be added later); every other name
 /// keeps LinuxKit's file names, and no two of them share a file.
-pub fn name_error(name: &str, log_dir: &Path) -> Option<String> {
+pub fn name_error(name: &str, log_dir: &Path) -> Option<crate::logs::NameCollision> {
     crate::logs::name_collision("a service", log_dir, "", name)
 }
 

@@ -17,6 +17,7 @@
 //! version 1, so an old client learns why.
 
 use serde::{Deserialize, Serialize};
+use std::io;
 use std::path::PathBuf;
 
 pub const VERSION: u32 = 1;
@@ -26,6 +27,39 @@ pub const MAX_REQUEST: usize = 4096;
 
 /// The most descriptors a response carries: two logs with their rotated files, memlogd.
 pub const MAX_FDS: usize = 2 * (1 + crate::logs::rotate::MAX_KEEP as usize) + 1;
+
+/// Why a request cannot be taken: its Display is the error the client is answered.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("bad request: {0}")]
+    Json(serde_json::Error),
+    #[error("unsupported protocol version {0} (this supervisor speaks {VERSION})")]
+    Version(u64),
+    #[error("bad request: no protocol version `v`")]
+    NoVersion,
+    #[error("bad request: `{0}` needs a `name`")]
+    NoName(String),
+    #[error("bad request: unknown op `{0}`")]
+    UnknownOp(String),
+    /// Longer than [`MAX_REQUEST`].
+    #[error("bad request: too long")]
+    TooLong,
+    /// The connection failed before the request was read.
+    #[error("bad request: {0}")]
+    Read(io::Error),
+    /// Nothing (or no whole line) came within the server's time.
+    #[error("bad request: nothing arrived in time")]
+    TimedOut,
+}
+
+/// Why the client cannot use the supervisor's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    #[error("unreadable answer from the supervisor: {0}")]
+    Json(serde_json::Error),
+    #[error("the supervisor speaks protocol version {0} (this client speaks {VERSION})")]
+    Version(u32),
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -80,24 +114,19 @@ impl Op {
         s
     }
 
-    /// Reads a request line; the error is the message to answer with.
-    pub fn decode(line: &[u8]) -> Result<Op, String> {
-        let v: serde_json::Value =
-            serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))?;
+    /// Reads a request line; the error says what to answer.
+    pub fn decode(line: &[u8]) -> Result<Op, RequestError> {
+        let v: serde_json::Value = serde_json::from_slice(line).map_err(RequestError::Json)?;
         match v.get("v").and_then(|v| v.as_u64()) {
             Some(n) if n == u64::from(VERSION) => {}
-            Some(n) => {
-                return Err(format!(
-                    "unsupported protocol version {n} (this supervisor speaks {VERSION})"
-                ));
-            }
-            None => return Err("bad request: no protocol version `v`".into()),
+            Some(n) => return Err(RequestError::Version(n)),
+            None => return Err(RequestError::NoVersion),
         }
-        let w: Wire = serde_json::from_value(v).map_err(|e| format!("bad request: {e}"))?;
+        let w: Wire = serde_json::from_value(v).map_err(RequestError::Json)?;
         let name = || {
             w.name
                 .clone()
-                .ok_or_else(|| format!("bad request: `{}` needs a `name`", w.op))
+                .ok_or_else(|| RequestError::NoName(w.op.clone()))
         };
         Ok(match w.op.as_str() {
             "list" => Op::List,
@@ -107,7 +136,7 @@ impl Op {
             "restart" => Op::Restart(name()?),
             "logs" => Op::Logs(name()?),
             "runtime" => Op::Runtime,
-            other => return Err(format!("bad request: unknown op `{other}`")),
+            other => return Err(RequestError::UnknownOp(other.to_string())),
         })
     }
 }
@@ -264,14 +293,10 @@ impl Response {
         s
     }
 
-    pub fn decode(line: &[u8]) -> Result<Response, String> {
-        let r: Response = serde_json::from_slice(line)
-            .map_err(|e| format!("unreadable answer from the supervisor: {e}"))?;
+    pub fn decode(line: &[u8]) -> Result<Response, ResponseError> {
+        let r: Response = serde_json::from_slice(line).map_err(ResponseError::Json)?;
         if r.v != VERSION {
-            return Err(format!(
-                "the supervisor speaks protocol version {} (this client speaks {VERSION})",
-                r.v
-            ));
+            return Err(ResponseError::Version(r.v));
         }
         Ok(r)
     }
@@ -301,9 +326,50 @@ mod tests {
         );
     }
 
+    /// The errors go on the wire as these very words.
+    #[test]
+    fn errors_in_words() {
+        let cases: [(RequestError, &str); 5] = [
+            (
+                RequestError::Version(2),
+                "unsupported protocol version 2 (this supervisor speaks 1)",
+            ),
+            (
+                RequestError::NoVersion,
+                "bad request: no protocol version `v`",
+            ),
+            (
+                RequestError::NoName("stop".into()),
+                "bad request: `stop` needs a `name`",
+            ),
+            (RequestError::TooLong, "bad request: too long"),
+            (
+                RequestError::TimedOut,
+                "bad request: nothing arrived in time",
+            ),
+        ];
+        for (e, words) in cases {
+            assert_eq!(e.to_string(), words);
+        }
+        let e = RequestError::Read(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert_eq!(e.to_string(), "bad request: connection reset");
+        assert_eq!(
+            Op::decode(b"{").unwrap_err().to_string(),
+            "bad request: EOF while parsing an object at line 1 column 1"
+        );
+        assert_eq!(
+            ResponseError::Version(7).to_string(),
+            "the supervisor speaks protocol version 7 (this client speaks 1)"
+        );
+        assert_eq!(
+            Response::decode(b"[").unwrap_err().to_string(),
+            "unreadable answer from the supervisor: EOF while parsing a list at line 1 column 1"
+        );
+    }
+
     #[test]
     fn bad_requests_say_why() {
-        let e = |s: &str| Op::decode(s.as_bytes()).unwrap_err();
+        let e = |s: &str| Op::decode(s.as_bytes()).unwrap_err().to_string();
         assert!(e(r#"{"v":2,"op":"list"}"#).contains("unsupported protocol version 2"));
         assert!(e(r#"{"op":"list"}"#).contains("no protocol version"));
         assert!(e(r#"{"v":1,"op":"frobnicate"}"#).contains("unknown op `frobnicate`"));
@@ -348,6 +414,7 @@ mod tests {
         assert!(
             Response::decode(br#"{"v":7,"ok":true}"#)
                 .unwrap_err()
+                .to_string()
                 .contains("version 7")
         );
     }

@@ -10,7 +10,7 @@
 
 use super::checks::{Health, Probe, Ready};
 use super::notify::{self, Identity, NotifySocket, Received, Sender};
-use super::probe::{self, Outcome};
+use super::probe::Outcome;
 use super::service::secs;
 use super::settings::Settings;
 use std::fs::{File, OpenOptions};
@@ -445,23 +445,34 @@ impl Drop for Monitor {
     }
 }
 
-/// Starts watching the container of service `name` whose init `ident` names (started at
-/// `start_time`), ready already or not.
+/// A check under way (see [`probe::run`](super::probe::run)); dropped, it is killed.
+pub type Check = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// What starts a check in the container watched.
+pub type Prober = Box<dyn Fn(Probe) -> Check + Send + Sync>;
+
+/// Now, on tokio's clock: the real one, or the paused one of a test.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Starts watching the container of service `name` whose init `ident` names, its checks
+/// started by `prober`, ready already or not.
 pub fn start(
     name: &str,
     plan: Plan,
     ident: Identity,
-    start_time: Option<u64>,
+    prober: Prober,
     inputs: Inputs,
     ready: bool,
 ) -> Monitor {
     let (tx, events) = mpsc::channel(QUEUE);
-    let tracker = Tracker::new(plan, Instant::now(), ready);
+    let tracker = Tracker::new(plan, now(), ready);
     let w = Watch {
         name: name.to_string(),
         tracker,
         ident,
-        start_time,
+        prober,
         inputs,
         tx,
     };
@@ -475,12 +486,10 @@ struct Watch {
     name: String,
     tracker: Tracker,
     ident: Identity,
-    start_time: Option<u64>,
+    prober: Prober,
     inputs: Inputs,
     tx: mpsc::Sender<Event>,
 }
-
-type Running = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
 enum Input {
     Notify(io::Result<Received>),
@@ -496,13 +505,12 @@ impl Watch {
     }
 
     async fn run(mut self) {
-        let mut check: Option<(Kind, Running)> = None;
+        let mut check: Option<(Kind, Check)> = None;
         loop {
             if check.is_none()
-                && let Some((kind, p)) = self.tracker.probe_due(Instant::now())
+                && let Some((kind, p)) = self.tracker.probe_due(now())
             {
-                let fut = probe::run(self.name.clone(), self.ident.init, self.start_time, p);
-                check = Some((kind, Box::pin(fut)));
+                check = Some((kind, (self.prober)(p)));
             }
             let deadline = self.tracker.deadline();
             let input = {
@@ -536,7 +544,7 @@ impl Watch {
                     } => Input::Time,
                 }
             };
-            let now = Instant::now();
+            let now = now();
             let verdict = match input {
                 Input::Notify(Ok(r)) => self.received(r, now).await,
                 Input::Notify(Err(e)) => {

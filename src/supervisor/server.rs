@@ -3,11 +3,13 @@
 //! request per connection (see protocol.rs).
 
 use super::output;
-use super::protocol::{LogFiles, MAX_REQUEST, Op, Response, ServiceInfo};
+use super::protocol::{LogFiles, MAX_REQUEST, Op, RequestError, Response, ServiceInfo};
 use super::service;
 use super::throttle;
-use super::types::{Boot, Cmd, Handle, Reply, Sup};
+use super::types::{Boot, Cmd, Handle, Reply, ServiceError, Sup};
 use crate::bundle;
+use crate::logs::NameCollision;
+use crate::safefile::FileError;
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -40,6 +42,30 @@ pub enum SocketError {
          its place; use a directory of root's"
     )]
     ForeignDir { dir: PathBuf, uid: u32 },
+}
+
+/// Why a request was not carried out: its Display is the error the client is answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("permission denied: only root may control services (this client runs as uid {0})")]
+    NotRoot(u32),
+    /// `dir` is the directory of service bundles.
+    #[error("no service `{name}` (the services are the bundles in {})", dir.display())]
+    Unknown { name: String, dir: PathBuf },
+    /// `dir` is where its bundle would be.
+    #[error("no service `{name}`: {} is not a bundle directory", dir.display())]
+    NotABundle { name: String, dir: PathBuf },
+    #[error(transparent)]
+    Name(#[from] NameCollision),
+    #[error("the supervisor is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// A log file that cannot be opened for the client.
+    #[error("{}", crate::error_chain(.0))]
+    Log(FileError),
 }
 
 /// Checks that nobody but root (or this supervisor's user) can put a socket at `dir/..`:
@@ -224,23 +250,21 @@ async fn connection(mut stream: UnixStream, sup: Arc<Sup>) {
     };
     if uid != 0 {
         log::warn!("control socket: refused a client running as uid {uid}");
-        let r = Response::error(format!(
-            "permission denied: only root may control services (this client runs as uid {uid})"
-        ));
+        let r = Response::error(ControlError::NotRoot(uid).to_string());
         let _ = stream.write_all(r.encode().as_bytes()).await;
         return;
     }
     // MAX_REQUEST bytes and the newline that ends them is the longest request.
     let request = line.strip_suffix(b"\n").unwrap_or(&line);
     let op = match read {
-        Ok(Ok(_)) if request.len() > MAX_REQUEST => Err("bad request: too long".to_string()),
+        Ok(Ok(_)) if request.len() > MAX_REQUEST => Err(RequestError::TooLong),
         Ok(Ok(_)) => Op::decode(request),
-        Ok(Err(e)) => Err(format!("bad request: {e}")),
-        Err(_) => Err("bad request: nothing arrived in time".to_string()),
+        Ok(Err(e)) => Err(RequestError::Read(e)),
+        Err(_) => Err(RequestError::TimedOut),
     };
     let (response, fds) = match op {
         Ok(op) => answer(&sup, op).await,
-        Err(e) => (Response::error(e), Vec::new()),
+        Err(e) => (Response::error(e.to_string()), Vec::new()),
     };
     if let Err(e) = send(&mut stream, &response, &fds).await {
         log::debug!("control socket: cannot answer: {e}");
@@ -270,13 +294,14 @@ async fn send(stream: &mut UnixStream, r: &Response, fds: &[OwnedFd]) -> io::Res
     stream.write_all(&bytes[sent..]).await
 }
 
-fn lookup(sup: &Sup, name: &str) -> Result<Handle, String> {
-    sup.services().get(name).cloned().ok_or_else(|| {
-        format!(
-            "no service `{name}` (the services are the bundles in {})",
-            sup.path.display()
-        )
-    })
+fn lookup(sup: &Sup, name: &str) -> Result<Handle, ControlError> {
+    sup.services()
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ControlError::Unknown {
+            name: name.to_string(),
+            dir: sup.path.clone(),
+        })
 }
 
 fn info(h: &Handle) -> ServiceInfo {
@@ -284,26 +309,25 @@ fn info(h: &Handle) -> ServiceInfo {
 }
 
 /// The service to start: a known one, or a bundle that appeared in the directory since.
-fn find_or_add(sup: &Arc<Sup>, name: &str) -> Result<Handle, String> {
+fn find_or_add(sup: &Arc<Sup>, name: &str) -> Result<Handle, ControlError> {
     if let Ok(h) = lookup(sup, name) {
         return Ok(h);
     }
     let dir = sup.path.join(name);
     if !bundle::valid_name(name) || !dir.is_dir() {
-        return Err(format!(
-            "no service `{name}`: {} is not a bundle directory",
-            dir.display()
-        ));
+        return Err(ControlError::NotABundle {
+            name: name.to_string(),
+            dir,
+        });
     }
     Ok(service::spawn(sup, name, dir, Boot::Idle))
 }
 
-async fn command(h: &Handle, make: impl FnOnce(Reply) -> Cmd) -> Result<String, String> {
+async fn command(h: &Handle, make: impl FnOnce(Reply) -> Cmd) -> Result<String, ControlError> {
     let (tx, rx) = oneshot::channel();
     h.tx.send(make(tx))
-        .map_err(|_| "the supervisor is shutting down".to_string())?;
-    rx.await
-        .map_err(|_| "the supervisor is shutting down".to_string())?
+        .map_err(|_| ControlError::ShuttingDown)?;
+    Ok(rx.await.map_err(|_| ControlError::ShuttingDown)??)
 }
 
 async fn answer(sup: &Arc<Sup>, op: Op) -> (Response, Vec<OwnedFd>) {
@@ -346,7 +370,7 @@ async fn answer(sup: &Arc<Sup>, op: Op) -> (Response, Vec<OwnedFd>) {
         Op::Logs(name) => {
             let found =
                 lookup(sup, &name).and_then(|h| match super::name_error(&name, &sup.log_dir) {
-                    Some(e) => Err(e),
+                    Some(e) => Err(ControlError::Name(e)),
                     None => Ok(h),
                 });
             return match found.and_then(|h| open_logs(&h)) {
@@ -364,22 +388,25 @@ async fn answer(sup: &Arc<Sup>, op: Op) -> (Response, Vec<OwnedFd>) {
                         fds,
                     )
                 }
-                Err(e) => (Response::error(e), Vec::new()),
+                Err(e) => (Response::error(e.to_string()), Vec::new()),
             };
         }
     };
-    (r.unwrap_or_else(Response::error), Vec::new())
+    (
+        r.unwrap_or_else(|e| Response::error(e.to_string())),
+        Vec::new(),
+    )
 }
 
 /// The service's two log files, opened read-only for the client: it reads (and follows)
 /// them itself, so a slow reader costs the supervisor nothing. Their rotated files, oldest
 /// first, come last (after memlogd's connection, which the caller adds).
-fn open_logs(h: &Handle) -> Result<(LogFiles, Vec<OwnedFd>, Vec<OwnedFd>), String> {
+fn open_logs(h: &Handle) -> Result<(LogFiles, Vec<OwnedFd>, Vec<OwnedFd>), ControlError> {
     // Not through a symlink, and never waiting on a FIFO put where the file was.
     let open = |p: &PathBuf| {
         crate::safefile::open_read(p)
             .map(OwnedFd::from)
-            .map_err(|e| crate::error_chain(&e))
+            .map_err(ControlError::Log)
     };
     let fds = vec![open(&h.out_log)?, open(&h.err_log)?];
     let [out, err] = [&h.out_log, &h.err_log].map(|p| crate::logs::rotate::open_rotated(p));
@@ -394,4 +421,59 @@ fn open_logs(h: &Handle) -> Result<(LogFiles, Vec<OwnedFd>, Vec<OwnedFd>), Strin
         fds,
         out.into_iter().chain(err).map(OwnedFd::from).collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a client is told, in these very words.
+    #[test]
+    fn control_errors_in_words() {
+        let name = || "web".to_string();
+        let cases = [
+            (
+                ControlError::NotRoot(1000),
+                "permission denied: only root may control services (this client runs as uid \
+                 1000)",
+            ),
+            (
+                ControlError::Unknown {
+                    name: name(),
+                    dir: "/containers/services".into(),
+                },
+                "no service `web` (the services are the bundles in /containers/services)",
+            ),
+            (
+                ControlError::NotABundle {
+                    name: name(),
+                    dir: "/containers/services/web".into(),
+                },
+                "no service `web`: /containers/services/web is not a bundle directory",
+            ),
+            (
+                ControlError::ShuttingDown,
+                "the supervisor is shutting down",
+            ),
+            (
+                ControlError::Request(RequestError::TooLong),
+                "bad request: too long",
+            ),
+            (
+                ControlError::Service(ServiceError::Starting { name: name() }),
+                "web is being started already",
+            ),
+            (
+                ControlError::Name(
+                    super::super::name_error("a.out", Path::new("/var/log")).unwrap(),
+                ),
+                "`a.out` cannot be a service name: its stderr log /var/log/a.out.log would be \
+                 the stdout log of a service `a`; rename the bundle (names ending in `.out` \
+                 are refused)",
+            ),
+        ];
+        for (e, words) in cases {
+            assert_eq!(e.to_string(), words);
+        }
+    }
 }

@@ -7,6 +7,7 @@ use super::record::Record;
 use crate::container::Ctx;
 use crate::logs::Memlogd;
 use crate::process::ExitStatus;
+use crate::undo::UndoFailures;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -58,7 +59,44 @@ pub struct Handle {
 }
 
 /// The answer to a command: what was done, in words, or why not.
-pub type Reply = oneshot::Sender<Result<String, String>>;
+pub type Reply = oneshot::Sender<Result<String, ServiceError>>;
+
+/// Why a service's task did not do what it was asked; its Display is what the client is
+/// told.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{name} is already running (pid {pid})")]
+    Running { name: String, pid: i32 },
+    #[error("{name} is being started already")]
+    Starting { name: String },
+    /// Its launch failed (the reason says where and why).
+    #[error("{name}: {reason}")]
+    Launch { name: String, reason: String },
+    /// A stop, restart or shutdown came first.
+    #[error("{name}: its start was cut short: {reason}")]
+    CutShort { name: String, reason: String },
+    /// Its processes ended but its cleanup left `left` behind: it is failed.
+    #[error(
+        "{name}: its processes are gone ({}), but it is not stopped: cleanup failed: {left}",
+        exit_words(*.exit)
+    )]
+    NotCleanedUp {
+        name: String,
+        exit: Option<ExitStatus>,
+        left: UndoFailures,
+    },
+    /// A launch cut short whose rollback left `left` behind: it is failed.
+    #[error("{name}: it is not stopped: cleanup failed: {left}")]
+    LeftBehind { name: String, left: UndoFailures },
+}
+
+/// An exit in words, `exit status unknown` when it is not ours to know.
+pub(super) fn exit_words(st: Option<ExitStatus>) -> String {
+    match st {
+        Some(st) => st.to_string(),
+        None => "exit status unknown".into(),
+    }
+}
 
 pub enum Cmd {
     Start(Reply),
@@ -156,4 +194,68 @@ pub enum Boot {
     Idle,
     /// It cannot be started as it is (its start order is broken).
     Failed(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a client is told, in these very words.
+    #[test]
+    fn service_errors_in_words() {
+        let name = || "web".to_string();
+        let left = UndoFailures(vec!["unmount /x: EBUSY".into(), "delete web: busy".into()]);
+        let cases = [
+            (
+                ServiceError::Running {
+                    name: name(),
+                    pid: 42,
+                },
+                "web is already running (pid 42)",
+            ),
+            (
+                ServiceError::Starting { name: name() },
+                "web is being started already",
+            ),
+            (
+                ServiceError::Launch {
+                    name: name(),
+                    reason: "mounts: EPERM".into(),
+                },
+                "web: mounts: EPERM",
+            ),
+            (
+                ServiceError::CutShort {
+                    name: name(),
+                    reason: "create: killed".into(),
+                },
+                "web: its start was cut short: create: killed",
+            ),
+            (
+                ServiceError::NotCleanedUp {
+                    name: name(),
+                    exit: Some(ExitStatus::Signal(9)),
+                    left: left.clone(),
+                },
+                "web: its processes are gone (exit code 137 (killed by SIGKILL)), but it is not \
+                 stopped: cleanup failed: unmount /x: EBUSY; delete web: busy",
+            ),
+            (
+                ServiceError::NotCleanedUp {
+                    name: name(),
+                    exit: None,
+                    left: left.clone(),
+                },
+                "web: its processes are gone (exit status unknown), but it is not stopped: \
+                 cleanup failed: unmount /x: EBUSY; delete web: busy",
+            ),
+            (
+                ServiceError::LeftBehind { name: name(), left },
+                "web: it is not stopped: cleanup failed: unmount /x: EBUSY; delete web: busy",
+            ),
+        ];
+        for (e, words) in cases {
+            assert_eq!(e.to_string(), words);
+        }
+    }
 }

@@ -6,9 +6,9 @@ use crate::supervisor::checks::Ready;
 use crate::supervisor::notify::NotifySocket;
 use crate::supervisor::ready::ReadyFifo;
 
-impl Task {
+impl<E: Effects> Task<E> {
     /// Picks up where an earlier supervisor left this service.
-    pub(super) async fn resume(&mut self, rec: Record) -> Phase {
+    pub(super) async fn resume(&mut self, rec: Record) -> PhaseOf<E> {
         self.restarts = rec.restarts;
         // What still runs writes into its FIFOs, which need draining.
         if matches!(
@@ -19,10 +19,10 @@ impl Task {
             log::error!("{}: {e}", self.name);
         }
         let since = from_unix_secs(rec.since);
-        if let Ok(s) = settings::load(&self.dir, &self.name) {
+        if let Ok(s) = self.fx.settings(&self.dir, &self.name) {
             self.apply(&s);
         }
-        let down = |t: &Task, state, reason| {
+        let down = |t: &Self, state, reason| {
             t.set_down(state, reason);
             t.set(|s| s.since = since);
             Phase::Down
@@ -37,9 +37,8 @@ impl Task {
                     "{}: was being started when the last supervisor ended; clearing what it left",
                     self.name
                 );
-                let (rt, name, dir) = (self.rt().clone(), self.name.clone(), self.dir.clone());
-                let f =
-                    blocking(move || container::clear_interrupted_launch(&rt, &name, &dir)).await;
+                let (fx, name, dir) = (self.fx.clone(), self.name.clone(), self.dir.clone());
+                let f = blocking(move || fx.clear_interrupted_launch(&name, &dir)).await;
                 if !f.is_empty() {
                     self.fail_cleanup(&f);
                     return Phase::Down;
@@ -58,7 +57,7 @@ impl Task {
                         Phase::Down
                     }
                     Err(_) => {
-                        let d = self.history.on_exit(&self.policy, Instant::now(), false);
+                        let d = self.history.on_exit(&self.policy, now(), false);
                         self.decide(d)
                     }
                 }
@@ -115,40 +114,27 @@ impl Task {
         h: Handover,
         since: SystemTime,
         ready: bool,
-    ) -> Result<Box<Instance>, UndoFailures> {
-        let rt = self.rt().clone();
-        let adopted = blocking(move || container::adopt(&rt, h)).await;
+    ) -> Result<Box<Instance<E::Container>>, UndoFailures> {
+        let fx = self.fx.clone();
+        let adopted = blocking(move || fx.adopt(h)).await;
         match adopted {
-            Ok(a) => {
-                let fd = a
-                    .pidfd()
-                    .as_owned_fd()
-                    .try_clone()
-                    // SAFETY: the OwnedFd is a valid descriptor, owned by the AsyncFd for
-                    // as long as it is registered.
-                    .and_then(|fd| unsafe {
-                        AsyncFd::register_with_interest(fd, Interest::READABLE)
-                            .map_err(std::io::Error::from)
-                    });
-                let fd = match fd {
-                    Ok(fd) => fd,
+            Ok(mut a) => {
+                let exit = match a.exit() {
+                    Ok(exit) => exit,
                     Err(e) => {
                         log::error!("{}: cannot watch pid {}: {e}", self.name, a.pid());
-                        let rt = self.rt().clone();
                         let name = self.name.clone();
-                        return Err(
-                            blocking(move || Ctl::Adopted(Box::new(a)).retire(&rt, &name)).await,
-                        );
+                        return Err(blocking(move || a.retire(&name)).await);
                     }
                 };
                 let pid = a.pid();
                 log::info!("{}: adopted, pid {pid}", self.name);
                 self.set_running(pid, since, true, ready);
-                let handover = Some(a.handover().clone());
+                let handover = a.handover();
                 Ok(Box::new(Instance {
                     pid,
-                    ctl: Some(Ctl::Adopted(Box::new(a))),
-                    exit: ExitWatch::PidFd(fd),
+                    ctl: Some(a),
+                    exit,
                     handover,
                     monitor: None,
                 }))
@@ -159,16 +145,8 @@ impl Task {
                     self.name,
                     crate::error_chain(&e)
                 );
-                let rt = self.rt().clone();
-                let f = blocking(move || {
-                    if let Err(pids) =
-                        container::kill_remaining(&rt, &h.name, h.cgroup_procs.as_deref())
-                    {
-                        log::error!("{}: processes {pids:?} survive SIGKILL", h.name);
-                    }
-                    container::replay(&rt, &h.cleanup)
-                })
-                .await;
+                let fx = self.fx.clone();
+                let f = blocking(move || fx.clear(&h)).await;
                 self.set(|s| {
                     s.exit = None;
                     s.exit_unknown = true;

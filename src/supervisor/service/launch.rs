@@ -7,14 +7,37 @@ use crate::supervisor::checks::Ready;
 use crate::supervisor::notify::{self, NotifySocket};
 use crate::supervisor::ready::ReadyFifo;
 
-/// A launch under way on a blocking thread.
-pub(super) type Job = tokio::task::JoinHandle<Result<Running, LaunchError>>;
+/// What a launch needs of the supervisor itself and could not get.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SetupError {
+    #[error("cannot set up its output: {0}")]
+    Output(io::Error),
+    /// `dir` holds the FIFOs.
+    #[error("cannot open its output FIFOs in {}: {source}", dir.display())]
+    OutputFifos { dir: PathBuf, source: io::Error },
+    #[error("cannot bind its notify socket {}: {source}", path.display())]
+    NotifySocket { path: PathBuf, source: io::Error },
+    /// `dir` holds the FIFO.
+    #[error("cannot make its readiness FIFO in {}: {source}", dir.display())]
+    ReadyFifo { dir: PathBuf, source: io::Error },
+    #[error("/dev/null: {0}")]
+    DevNull(io::Error),
+}
 
-impl Task {
+impl From<SetupError> for LaunchError {
+    fn from(e: SetupError) -> Self {
+        LaunchError::Launch(e.to_string())
+    }
+}
+
+/// A launch under way on a blocking thread.
+pub(super) type Job<C> = tokio::task::JoinHandle<Result<C, LaunchError>>;
+
+impl<E: Effects> Task<E> {
     /// Launches the container; a failure counts as an exit (or fails the service for good
     /// when the bundle itself is wrong). A stop, restart or shutdown that comes meanwhile
     /// cuts the launch short (a hook may hold it up for as long as the runtime's bound).
-    pub(super) async fn start(&mut self, reply: Option<Reply>) -> Phase {
+    pub(super) async fn start(&mut self, reply: Option<Reply>) -> PhaseOf<E> {
         self.set(|s| {
             s.state = State::Starting;
             s.since = SystemTime::now();
@@ -25,11 +48,12 @@ impl Task {
             s.check = None;
         });
         if let Some(e) = crate::supervisor::name_error(&self.name, &self.sup.log_dir) {
-            return self.launch_failed(LaunchError::Config(e), reply);
+            return self.launch_failed(LaunchError::Config(e.to_string()), reply);
         }
         // Read first: a launch that fails follows them too (restart policy, backoff).
         let (dir, name) = (self.dir.clone(), self.name.clone());
-        match blocking(move || settings::load(&dir, &name)).await {
+        let fx = self.fx.clone();
+        match blocking(move || fx.settings(&dir, &name)).await {
             Ok(s) => self.apply(&s),
             Err(e) => {
                 return self.launch_failed(LaunchError::Config(crate::error_chain(&e)), reply);
@@ -49,12 +73,14 @@ impl Task {
                 cmd = self.rx.recv(), if open && interrupt.is_none() => match cmd {
                     None => open = false,
                     Some(Cmd::Start(r)) => {
-                        let _ = r.send(Err(format!("{} is being started already", self.name)));
+                        let _ = r.send(Err(ServiceError::Starting {
+                            name: self.name.clone(),
+                        }));
                     }
                     Some(cmd) => {
                         log::info!("{}: cutting its start short", self.name);
-                        let c = cancel.clone();
-                        blocking(move || c.fire()).await;
+                        let (fx, c) = (self.fx.clone(), cancel.clone());
+                        blocking(move || fx.cut_short(&c)).await;
                         interrupt = Some(cmd);
                     }
                 },
@@ -65,9 +91,12 @@ impl Task {
             Ok(r) => r,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
+        let launched = match launched {
+            Ok(running) => self.running(running, inputs).await,
+            Err(e) => Err(e),
+        };
         match (launched, interrupt) {
-            (Ok(running), interrupt) => {
-                let inst = self.running(running, inputs);
+            (Ok(inst), interrupt) => {
                 let msg = if self.plan.ready.is_some() {
                     let waiting = self.plan.waiting();
                     format!("{}: started, pid {}; {waiting}", self.name, inst.pid)
@@ -86,7 +115,7 @@ impl Task {
         }
     }
 
-    pub(super) fn launch_failed(&mut self, e: LaunchError, reply: Option<Reply>) -> Phase {
+    pub(super) fn launch_failed(&mut self, e: LaunchError, reply: Option<Reply>) -> PhaseOf<E> {
         crate::bundle::remove_generated(self.sup.state_dir(), &self.name);
         match e {
             LaunchError::Config(reason) | LaunchError::Leftovers(reason, _) => {
@@ -95,7 +124,8 @@ impl Task {
                 self.persist(Persisted::Failed {
                     reason: reason.clone(),
                 });
-                let _ = reply.map(|r| r.send(Err(format!("{}: {reason}", self.name))));
+                let name = self.name.clone();
+                let _ = reply.map(|r| r.send(Err(ServiceError::Launch { name, reason })));
                 Phase::Down
             }
             LaunchError::Launch(reason) => {
@@ -104,8 +134,13 @@ impl Task {
                     s.exit = None;
                     s.exit_unknown = false;
                 });
-                let _ = reply.map(|r| r.send(Err(format!("{}: {reason}", self.name))));
-                let d = self.history.on_exit(&self.policy, Instant::now(), false);
+                let _ = reply.map(|r| {
+                    r.send(Err(ServiceError::Launch {
+                        name: self.name.clone(),
+                        reason: reason.clone(),
+                    }))
+                });
+                let d = self.history.on_exit(&self.policy, now(), false);
                 let phase = self.decide(d);
                 self.set(|s| {
                     s.reason = Some(match &s.reason {
@@ -125,22 +160,25 @@ impl Task {
         e: LaunchError,
         reply: Option<Reply>,
         cmd: Cmd,
-    ) -> Phase {
+    ) -> PhaseOf<E> {
         crate::bundle::remove_generated(self.sup.state_dir(), &self.name);
         let reason = e.reason();
         log::info!("{}: its start was cut short: {reason}", self.name);
         let _ = reply.map(|r| {
-            r.send(Err(format!(
-                "{}: its start was cut short: {reason}",
-                self.name
-            )))
+            r.send(Err(ServiceError::CutShort {
+                name: self.name.clone(),
+                reason: reason.to_string(),
+            }))
         });
         self.history.reset();
         if let LaunchError::Leftovers(_, left) = &e {
-            let leftover = self.fail_cleanup(left);
+            self.fail_cleanup(left);
             match cmd {
                 Cmd::Stop(r) | Cmd::Restart(r) | Cmd::Start(r) => {
-                    let _ = r.send(Err(format!("{}: it is not stopped: {leftover}", self.name)));
+                    let _ = r.send(Err(ServiceError::LeftBehind {
+                        name: self.name.clone(),
+                        left: left.clone(),
+                    }));
                 }
                 Cmd::Shutdown { signalled, done } => self.shut(signalled, done),
             }
@@ -164,68 +202,52 @@ impl Task {
     /// Starts the launch on a blocking thread; `cancel` cuts its runtime commands short.
     /// Also returns what the container's readiness and health are read from (its notify
     /// socket, its readiness FIFO), made before the container can use them.
-    pub(super) fn launch_job(&mut self, cancel: &Cancel) -> Result<(Job, Inputs), LaunchError> {
+    pub(super) fn launch_job(
+        &mut self,
+        cancel: &Cancel,
+    ) -> Result<(Job<E::Container>, Inputs), LaunchError> {
         let io_dir = crate::supervisor::output::io_dir(self.sup.state_dir());
-        let (inputs, extra, fds) = self.readiness_inputs().map_err(LaunchError::Launch)?;
-        let output = self.output().map_err(LaunchError::Launch)?;
-        let mut stdio = output.stdio().map_err(|e| {
-            LaunchError::Launch(format!(
-                "cannot open its output FIFOs in {}: {e}",
-                io_dir.display()
-            ))
+        let (inputs, extra, fds) = self.readiness_inputs()?;
+        let output = self.output()?;
+        let mut stdio = output.stdio().map_err(|source| SetupError::OutputFifos {
+            dir: io_dir,
+            source,
         })?;
         stdio.extra = fds;
         output.reopen_logs();
         output.log_policy().set(self.log_policy);
-        let dir = self.dir.clone();
-        let ctx = Ctx {
-            runtime: self.rt().cancelled_by(cancel),
-            ..self.sup.ctx.clone()
-        };
-        let job = tokio::task::spawn_blocking(move || {
-            let mut bundle =
-                Bundle::open(&dir).map_err(|e| LaunchError::Config(crate::error_chain(&e)))?;
-            bundle.extra = extra;
-            container::launch(&bundle, &ctx, &stdio, Mode::Detached).map_err(|e| {
-                if e.undo.is_empty() {
-                    LaunchError::Launch(e.report())
-                } else {
-                    LaunchError::Leftovers(e.report(), e.undo.clone())
-                }
-            })
-        });
+        let (fx, dir, cancel) = (self.fx.clone(), self.dir.clone(), cancel.clone());
+        let job = tokio::task::spawn_blocking(move || fx.launch(&dir, extra, &stdio, &cancel));
         Ok((job, inputs))
     }
 
     /// What the container needs for its readiness and watchdog: the notify socket (bound
     /// into it, with its variables), the readiness FIFO as descriptor N (3 to N-1 are
     /// /dev/null: the runtime hands over a run of descriptors from 3).
-    fn readiness_inputs(&self) -> Result<(Inputs, ConfigExtra, Vec<OwnedFd>), String> {
+    fn readiness_inputs(&self) -> Result<(Inputs, ConfigExtra, Vec<OwnedFd>), SetupError> {
         let state_dir = self.sup.state_dir();
         let mut inputs = Inputs::default();
         let mut extra = ConfigExtra::default();
         let mut fds = Vec::new();
         if self.plan.wants_notify() {
-            let sock = NotifySocket::bind(state_dir, &self.name).map_err(|e| {
-                format!(
-                    "cannot bind its notify socket {}: {e}",
-                    notify::host_path(state_dir, &self.name).display()
-                )
+            let sock = NotifySocket::bind(state_dir, &self.name).map_err(|source| {
+                SetupError::NotifySocket {
+                    path: notify::host_path(state_dir, &self.name),
+                    source,
+                }
             })?;
             extra = sock.config(self.plan.watchdog());
             inputs.notify = Some(sock);
         }
         if let Some(Ready::Fd(n)) = self.plan.ready {
-            let fifo_err = |e: std::io::Error| {
-                format!(
-                    "cannot make its readiness FIFO in {}: {e}",
-                    ready::fifo_dir(state_dir).display()
-                )
-            };
-            let (fifo, theirs) = ReadyFifo::create(state_dir, &self.name).map_err(fifo_err)?;
+            let (fifo, theirs) = ReadyFifo::create(state_dir, &self.name).map_err(|source| {
+                SetupError::ReadyFifo {
+                    dir: ready::fifo_dir(state_dir),
+                    source,
+                }
+            })?;
             for _ in 3..n {
-                let null =
-                    std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+                let null = std::fs::File::open("/dev/null").map_err(SetupError::DevNull)?;
                 fds.push(OwnedFd::from(null));
             }
             fds.push(theirs);
@@ -234,11 +256,28 @@ impl Task {
         Ok((inputs, extra, fds))
     }
 
-    /// A launched container becomes the running instance, watched as its settings say.
-    pub(super) fn running(&mut self, mut running: Running, inputs: Inputs) -> Box<Instance> {
-        let waiter = running.exit_waiter();
+    /// A launched container becomes the running instance, watched as its settings say; one
+    /// whose end cannot be watched is retired at once, as a launch that failed.
+    pub(super) async fn running(
+        &mut self,
+        mut running: E::Container,
+        inputs: Inputs,
+    ) -> Result<Box<Instance<E::Container>>, LaunchError> {
+        let exit = match running.exit() {
+            Ok(exit) => exit,
+            Err(e) => {
+                let reason = format!("cannot watch pid {}: {e}", running.pid());
+                let name = self.name.clone();
+                let left = blocking(move || running.retire(&name)).await;
+                return Err(if left.is_empty() {
+                    LaunchError::Launch(reason)
+                } else {
+                    LaunchError::Leftovers(reason, left)
+                });
+            }
+        };
         let handover = running.handover();
-        let pid = waiter.pid();
+        let pid = running.pid();
         let ready = self.plan.ready.is_none();
         if let Some(h) = &handover {
             self.persist(Persisted::Running {
@@ -249,12 +288,12 @@ impl Task {
         self.set_running(pid, SystemTime::now(), false, ready);
         let mut inst = Box::new(Instance {
             pid,
-            ctl: Some(Ctl::Ours(Box::new(running))),
-            exit: ExitWatch::Child(waiter),
+            ctl: Some(running),
+            exit,
             handover,
             monitor: None,
         });
         inst.monitor = self.monitor(&inst, inputs, ready);
-        inst
+        Ok(inst)
     }
 }

@@ -22,10 +22,11 @@ use super::policy::{Decision, History, Policy};
 use super::protocol::State;
 use super::ready::{self, Event, Inputs, Monitor, Plan};
 use super::record::{self, Persisted, Record};
-use super::settings::{self, Settings};
-use super::types::{Boot, Cmd, Handle, Reply, Status, Sup, from_unix_secs, unix_secs};
-use crate::bundle::Bundle;
-use crate::container::{self, Adopted, Ctx, Handover, Mode, Running};
+use super::settings::Settings;
+use super::types::{
+    Boot, Cmd, Handle, Reply, ServiceError, Status, Sup, exit_words, from_unix_secs, unix_secs,
+};
+use crate::container::{Handover, Running};
 use crate::logs::{self};
 use crate::oci_runtime::{Cancel, OciRuntime};
 use crate::process::{ExitStatus, Waiter};
@@ -34,22 +35,34 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot, watch};
 
 mod adopt;
+mod effects;
 mod instance;
 mod launch;
 mod stop;
+#[cfg(test)]
+mod tests;
+mod up;
 
-use instance::{Ctl, ExitWatch, Instance};
+use effects::{Container, Effects, Exit, System};
+use instance::Instance;
+use launch::SetupError;
+use std::io;
 
 /// Starts the task of service `name` (bundle `dir`) and registers it. Its output is set up
 /// here, or, when that fails (no descriptor left), again at each launch, which fails with
 /// the reason meanwhile: the service is listed either way.
 pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> Handle {
+    spawn_with(sup, System::new(&sup.ctx), name, dir, boot)
+}
+
+/// [`spawn`], with what the task does outside itself going through `fx`.
+fn spawn_with<E: Effects>(sup: &Arc<Sup>, fx: E, name: &str, dir: PathBuf, boot: Boot) -> Handle {
     // A name that cannot be a service gets no log files: they are another's.
     let output = match super::name_error(name, &sup.log_dir) {
         Some(_) => None,
@@ -105,6 +118,7 @@ pub fn spawn(sup: &Arc<Sup>, name: &str, dir: PathBuf, boot: Boot) -> Handle {
     };
     sup.services().insert(name.to_string(), handle.clone());
     let task = Task {
+        fx,
         sup: sup.clone(),
         name: name.to_string(),
         dir,
@@ -133,16 +147,24 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     }
 }
 
-enum Phase {
+/// Now, on tokio's clock (paused in the tests), for the policy's and the monitor's
+/// `std` instants.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+enum Phase<C: Container> {
     /// Waiting for the services it starts after to be ready, until the instant.
     After(Vec<watch::Receiver<Status>>, tokio::time::Instant),
     Down,
     /// Restarting at this instant.
     Waiting(tokio::time::Instant),
-    Up(Box<Instance>),
+    Up(Box<Instance<C>>),
 }
 
-enum LaunchError {
+/// Why a launch failed.
+#[derive(Debug)]
+pub(crate) enum LaunchError {
     /// The bundle or its settings cannot be used: retrying would not help.
     Config(String),
     /// A step failed; it may work next time.
@@ -160,7 +182,9 @@ impl LaunchError {
     }
 }
 
-struct Task {
+struct Task<E: Effects> {
+    /// What it does outside itself.
+    fx: E,
     sup: Arc<Sup>,
     name: String,
     dir: PathBuf,
@@ -192,13 +216,12 @@ pub(crate) fn secs(d: Duration) -> String {
     }
 }
 
-impl Task {
-    fn rt(&self) -> &OciRuntime {
-        &self.sup.ctx.runtime
-    }
+/// The phase of a task whose world is `E`.
+type PhaseOf<E> = Phase<<E as Effects>::Container>;
 
+impl<E: Effects> Task<E> {
     /// Its output, set up now if it could not be before.
-    fn output(&mut self) -> Result<&Output, String> {
+    fn output(&mut self) -> Result<&Output, SetupError> {
         let o = match self.output.take() {
             Some(o) => o,
             None => Output::open(
@@ -207,7 +230,7 @@ impl Task {
                 &self.sup.memlogd,
                 &self.name,
             )
-            .map_err(|e| format!("cannot set up its output: {e}"))?,
+            .map_err(SetupError::Output)?,
         };
         Ok(self.output.insert(o))
     }
@@ -248,20 +271,28 @@ impl Task {
     }
 
     /// Starts watching a container that is up, if its settings ask for anything.
-    fn monitor(&self, inst: &Instance, inputs: Inputs, ready: bool) -> Option<Monitor> {
+    fn monitor(
+        &self,
+        inst: &Instance<E::Container>,
+        inputs: Inputs,
+        ready: bool,
+    ) -> Option<Monitor> {
         if !self.plan.watches() {
             return None;
         }
-        let ident = super::notify::Identity::of(inst.pid);
+        let pid = inst.pid;
+        let ident = self.fx.identity(pid);
         let start_time = match &inst.handover {
             Some(h) => h.start_time,
-            None => crate::process::start_time(inst.pid),
+            None => crate::process::start_time(pid),
         };
+        let (fx, name) = (self.fx.clone(), self.name.clone());
+        let prober: ready::Prober = Box::new(move |p| fx.probe(&name, pid, start_time, p));
         Some(ready::start(
             &self.name,
             self.plan.clone(),
             ident,
-            start_time,
+            prober,
             inputs,
             ready,
         ))
@@ -288,7 +319,7 @@ impl Task {
             since: unix_secs(SystemTime::now()),
             service,
         };
-        if let Err(e) = record::save(self.sup.state_dir(), &r) {
+        if let Err(e) = self.fx.save_record(&r) {
             let fault = match &e {
                 record::RecordError::Io { source, .. } => {
                     super::throttle::io_fault("record", source)
@@ -308,7 +339,7 @@ impl Task {
     }
 
     fn unpersist(&self) {
-        record::remove(self.sup.state_dir(), &self.name);
+        self.fx.remove_record(&self.name);
     }
 
     /// Applies the service's settings (best effort for one that is already running).
@@ -338,7 +369,7 @@ impl Task {
         }
     }
 
-    async fn boot(&mut self, boot: Boot) -> Phase {
+    async fn boot(&mut self, boot: Boot) -> PhaseOf<E> {
         match boot {
             Boot::Start { after, within } => {
                 Phase::After(after, tokio::time::Instant::now() + within)
@@ -360,7 +391,7 @@ impl Task {
         &mut self,
         mut deps: Vec<watch::Receiver<Status>>,
         until: tokio::time::Instant,
-    ) -> Phase {
+    ) -> PhaseOf<E> {
         deps.retain(|d| !d.borrow().settled);
         if deps.is_empty() {
             return self.start(None).await;
@@ -432,13 +463,13 @@ impl Task {
     }
 
     /// A start asked for by an operator: the crash history and restart count begin again.
-    async fn start_afresh(&mut self, r: Reply) -> Phase {
+    async fn start_afresh(&mut self, r: Reply) -> PhaseOf<E> {
         self.history.reset();
         self.restarts = 0;
         self.start(Some(r)).await
     }
 
-    async fn down(&mut self) -> Phase {
+    async fn down(&mut self) -> PhaseOf<E> {
         match self.recv().await {
             None => Phase::Down,
             Some(Cmd::Start(r)) | Some(Cmd::Restart(r)) => self.start_afresh(r).await,
@@ -453,7 +484,7 @@ impl Task {
         }
     }
 
-    async fn waiting(&mut self, at: tokio::time::Instant) -> Phase {
+    async fn waiting(&mut self, at: tokio::time::Instant) -> PhaseOf<E> {
         tokio::select! {
             // A command (a stop, the shutdown) wins over a restart that falls due with it.
             biased;
@@ -476,165 +507,8 @@ impl Task {
         }
     }
 
-    async fn up(&mut self, mut inst: Box<Instance>) -> Phase {
-        enum Ev {
-            Exit(Option<ExitStatus>),
-            Cmd(Cmd),
-            Watched(Option<Event>),
-        }
-        let ev = tokio::select! {
-            st = inst.exit.exited() => Ev::Exit(st),
-            cmd = self.recv() => match cmd {
-                Some(cmd) => Ev::Cmd(cmd),
-                // No more commands can come: only the end is left to wait for.
-                None => Ev::Exit(inst.exit.exited().await),
-            },
-            ev = async {
-                match inst.monitor.as_mut() {
-                    Some(m) => m.events.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => Ev::Watched(ev),
-        };
-        match ev {
-            Ev::Watched(None) => {
-                inst.monitor = None;
-                Phase::Up(inst)
-            }
-            Ev::Watched(Some(ev)) => self.watched(inst, ev).await,
-            Ev::Exit(st) => {
-                match st {
-                    Some(st) => log::warn!("{}: pid {} ended: {st}", self.name, inst.pid),
-                    None => log::warn!("{}: pid {} ended", self.name, inst.pid),
-                }
-                let left = self.retire(&mut inst).await;
-                self.set(|s| {
-                    s.exit = st;
-                    s.exit_unknown = st.is_none();
-                });
-                if !left.is_empty() {
-                    self.fail_cleanup(&left);
-                    return Phase::Down;
-                }
-                let success = st.is_some_and(|s| s.success());
-                let d = self.history.on_exit(&self.policy, Instant::now(), success);
-                self.decide(d)
-            }
-            Ev::Cmd(Cmd::Start(r)) => {
-                let _ = r.send(Err(format!(
-                    "{} is already running (pid {})",
-                    self.name, inst.pid
-                )));
-                Phase::Up(inst)
-            }
-            Ev::Cmd(Cmd::Stop(r)) => {
-                let (st, left) = self.stop(&mut inst, None).await;
-                self.history.reset();
-                if !left.is_empty() {
-                    let _ = r.send(Err(self.not_cleaned_up(st, &left)));
-                    return Phase::Down;
-                }
-                self.set_down(State::Stopped, None);
-                self.persist(Persisted::Stopped);
-                let _ = r.send(Ok(format!("{}: stopped, {}", self.name, exit_words(st))));
-                Phase::Down
-            }
-            Ev::Cmd(Cmd::Restart(r)) => {
-                let (st, left) = self.stop(&mut inst, None).await;
-                self.history.reset();
-                if !left.is_empty() {
-                    let _ = r.send(Err(self.not_cleaned_up(st, &left)));
-                    return Phase::Down;
-                }
-                self.restarts = 0;
-                self.start(Some(r)).await
-            }
-            Ev::Cmd(Cmd::Shutdown { signalled, done }) => {
-                let (_, left) = self.stop(&mut inst, Some(signalled)).await;
-                if !left.is_empty() {
-                    log::error!("{}: cleanup failed: {left}", self.name);
-                }
-                let (s, _) = oneshot::channel();
-                self.shut(s, done);
-                Phase::Down
-            }
-        }
-    }
-
-    /// What the monitor of the running container saw.
-    async fn watched(&mut self, inst: Box<Instance>, ev: Event) -> Phase {
-        match ev {
-            Event::Ready => {
-                let took = self.status.borrow().since.elapsed().unwrap_or_default();
-                log::info!(
-                    "{}: ready, pid {} ({:.1}s after its start)",
-                    self.name,
-                    inst.pid,
-                    took.as_secs_f64()
-                );
-                self.set(|s| {
-                    s.state = State::Running;
-                    s.reason = None;
-                    s.since = SystemTime::now();
-                    s.settled = true;
-                });
-                if let Some(h) = &inst.handover {
-                    self.persist(Persisted::Running {
-                        container: h.clone(),
-                        ready: true,
-                    });
-                }
-            }
-            Event::Text(t) => self.set(|s| s.notify_status = Some(t)),
-            Event::Stopping => {
-                log::info!("{}: it says it is stopping (STOPPING=1)", self.name);
-                self.set(|s| s.reason = Some("stopping (it sent STOPPING=1)".into()));
-            }
-            Event::Check(c) => {
-                if !c.ok && c.kind == ready::Kind::Health {
-                    log::warn!(
-                        "{}: health check failed ({} in a row): {}",
-                        self.name,
-                        c.failures,
-                        crate::bundle::printable_name(&c.summary)
-                    );
-                }
-                self.set(|s| s.check = Some(c));
-            }
-            Event::Fail(why) => return self.unwell(inst, why).await,
-        }
-        Phase::Up(inst)
-    }
-
-    /// A running container that failed what its settings check (readiness in time, its
-    /// health, its watchdog): stopped, and its end counted as an exit with the reason.
-    async fn unwell(&mut self, mut inst: Box<Instance>, why: String) -> Phase {
-        log::warn!("{}: {why}; stopping it", self.name);
-        let (_, left) = self.stop(&mut inst, None).await;
-        if !left.is_empty() {
-            self.fail_cleanup(&left);
-            return Phase::Down;
-        }
-        let d = self.history.on_exit(&self.policy, Instant::now(), false);
-        let phase = self.decide(d);
-        let reason = {
-            let st = self.status.borrow();
-            match &st.reason {
-                Some(r) => format!("{r}: {why}"),
-                None => why.clone(),
-            }
-        };
-        if self.status.borrow().state == State::Failed {
-            self.persist(Persisted::Failed {
-                reason: reason.clone(),
-            });
-        }
-        self.set(|s| s.reason = Some(reason));
-        phase
-    }
-
     /// Acts on a restart decision.
-    fn decide(&mut self, d: Decision) -> Phase {
+    fn decide(&mut self, d: Decision) -> PhaseOf<E> {
         match d {
             Decision::Restart(delay) => {
                 self.restarts += 1;
@@ -665,12 +539,5 @@ impl Task {
                 Phase::Down
             }
         }
-    }
-}
-
-fn exit_words(st: Option<ExitStatus>) -> String {
-    match st {
-        Some(st) => st.to_string(),
-        None => "exit status unknown".into(),
     }
 }

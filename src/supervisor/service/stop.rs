@@ -3,14 +3,14 @@
 
 use super::*;
 
-impl Task {
+impl<E: Effects> Task<E> {
     /// SIGTERM, the grace period, SIGKILL; then nothing of it remains, or what its cleanup
     /// could not undo is returned. Every step after the grace is bounded (the runtime's
     /// commands by their own limits, the waits here), so a stop ends within the grace and
     /// a fixed margin whatever the container's hooks do.
     pub(super) async fn stop(
         &mut self,
-        inst: &mut Instance,
+        inst: &mut Instance<E::Container>,
         signalled: Option<oneshot::Sender<()>>,
     ) -> (Option<ExitStatus>, UndoFailures) {
         // No check may fail it, nor run in it, while it goes.
@@ -30,8 +30,7 @@ impl Task {
                 container: h.clone(),
             });
         }
-        let rt = self.rt().clone();
-        inst.with_ctl(&rt, |c, rt| c.terminate(rt)).await;
+        inst.with_ctl(|c| c.terminate()).await;
         if let Some(s) = signalled {
             let _ = s.send(());
         }
@@ -43,7 +42,7 @@ impl Task {
                     self.name,
                     secs(self.grace)
                 );
-                inst.with_ctl(&rt, |c, rt| c.kill(rt)).await;
+                inst.with_ctl(|c| c.kill()).await;
                 match tokio::time::timeout(KILL_EXIT_WAIT, inst.exit.exited()).await {
                     Ok(st) => st,
                     Err(_) => {
@@ -69,16 +68,15 @@ impl Task {
 
     /// The end of a container: kill what is left, delete it, undo its preparation; what
     /// could not be undone is returned.
-    pub(super) async fn retire(&mut self, inst: &mut Instance) -> UndoFailures {
+    pub(super) async fn retire(&mut self, inst: &mut Instance<E::Container>) -> UndoFailures {
         inst.monitor = None;
         let Some(ctl) = inst.ctl.take() else {
             return UndoFailures::default();
         };
-        let rt = self.rt().clone();
         let name = self.name.clone();
         let state_dir = self.sup.state_dir().to_path_buf();
         blocking(move || {
-            let left = ctl.retire(&rt, &name);
+            let left = ctl.retire(&name);
             if left.is_empty() {
                 crate::bundle::remove_generated(&state_dir, &name);
             }
@@ -104,12 +102,16 @@ impl Task {
     }
 
     /// The answer to a stop whose cleanup failed (the service is failed then).
-    pub(super) fn not_cleaned_up(&mut self, st: Option<ExitStatus>, left: &UndoFailures) -> String {
-        let reason = self.fail_cleanup(left);
-        format!(
-            "{}: its processes are gone ({}), but it is not stopped: {reason}",
-            self.name,
-            exit_words(st)
-        )
+    pub(super) fn not_cleaned_up(
+        &mut self,
+        st: Option<ExitStatus>,
+        left: &UndoFailures,
+    ) -> ServiceError {
+        self.fail_cleanup(left);
+        ServiceError::NotCleanedUp {
+            name: self.name.clone(),
+            exit: st,
+            left: left.clone(),
+        }
     }
 }
