@@ -24,6 +24,7 @@ pub mod undo;
 pub mod userns;
 pub mod volumes;
 
+mod civil;
 mod logs;
 mod mountapi;
 mod net;

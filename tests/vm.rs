@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::qemu::{count, find, line_with};
+use common::qemu::{count, find, in_order, line_with};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -186,11 +186,17 @@ fn example_image_boots_runs_and_powers_off() {
     assert!(line_with(&console, "lkinit: SIGUSR2 from pid ").ends_with(": power off"));
 
     // The ordered shutdown.
-    at = find(&console, "lkinit: shutting down to power off", at);
-    at = find(&console, "lkinit: onshutdown: starting", at);
-    at = find(&console, "goodbye from onshutdown", at);
-    at = find(&console, "000-goodbye: exit code 0", at);
-    at = find(&console, "lkinit: onshutdown: finished", at);
+    at = in_order(
+        &console,
+        at,
+        &[
+            "lkinit: shutting down to power off",
+            "lkinit: onshutdown: starting",
+            "goodbye from onshutdown",
+            "000-goodbye: exit code 0",
+            "lkinit: onshutdown: finished",
+        ],
+    );
     // The supervisor stopped the services (both report their SIGTERM) and exited 0.
     let stop = find(&console, "lkinit: stopping the supervisor", at);
     let greeter = find(&console, "greeter: stopping on SIGTERM", stop);
@@ -201,9 +207,15 @@ fn example_image_boots_runs_and_powers_off() {
         "the services outlived the supervisor"
     );
     assert!(!console.contains("sending SIGTERM to every process"));
-    at = find(&console, "lkinit: unmounted ", at);
-    at = find(&console, "lkinit: power off", at);
-    find(&console, "reboot: Power down", at);
+    in_order(
+        &console,
+        at,
+        &[
+            "lkinit: unmounted ",
+            "lkinit: power off",
+            "reboot: Power down",
+        ],
+    );
 }
 
 /// Writes an executable script `body` (after `#!/bin/sh`) at `path`.
@@ -349,60 +361,38 @@ fn linuxkit_hooks_steps_and_switches() {
     }
 
     // /etc/init.d in name order, lkinit's steps in their places.
-    let mut at = find(&console, "hook 001-hello: hello from /etc/init.d", 0);
-    at = find(&console, "lkinit: /etc/init.d/001-hello: exit code 0", at);
-    at = find(&console, "hook 002-daemon: left a daemon running", at);
-    at = find(&console, "lkinit: /etc/init.d/002-daemon: exit code 0", at);
-    at = find(&console, "hook 003-fail: failing", at);
-    at = find(
+    let mut at = in_order(
         &console,
-        "lkinit: error: /etc/init.d/003-fail: exit code 3",
-        at,
+        0,
+        &[
+            "hook 001-hello: hello from /etc/init.d",
+            "lkinit: /etc/init.d/001-hello: exit code 0",
+            "hook 002-daemon: left a daemon running",
+            "lkinit: /etc/init.d/002-daemon: exit code 0",
+            "hook 003-fail: failing",
+            "lkinit: error: /etc/init.d/003-fail: exit code 3",
+            "hook 004-hang: hanging",
+            "lkinit: error: /etc/init.d/004-hang: timed out after 3s, killed: exit code 137 (killed by SIGKILL)",
+            // No link names the volumes: they are ready just before onboot.
+            "lkinit: volumes step (no link in /etc/init.d names it)",
+            "volume vol: read-write",
+            "lkinit: /etc/init.d/010-onboot is lkinit: its onboot step",
+            "lkinit: onboot: starting",
+            "hello from hello",
+            "\n000-hello: exit code 0",
+            "\n003-forever: timed out after 3s, killed: ",
+            "\n004-annotated: timed out after 1s, killed: ",
+            "\n005-missing: ",
+            "lkinit: onboot: finished",
+            "hook 015-between: the volume says hello from the volume",
+            "hook 015-between: the volume is writable",
+            "lkinit: /etc/init.d/020-containerd is lkinit: its supervisor step",
+            "lkinit: supervisor started",
+            // rc.init's system: /var, limits, resolv.conf, and what the hooks left.
+            "hook 030-after: the daemon of 002 still runs",
+            "hook 030-after: 004's child is gone",
+        ],
     );
-    at = find(&console, "hook 004-hang: hanging", at);
-    at = find(
-        &console,
-        "lkinit: error: /etc/init.d/004-hang: timed out after 3s, killed: exit code 137 (killed by SIGKILL)",
-        at,
-    );
-    // No link names the volumes: they are ready just before onboot.
-    at = find(
-        &console,
-        "lkinit: volumes step (no link in /etc/init.d names it)",
-        at,
-    );
-    at = find(&console, "volume vol: read-write", at);
-    at = find(
-        &console,
-        "lkinit: /etc/init.d/010-onboot is lkinit: its onboot step",
-        at,
-    );
-    at = find(&console, "lkinit: onboot: starting", at);
-    at = find(&console, "hello from hello", at);
-    at = find(&console, "\n000-hello: exit code 0", at);
-    at = find(&console, "\n003-forever: timed out after 3s, killed: ", at);
-    at = find(
-        &console,
-        "\n004-annotated: timed out after 1s, killed: ",
-        at,
-    );
-    at = find(&console, "\n005-missing: ", at);
-    at = find(&console, "lkinit: onboot: finished", at);
-    at = find(
-        &console,
-        "hook 015-between: the volume says hello from the volume",
-        at,
-    );
-    at = find(&console, "hook 015-between: the volume is writable", at);
-    at = find(
-        &console,
-        "lkinit: /etc/init.d/020-containerd is lkinit: its supervisor step",
-        at,
-    );
-    at = find(&console, "lkinit: supervisor started", at);
-    // rc.init's system: /var, limits, resolv.conf, and what the hooks left.
-    at = find(&console, "hook 030-after: the daemon of 002 still runs", at);
-    at = find(&console, "hook 030-after: 004's child is gone", at);
     for (d, mode) in [
         ("cache", 755),
         ("empty", 555),
@@ -416,21 +406,19 @@ fn linuxkit_hooks_steps_and_switches() {
     ] {
         at = find(&console, &format!("hook 030-after: /var/{d} {mode}"), at);
     }
-    at = find(&console, "hook 030-after: /var/run -> /run", at);
-    at = find(&console, "hook 030-after: nofile 1048576", at);
-    at = find(&console, "hook 030-after: resolv.conf target exists", at);
-    at = find(&console, "hook 030-after: memory.use_hierarchy 1", at);
-    at = find(
+    at = in_order(
         &console,
-        "lkinit: warn: /etc/init.d/040-bogus is lkinit, but its name names no step",
         at,
+        &[
+            "hook 030-after: /var/run -> /run",
+            "hook 030-after: nofile 1048576",
+            "hook 030-after: resolv.conf target exists",
+            "hook 030-after: memory.use_hierarchy 1",
+            "lkinit: warn: /etc/init.d/040-bogus is lkinit, but its name names no step",
+            "lkinit: warn: /etc/init.d/050-notexec: not executable; skipped",
+            "hook 060-poweroff: SIGUSR2 to pid 1 in 2s",
+        ],
     );
-    at = find(
-        &console,
-        "lkinit: warn: /etc/init.d/050-notexec: not executable; skipped",
-        at,
-    );
-    at = find(&console, "hook 060-poweroff: SIGUSR2 to pid 1 in 2s", at);
     // Each step once.
     assert_eq!(count(&console, "volume vol: "), 1);
     assert_eq!(count(&console, "lkinit: onboot: starting"), 1);
@@ -439,25 +427,23 @@ fn linuxkit_hooks_steps_and_switches() {
 
     // The daemon 060-poweroff left behind powers the machine off: /etc/shutdown.d, with
     // onshutdown in its place.
-    at = find(&console, "lkinit: SIGUSR2 from pid ", at);
-    at = find(&console, "lkinit: shutting down to power off", at);
-    at = find(&console, "hook shutdown 001-bye", at);
-    at = find(
+    in_order(
         &console,
-        "lkinit: error: /etc/shutdown.d/005-hang: timed out after 3s, killed",
         at,
+        &[
+            "lkinit: SIGUSR2 from pid ",
+            "lkinit: shutting down to power off",
+            "hook shutdown 001-bye",
+            "lkinit: error: /etc/shutdown.d/005-hang: timed out after 3s, killed",
+            "lkinit: /etc/shutdown.d/010-onshutdown is lkinit: its onshutdown step",
+            "lkinit: onshutdown: starting",
+            "goodbye from onshutdown",
+            "lkinit: onshutdown: finished",
+            "hook shutdown 020-after",
+            "lkinit: stopping the supervisor",
+            "lkinit: power off",
+            "reboot: Power down",
+        ],
     );
-    at = find(
-        &console,
-        "lkinit: /etc/shutdown.d/010-onshutdown is lkinit: its onshutdown step",
-        at,
-    );
-    at = find(&console, "lkinit: onshutdown: starting", at);
-    at = find(&console, "goodbye from onshutdown", at);
-    at = find(&console, "lkinit: onshutdown: finished", at);
-    at = find(&console, "hook shutdown 020-after", at);
-    at = find(&console, "lkinit: stopping the supervisor", at);
-    at = find(&console, "lkinit: power off", at);
-    find(&console, "reboot: Power down", at);
     assert_eq!(count(&console, "lkinit: onshutdown: starting"), 1);
 }

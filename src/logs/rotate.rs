@@ -14,6 +14,7 @@
 //! itself), and the fresh file is opened through [`crate::safefile`], so a link planted at
 //! a rotated name or at the log's own name turns into nothing worse than a lost log.
 
+use crate::civil::civil_from_days;
 use crate::safefile::{self, FileError};
 use std::fs::File;
 use std::io::{self, Write};
@@ -290,7 +291,8 @@ pub fn stamp_lines(out: &mut Vec<u8>, data: &[u8], at_line_start: bool, stamp: &
 pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    let (y, m, day) = civil_from_days(secs / 86_400);
+    // Days since 1970 of a u64 of seconds fit an i64 many times over.
+    let (y, m, day) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or_default());
     let s = secs % 86_400;
     format!(
         "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
@@ -299,21 +301,6 @@ pub fn rfc3339(t: SystemTime) -> String {
         s % 60,
         d.subsec_micros()
     )
-}
-
-/// Year, month, day of a day number since 1970-01-01 (Howard Hinnant's algorithm, for days
-/// from 1970 on: nothing in it goes below zero).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

@@ -173,14 +173,7 @@ impl Init<'_> {
     /// onboot in the foreground. A shutdown asked for meanwhile waits until it ends (its
     /// bundles prepare the system and are not cut half way); asked again, onboot is stopped.
     fn onboot(&mut self) {
-        log::info!("onboot: starting");
-        let mut args = vec!["onboot"];
-        args.extend(&self.runner_flags);
-        let limit = self.onboot_timeout.map(|t| t.to_string());
-        if let Some(t) = &limit {
-            args.extend(["--timeout", t]);
-        }
-        let Some(child) = self.spawn("onboot", &args) else {
+        let Some(child) = self.start_runner("onboot", self.onboot_timeout) else {
             return;
         };
         loop {
@@ -215,6 +208,19 @@ impl Init<'_> {
         }
     }
 
+    /// Starts `onboot` or `onshutdown` with PID 1's runner flags and, when one is set, the
+    /// limit of each bundle.
+    fn start_runner(&self, what: &'static str, timeout: Option<u64>) -> Option<Child> {
+        log::info!("{what}: starting");
+        let mut args = vec![what];
+        args.extend(&self.runner_flags);
+        let limit = timeout.map(|t| t.to_string());
+        if let Some(t) = &limit {
+            args.extend(["--timeout", t]);
+        }
+        self.spawn(what, &args)
+    }
+
     pub(super) fn start_supervisor(&self) -> Option<Child> {
         let c = self.spawn("supervisor", &["system-init"])?;
         log::info!("supervisor started (pid {})", c.waiter.pid());
@@ -223,14 +229,7 @@ impl Init<'_> {
 
     /// onshutdown, bounded in all by ONSHUTDOWN_LIMIT.
     fn onshutdown(&mut self) {
-        log::info!("onshutdown: starting");
-        let mut args = vec!["onshutdown"];
-        args.extend(&self.runner_flags);
-        let limit = self.onshutdown_timeout.map(|t| t.to_string());
-        if let Some(t) = &limit {
-            args.extend(["--timeout", t]);
-        }
-        let Some(c) = self.spawn("onshutdown", &args) else {
+        let Some(c) = self.start_runner("onshutdown", self.onshutdown_timeout) else {
             return;
         };
         let deadline = Instant::now() + ONSHUTDOWN_LIMIT;

@@ -120,6 +120,12 @@ pub fn find(console: &str, needle: &str, from: usize) -> usize {
     }
 }
 
+/// Where the last of `needles` appears, each found in turn after the one before it,
+/// starting at `from`; fails the test naming the first one missing.
+pub fn in_order(console: &str, from: usize, needles: &[&str]) -> usize {
+    needles.iter().fold(from, |at, n| find(console, n, at))
+}
+
 /// The first console line that contains `needle`.
 pub fn line_with<'a>(console: &'a str, needle: &str) -> &'a str {
     console
