@@ -176,10 +176,13 @@ if [ "$MODE" = checks ]; then
             label="$N services, no checks, after ${secs} s"
         fi
         show_rss "$variant"
-        printf '  (%s) supervisor CPU over the %s s: %s s\n' "$label" "$secs" "$(echo "($c1 - $c0) / $hz" | bc -l | cut -c1-5)"
+        cpu=$(echo "($c1 - $c0) / $hz" | bc -l | cut -c1-5)
+        printf '  (%s) supervisor CPU over the %s s: %s s\n' "$label" "$secs" "$cpu"
+        printf 'cpu_%s=%s\ncheck_secs=%s\n' "$variant" "$cpu" "$secs" >>"$summary"
         if [ "$variant" = checks ]; then
             bad=$(cli list | awk 'NR > 1 && $2 != "running"' | wc -l)
             echo "  services not running at the end: $bad; one's last check: $(cli status svc$(printf "%0${#N}d" 1) | grep '^check:')"
+            echo "not_running=$bad" >>"$summary"
         fi
         stop_supervisor
         echo "  SIGTERM shutdown: ${down} ms"

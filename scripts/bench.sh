@@ -9,7 +9,9 @@
 #   --services N   services for the supervisor rows (default 50)
 #   --vm           also build the example image and boot it under QEMU (TCG, about a
 #                  minute): time from power-on to the first service's first line
-#   --only LIST    comma-separated subset of: onboot,net,services,size,vm
+#   --checks       also the cost of health checks: the supervisor with N services and no
+#                  checks, then with an exec health check each every second (2-3 minutes)
+#   --only LIST    comma-separated subset of: onboot,net,services,checks,size,vm
 #   LKINIT=PATH    measures that binary instead of building target/release/lkinit
 #
 # Needs root, runc, crun, busybox-static, iproute2, python3, bc (qemu-system-x86 for --vm).
@@ -36,6 +38,7 @@ while [ $# -gt 0 ]; do
         --bundles) n=$2; shift 2 ;;
         --services) services=$2; shift 2 ;;
         --vm) only=$only,vm; shift ;;
+        --checks) only=$only,checks; shift ;;
         --only) only=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench: unknown argument $1" >&2; exit 2 ;;
@@ -51,7 +54,7 @@ require runc busybox python3 bc
 want net && require ip
 want onboot || want net && require unshare
 [ -n "${LKINIT:-}" ] || require_cargo
-want services && require_also "$here/scripts/bench-services.sh"
+want services || want checks && require_also "$here/scripts/bench-services.sh"
 want vm && require_also "$here/scripts/build-image.sh" --lkinit "${LKINIT:-$here/target/release/lkinit}" &&
     require qemu-system-x86_64
 require_check
@@ -252,6 +255,21 @@ services_rows() {
     done
 }
 
+checks_rows() {
+    local s="$work/checks.summary"
+    echo "checks: scripts/bench-services.sh --checks $services (this takes two to three minutes)" >&2
+    SUMMARY=$s LKINIT=$lkinit "$here/scripts/bench-services.sh" --checks "$services" >"$work/checks.out" 2>&1 \
+        || { cat "$work/checks.out" >&2; exit 1; }
+    sed 's/^/  /' "$work/checks.out" >&2
+    get() { sed -n "s/^$1=//p" "$s"; }
+    local with without
+    with=$(get rss_checks); without=$(get rss_plain)
+    row "supervisor RSS, $services services, a check/s each" "$(fmt "$with / 1024" 2) MiB" \
+        "$(fmt "$without / 1024" 2) MiB" "$(fmt "$with / $without")" "no checks = baseline" "≤ 4 $(verdict "$with / 1024" 4)"
+    row "  supervisor CPU over $(get check_secs) s" "$(get cpu_checks) s" "$(get cpu_plain) s" "-" \
+        "$(get not_running) not running at the end" "-"
+}
+
 size_row() {
     local bytes
     bytes=$(stat -c %s "$lkinit")
@@ -293,6 +311,7 @@ echo "lkinit benchmark ($started): $lkinit" >&2
 want onboot && { echo "onboot: $n bundles, $rounds rounds" >&2; onboot_case runc "$plain"; command -v crun >/dev/null && onboot_case crun "$crun_ns"; }
 want net && { echo "veth+bindNS: $n bundles, $rounds rounds" >&2; net_case runc "$plain"; command -v crun >/dev/null && net_case crun "$crun_ns"; }
 want services && services_rows
+want checks && checks_rows
 want size && size_row
 want vm && vm_rows
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
