@@ -338,9 +338,14 @@ pub fn normalize_args(mut argv: Vec<OsString>, is_pid1: bool) -> Vec<OsString> {
             if is_pid1 && argv.len() == 1 {
                 argv.push("init".into());
             }
-            // `lkinit service ARGS` is `service ARGS`, as the help says.
-            if argv.get(1).is_some_and(|w| w == "service") {
-                argv.remove(1);
+            // `lkinit service ARGS` is `service ARGS`, as the help says, also after global
+            // options (`lkinit --sock S service list`).
+            // (clap's command is built only when the word is there at all.)
+            if argv.iter().skip(1).any(|w| w == "service")
+                && let Some(i) = command_word(&argv)
+                && argv[i] == "service"
+            {
+                argv.remove(i);
             }
         }
         _ => match link_command(&base) {
@@ -353,6 +358,36 @@ pub fn normalize_args(mut argv: Vec<OsString>, is_pid1: bool) -> Vec<OsString> {
         },
     }
     argv
+}
+
+/// Where the command word of `argv` is: the first word after the global options (and the
+/// values of those that take one), as clap will read it.
+fn command_word(argv: &[OsString]) -> Option<usize> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let takes_value = |word: &str| {
+        cli.get_arguments().any(|a| {
+            let named = word.strip_prefix("--").map_or(
+                word.strip_prefix('-').and_then(|c| c.chars().next()) == a.get_short(),
+                |l| a.get_long() == Some(l),
+            );
+            named && a.get_action().takes_values()
+        })
+    };
+    let mut i = 1;
+    while let Some(w) = argv.get(i) {
+        let w = w.to_string_lossy();
+        if w == "--" || !w.starts_with('-') {
+            return (w != "--").then_some(i);
+        }
+        // `--opt=value` and flags are one word; `--opt value` two.
+        i += if !w.contains('=') && takes_value(&w) {
+            2
+        } else {
+            1
+        };
+    }
+    None
 }
 
 #[cfg(test)]
@@ -385,6 +420,22 @@ mod tests {
             ["/usr/bin/lkinit", "list"]
         );
         assert_eq!(norm(&["lkinit", "service"], false), ["lkinit"]);
+        assert_eq!(
+            norm(&["lkinit", "--sock", "/s", "-v", "service", "list"], false),
+            ["lkinit", "--sock", "/s", "-v", "list"]
+        );
+        assert_eq!(
+            norm(
+                &["lkinit", "--sock=/s", "service", "stop", "service"],
+                false
+            ),
+            ["lkinit", "--sock=/s", "stop", "service"]
+        );
+        // A value that happens to be `service` is a value.
+        assert_eq!(
+            norm(&["lkinit", "--sock", "service", "list"], false),
+            ["lkinit", "--sock", "service", "list"]
+        );
         assert_eq!(norm(&["lkinit", "list"], true), ["lkinit", "list"]);
         assert_eq!(norm(&["./lkinit"], false), ["./lkinit"]);
         assert_eq!(
