@@ -283,8 +283,7 @@ impl Init<'_> {
             Instant::now() + delay
         });
         loop {
-            let timeout = restart_at.map(|t| t.saturating_duration_since(Instant::now()));
-            match self.wait(supervisor.as_ref(), timeout) {
+            match self.wait(supervisor.as_ref(), restart_at) {
                 Event::Signal(req) => {
                     log::info!("{req}");
                     self.shutdown(req, supervisor.take());

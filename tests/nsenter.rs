@@ -51,18 +51,8 @@ fn start_service(env: &TestEnv, edit: impl FnOnce(&mut Value)) -> Service {
     let rootfs = bundle.join("rootfs");
     std::fs::write(rootfs.join("only-in-service"), "service file\n").unwrap();
     env.run_detached_by_hand(&bundle, &name);
-    let pid = i32::try_from(state(env, &name)["pid"].as_i64().unwrap()).unwrap();
+    let pid = i32::try_from(env.runtime_state(&name)["pid"].as_i64().unwrap()).unwrap();
     Service { name, bundle, pid }
-}
-
-fn state(env: &TestEnv, name: &str) -> Value {
-    let out = Command::new(&env.runtime)
-        .arg("--root")
-        .arg(&env.runtime_root)
-        .args(["state", name])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn exec(env: &TestEnv, args: &[&str]) -> Run {
@@ -246,7 +236,7 @@ fn exec_reports_what_went_wrong() {
     // A container that has exited is not a service one can enter.
     let stopped = start_service(&env, |c| c["process"]["args"] = json!(["true"]));
     for _ in 0..100 {
-        if state(&env, &stopped.name)["status"] == "stopped" {
+        if env.runtime_state(&stopped.name)["status"] == "stopped" {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -111,14 +111,7 @@ fn wait_log(sup: &Supervisor, what: &str) {
 
 /// The pid the runtime reports for a container of the test.
 fn runtime_pid(env: &TestEnv, name: &str) -> i32 {
-    let out = Command::new(&env.runtime)
-        .arg("--root")
-        .arg(&env.runtime_root)
-        .args(["state", name])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    i32::try_from(v["pid"].as_i64().unwrap()).unwrap()
+    i32::try_from(env.runtime_state(name)["pid"].as_i64().unwrap()).unwrap()
 }
 
 /// Removes a container the test ran by hand, and its rootfs bind.

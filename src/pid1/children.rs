@@ -83,9 +83,9 @@ impl Init<'_> {
         })
     }
 
-    /// Waits for a signal, the end of `child`, or `timeout`.
-    pub(super) fn wait(&self, child: Option<&Child>, timeout: Option<Duration>) -> Event {
-        let deadline = timeout.map(|t| Instant::now() + t);
+    /// Waits for a signal, the end of `child`, or `deadline` (every caller that waits
+    /// again after a signal keeps its first deadline).
+    pub(super) fn wait(&self, child: Option<&Child>, deadline: Option<Instant>) -> Event {
         loop {
             if let Some(c) = child
                 && let Some(st) = c.waiter.try_status()

@@ -99,10 +99,7 @@ impl Init<'_> {
         };
         let deadline = c.started + limit;
         loop {
-            match self.wait(
-                Some(&c),
-                Some(deadline.saturating_duration_since(Instant::now())),
-            ) {
+            match self.wait(Some(&c), Some(deadline)) {
                 Event::Exited(st) => {
                     report_hook(&shown, &st);
                     return;
@@ -146,10 +143,7 @@ impl Init<'_> {
         };
         let deadline = c.started + limit;
         loop {
-            match self.wait(
-                Some(&c),
-                Some(deadline.saturating_duration_since(Instant::now())),
-            ) {
+            match self.wait(Some(&c), Some(deadline)) {
                 Event::Exited(st) => {
                     if !st.success() {
                         log::error!("volumes: {st}");
@@ -234,8 +228,7 @@ impl Init<'_> {
         };
         let deadline = Instant::now() + ONSHUTDOWN_LIMIT;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.wait(Some(&c), Some(left)) {
+            match self.wait(Some(&c), Some(deadline)) {
                 Event::Exited(st) => {
                     log::info!(
                         "onshutdown: finished in {} ms: {st}",

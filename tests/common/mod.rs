@@ -142,6 +142,18 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// `RUNTIME state NAME` in the test's runtime root, as JSON (Null when it knows no
+    /// such container).
+    pub fn runtime_state(&self, name: &str) -> serde_json::Value {
+        let out = std::process::Command::new(&self.runtime)
+            .arg("--root")
+            .arg(&self.runtime_root)
+            .args(["state", name])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
     pub fn new() -> TestEnv {
         Self::with_runtime("runc")
     }
